@@ -1,0 +1,29 @@
+/* Shared helpers for the Check suites. Each tests/test_*.c is one runner:
+ * it defines `static Suite *suite(void)` and ends with RBK_TEST_MAIN(). */
+#ifndef RBK_TEST_HARNESS_H
+#define RBK_TEST_HARNESS_H
+
+#include <check.h>
+#include <stdlib.h>
+
+/* Runs the suite, prints Check's summary, exits non-zero on any failure.
+ * CK_FORK, CK_RUN_CASE and CK_VERBOSITY work as documented by Check. */
+#define RBK_TEST_MAIN()                                                      \
+        int main(void) {                                                     \
+                SRunner *sr = srunner_create(suite());                       \
+                srunner_run_all(sr, CK_ENV);                                 \
+                int nf = srunner_ntests_failed(sr);                          \
+                srunner_free(sr);                                            \
+                return nf == 0 ? EXIT_SUCCESS : EXIT_FAILURE;                \
+        }
+
+/* Adds a test case holding one test with a timeout in seconds. */
+#define RBK_TCASE(s, fn, secs)                                               \
+        do {                                                                 \
+                TCase *tc_ = tcase_create(#fn);                              \
+                tcase_set_timeout(tc_, (secs));                              \
+                tcase_add_test(tc_, fn);                                     \
+                suite_add_tcase((s), tc_);                                   \
+        } while (0)
+
+#endif

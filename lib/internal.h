@@ -1,16 +1,113 @@
-/* Internal declarations shared by the library's sources. Never installed. */
+/* Internal declarations shared by the library's sources. Never installed.
+ * Internal names use the rbk__ prefix and are never exported. */
 #ifndef RBK_INTERNAL_H
 #define RBK_INTERNAL_H
 
+#include <glib.h>
+#include <librdkafka/rdkafka.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "robustkafka.h"
+
+/* ------------------------------------------------------------ util.c */
 
 /* Writes a formatted message into a caller's errstr buffer (may be NULL or
  * size 0) and returns err, so error paths read `return rbk__seterr(...)`. */
 rbk_err_t rbk__seterr(char *errstr, size_t errstr_size, rbk_err_t err,
                       const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Monotonic milliseconds. */
+int64_t rbk__now_ms(void);
+
+/* Validates a Kafka topic name (without prefix: prefix+name is checked):
+ * non-empty, at most 249 chars, only [a-zA-Z0-9._-], not "." or "..". */
+rbk_err_t rbk__topic_validate(const char *prefix, const char *topic,
+                              char *errstr, size_t errstr_size);
+
+/* Prefix handling (rbk.prefix / KAFKA_PREFIX). full: g_strconcat (g_free);
+ * strip: pointer into name past the prefix when it starts with it. */
+char *rbk__prefixed(const char *prefix, const char *name);
+const char *rbk__unprefixed(const char *prefix, const char *name);
+
+/* Fork detection: each client records getpid() at creation. */
+int rbk__forked(pid_t creator);
+
+/* ------------------------------------------------------------ conf.c */
+
+struct rbk_conf_s {
+        GHashTable *props; /* char* name -> char* value, as set by the user */
+        rbk_hook_cb_t *hook;
+        void *hook_opaque;
+        rbk_log_cb_t *log_cb;
+        void *log_opaque;
+        rbk_delivery_cb_t *dr_cb;
+        void *dr_opaque;
+        rbk_rebalance_cb_t *rebalance_cb;
+        void *rebalance_opaque;
+        void *dedup_store; /* rbk_dedup_store_t*, owned copy, or NULL */
+};
+
+/* Builds the librdkafka configuration for a client: robust defaults, then
+ * the user's librdkafka properties, then validation of the effective
+ * configuration (aliases and default topic conf included). rbk.* properties
+ * are not passed on. No callbacks are set; the caller sets its own.
+ * Returns NULL with the reason in errstr. */
+rd_kafka_conf_t *rbk__conf_build(const rbk_conf_t *conf, rbk_client_type_t type,
+                                 char *errstr, size_t errstr_size);
+
+/* Effective value of an rbk.* property (user value or the documented
+ * default). Never NULL for a known property. */
+const char *rbk__conf_str(const rbk_conf_t *conf, const char *name);
+int64_t rbk__conf_int(const rbk_conf_t *conf, const char *name);
+int rbk__conf_bool(const rbk_conf_t *conf, const char *name);
+/* The topic/group prefix ("" when none). */
+const char *rbk__conf_prefix(const rbk_conf_t *conf);
+/* 1 if the two configurations would build identical clients. */
+int rbk__conf_equal(const rbk_conf_t *a, const rbk_conf_t *b);
+/* 1 if the property name holds a secret (its value is never shown). */
+int rbk__conf_is_secret(const char *name);
+/* Sets without the librdkafka set-time check (for env.c, which has
+ * already validated); returns RBK_OK. */
+void rbk__conf_set_raw(rbk_conf_t *conf, const char *name, const char *value);
+
+/* ------------------------------------------------------------ hooks.c */
+
+typedef struct rbk__hooks_s rbk__hooks_t;
+
+/* Dispatcher for one client: hook, log callback, rate limiting. client_name
+ * is copied. */
+rbk__hooks_t *rbk__hooks_new(const rbk_conf_t *conf, const char *client_name);
+void rbk__hooks_destroy(rbk__hooks_t *h);
+/* Sets every field to "does not apply", version, class and severity. */
+void rbk__event_init(rbk_event_t *ev, rbk_event_class_t cls,
+                     rbk_severity_t sev);
+/* Fills client and repeat/suppressed, strips the prefix from topic and
+ * group, rate-limits by incident key and calls the hook (serialised per
+ * dispatcher). Also logs the event. Returns 1 if delivered, 0 if suppressed. */
+int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev);
+/* Logs through the application's log callback (or stderr for level <= 4),
+ * redacted. */
+void rbk__log(rbk__hooks_t *h, int level, const char *fac, const char *fmt,
+              ...) __attribute__((format(printf, 4, 5)));
+/* Installs a librdkafka log_cb that routes through rbk__log (opaque must be
+ * the rd_kafka_conf's opaque owner: pass the hooks via rd_kafka_conf_set_opaque
+ * is NOT used; instead the client calls rbk__hooks_rd_log from its own log
+ * callback). */
+void rbk__hooks_rd_log(rbk__hooks_t *h, int level, const char *fac,
+                       const char *buf);
+/* Replaces secrets in a log line in place (PEM bodies, password=...). */
+void rbk__redact(char *line);
+/* Logs warnings for known issues of the running librdkafka version that
+ * affect the library's defaults, and fires RBK_EV_VERSION_WARNING once per
+ * process. */
+void rbk__version_check(rbk__hooks_t *h);
+
+/* ------------------------------------------------------------ msgid.c */
+
+/* A fresh random non-zero producer instance id. */
+uint64_t rbk__msgid_new_producer_id(void);
 
 #endif /* RBK_INTERNAL_H */

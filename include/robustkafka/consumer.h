@@ -1,0 +1,288 @@
+/**
+ * @file robustkafka/consumer.h
+ * @brief The robust group consumer: at least once, in order per partition,
+ * partitions in parallel, retry without skipping, dead letters, duplicate
+ * dropping, and quarantine of out-of-range partitions (never an automatic
+ * offset reset).
+ */
+#ifndef ROBUSTKAFKA_CONSUMER_H
+#define ROBUSTKAFKA_CONSUMER_H
+
+#include "common.h"
+#include "conf.h"
+#include "msgid.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** An opaque consumer handle. */
+typedef struct rbk_consumer_s rbk_consumer_t;
+
+/**
+ * @brief A received message. Owned by the library; valid during the handler
+ * call (run API) or until rbk_consumer_done() (poll API).
+ */
+typedef struct rbk_message_s {
+        int version;            /**< RBK_MESSAGE_VERSION. */
+        const char *topic;      /**< Topic, prefix stripped. */
+        int32_t partition;      /**< Partition. */
+        int64_t offset;         /**< Offset. */
+        int64_t timestamp;      /**< Milliseconds since the epoch, or -1. */
+        const void *key;        /**< Key bytes, or NULL. */
+        size_t key_len;         /**< Key size. */
+        const void *value;      /**< Value bytes, or NULL. */
+        size_t value_len;       /**< Value size. */
+        const char *id;         /**< The `rbk-id` header as a string, or NULL. */
+        int has_msgid;          /**< 1 if @ref id is in the library's format (then @ref msgid is set). */
+        rbk_msgid_t msgid;      /**< Parsed id when @ref has_msgid. */
+        int attempt;            /**< 1 on first delivery to the handler, 2+ on retries. */
+        int possibly_duplicate; /**< 1 if marked re-sent by the producer's fatal-error recovery. */
+        void *internal_;        /**< Library use only. */
+} rbk_message_t;
+
+/** The current rbk_message_t layout version. */
+#define RBK_MESSAGE_VERSION 1
+
+/**
+ * @brief Looks up a header of a received message (the last one of that name).
+ * @returns RBK_OK with @p valuep / @p sizep set, or RBK_ERR_NOT_FOUND.
+ * Thread-safety: while the message is valid, from the thread handling it.
+ */
+RBK_API rbk_err_t rbk_message_header(const rbk_message_t *msg,
+                                     const char *name, const void **valuep,
+                                     size_t *sizep);
+
+/** The handler's verdict on a message. */
+typedef enum rbk_verdict_t {
+        RBK_HANDLED = 0, /**< Done: the offset is stored (and committed later). */
+        RBK_RETRY = 1    /**< Hand me the same message again after a backoff. */
+} rbk_verdict_t;
+
+/**
+ * @brief The message handler. Called on a worker thread; messages of one
+ * partition are handled one at a time in offset order, different partitions
+ * in parallel (`rbk.consumer.workers` threads).
+ */
+typedef rbk_verdict_t(rbk_handler_t)(const rbk_message_t *msg, void *opaque);
+
+/** What a rebalance did to a partition. */
+typedef enum rbk_rebalance_t {
+        RBK_ASSIGNED = 1, /**< Now ours. */
+        RBK_REVOKED = 2,  /**< Handed back cleanly; stored offsets were committed. */
+        RBK_LOST = 3      /**< Taken away without a clean hand-over; nothing was committed. */
+} rbk_rebalance_t;
+
+/**
+ * @brief Rebalance callback, called once per partition on the consumer's poll
+ * thread after the library has done its own work for that partition.
+ */
+typedef void(rbk_rebalance_cb_t)(rbk_rebalance_t what, const char *topic,
+                                 int32_t partition, void *opaque);
+
+/**
+ * @brief Sets the rebalance callback of consumers created from @p conf.
+ * Thread-safety: as rbk_conf_new().
+ */
+RBK_API void rbk_conf_set_rebalance_cb(rbk_conf_t *conf,
+                                       rbk_rebalance_cb_t *cb, void *opaque);
+
+/**
+ * @brief Creates a group consumer (prefer rbk_consumer_get()). `group.id`
+ * is required.
+ * @param conf configuration; copied, the caller keeps ownership.
+ * @returns the consumer, or NULL with the reason in @p errstr.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
+                                         size_t errstr_size);
+
+/**
+ * @brief Subscribes to topics (names without the configured prefix).
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG (NULL or empty list),
+ * RBK_ERR_INVALID_TOPIC; on error nothing changes.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c,
+                                         const char *const *topics,
+                                         size_t topic_cnt, char *errstr,
+                                         size_t errstr_size);
+
+/**
+ * @brief Runs the consumer until rbk_consumer_stop(): polls, hands messages
+ * to @p handler on worker threads, stores offsets after success, commits.
+ * On return, in-flight handlers have finished and stored offsets are
+ * committed (the group is still joined until rbk_consumer_close()).
+ * @returns RBK_OK after a stop; RBK_ERR_INVALID_ARG for a NULL handler;
+ * RBK_ERR_STATE if already running or not subscribed.
+ * Thread-safety: call from one thread; it blocks.
+ */
+RBK_API rbk_err_t rbk_consumer_run(rbk_consumer_t *c, rbk_handler_t *handler,
+                                   void *opaque);
+
+/**
+ * @brief Like rbk_consumer_run() on a thread of the library's own; returns
+ * at once.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
+                                     void *opaque);
+
+/**
+ * @brief Asks a running consumer to stop. Async-signal-safe: may be called
+ * from a SIGTERM handler. Accepts NULL.
+ */
+RBK_API void rbk_consumer_stop(rbk_consumer_t *c);
+
+/**
+ * @brief Poll API: the next message ready for the application, already
+ * de-duplicated and with quarantined partitions held back.
+ *
+ * Each message returned must be given back with rbk_consumer_done() before
+ * the next message of the same partition is returned.
+ * @param msgp receives the message, or NULL on timeout.
+ * @returns RBK_OK (message or timeout), RBK_ERR_STATE while rbk_consumer_run
+ * is active, RBK_ERR_SHUTDOWN after close.
+ * Thread-safety: one polling thread at a time.
+ */
+RBK_API rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
+                                    rbk_message_t **msgp);
+
+/**
+ * @brief Poll API: the verdict on a message from rbk_consumer_poll(). With
+ * RBK_HANDLED the offset is stored; with RBK_RETRY the same message comes
+ * back after the backoff. The message must not be used afterwards.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
+                                    rbk_verdict_t verdict);
+
+/** How to resolve a quarantined partition. */
+typedef enum rbk_resolve_t {
+        RBK_RESOLVE_EARLIEST = 1,  /**< Resume at the log start (replays). */
+        RBK_RESOLVE_LATEST = 2,    /**< Resume at the log end (skips). */
+        RBK_RESOLVE_COMMITTED = 3, /**< Try the committed offset again. */
+        RBK_RESOLVE_OFFSET = 4     /**< Resume at an explicit offset within the watermarks. */
+} rbk_resolve_t;
+
+/**
+ * @brief Resolves a quarantined partition: resumes it at the chosen
+ * position, commits that position explicitly, logs the decision with the
+ * incident key and fires RBK_EV_QUARANTINE_RESOLVED.
+ * @param offset the offset for RBK_RESOLVE_OFFSET, ignored otherwise.
+ * @returns RBK_OK; RBK_ERR_NOT_QUARANTINED, RBK_ERR_NOT_FOUND (unknown
+ * topic/partition), RBK_ERR_OUT_OF_RANGE (offset outside the watermarks);
+ * on error nothing changes.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_resolve(rbk_consumer_t *c, const char *topic,
+                                       int32_t partition, rbk_resolve_t how,
+                                       int64_t offset, char *errstr,
+                                       size_t errstr_size);
+
+/** A quarantined partition, as listed by rbk_consumer_quarantined(). */
+typedef struct rbk_quarantine_s {
+        char topic[256];        /**< Topic, prefix stripped. */
+        int32_t partition;      /**< Partition. */
+        int64_t failed_offset;  /**< The out-of-range position. */
+        int64_t committed_offset; /**< Committed offset, or RBK_NO_VALUE. */
+        int64_t low_watermark;  /**< Log start at detection. */
+        int64_t high_watermark; /**< Log end at detection. */
+        char incident_key[512]; /**< group/topic/partition/failed offset. */
+} rbk_quarantine_t;
+
+/**
+ * @brief Lists quarantined partitions.
+ * @param out array of @p max entries (may be NULL when @p max is 0).
+ * @returns how many partitions are quarantined (may exceed @p max).
+ * Thread-safety: safe from any thread.
+ */
+RBK_API size_t rbk_consumer_quarantined(rbk_consumer_t *c,
+                                        rbk_quarantine_t *out, size_t max);
+
+/** Consumer counters (a snapshot). */
+typedef struct rbk_consumer_stats_s {
+        int version;                 /**< RBK_CONSUMER_STATS_VERSION. */
+        uint64_t consumed;           /**< Messages received from Kafka. */
+        uint64_t handled;            /**< Handler returned RBK_HANDLED. */
+        uint64_t retried;            /**< Handler returned RBK_RETRY. */
+        uint64_t dead_lettered;      /**< Sent to the dead-letter topic. */
+        uint64_t duplicates_dropped; /**< Dropped by dedup as provably seen. */
+        uint64_t unprovable;         /**< Passed: too old for the dedup window. */
+        uint64_t no_id;              /**< Passed: no id header. */
+        uint64_t commits;            /**< Offset commits that succeeded. */
+        uint64_t quarantines;        /**< Quarantine incidents (repeats included). */
+        uint64_t resolutions;        /**< Quarantines resolved. */
+        uint64_t initial_positions;  /**< Partitions started at the initial position. */
+        uint64_t stalls;             /**< Stall events fired. */
+        uint64_t assigned_partitions; /**< Partitions currently assigned. */
+        uint64_t quarantined_partitions; /**< Partitions currently quarantined. */
+        uint64_t dedup_memory_bytes; /**< Memory held by dedup windows. */
+        int64_t lag;                 /**< Sum of per-partition lag, or -1 if unknown. */
+        double handler_ms_avg;       /**< Mean handler latency. */
+} rbk_consumer_stats_t;
+
+/** The current rbk_consumer_stats_t layout version. */
+#define RBK_CONSUMER_STATS_VERSION 1
+
+/**
+ * @brief Reads the consumer's counters.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_stats(rbk_consumer_t *c,
+                                     rbk_consumer_stats_t *out);
+
+/**
+ * @brief The counters as JSON, with a per-partition section (position,
+ * committed, lag, paused, quarantined, duplicates, handler latency).
+ * @returns a string to free with rbk_free().
+ * Thread-safety: safe from any thread.
+ */
+RBK_API char *rbk_consumer_stats_json(rbk_consumer_t *c);
+
+/**
+ * @brief Stops fetching, lets in-flight handlers finish (bounded by
+ * @p timeout_ms, or `rbk.shutdown.timeout.ms` when negative), commits stored
+ * offsets and leaves the group. Safe to call twice.
+ * @returns RBK_OK or RBK_ERR_TIMED_OUT.
+ * Thread-safety: safe from any thread except a handler.
+ */
+RBK_API rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms);
+
+/**
+ * @brief Closes (if not yet closed) and frees. Accepts NULL. Not for handles
+ * from rbk_consumer_get().
+ * Thread-safety: no other call on @p c may run concurrently.
+ */
+RBK_API void rbk_consumer_destroy(rbk_consumer_t *c);
+
+/**
+ * @brief The process-wide consumer named @p name (see rbk_producer_get()).
+ * Thread-safety: safe from any thread; creation happens once.
+ */
+RBK_API rbk_consumer_t *rbk_consumer_get(const char *name,
+                                         const rbk_conf_t *conf, char *errstr,
+                                         size_t errstr_size);
+
+/**
+ * @brief Drops a reference taken by rbk_consumer_get(). Accepts NULL.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API void rbk_consumer_put(rbk_consumer_t *c);
+
+/**
+ * @brief Shuts down every registry client within @p timeout_ms in total
+ * (negative: `rbk.shutdown.timeout.ms` of each, default 15000): stops and
+ * closes consumers (committing stored offsets), flushes and closes producers
+ * (reporting what could not be delivered). Later *_get() calls fail with
+ * RBK_ERR_SHUTDOWN. Safe to call twice and from atexit().
+ * @returns RBK_OK, or RBK_ERR_TIMED_OUT if some client did not finish cleanly.
+ * Thread-safety: safe from any thread except library callbacks.
+ */
+RBK_API rbk_err_t rbk_shutdown(int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ROBUSTKAFKA_CONSUMER_H */

@@ -1,0 +1,129 @@
+/* Duplicate dropping: the consumer's internal interface to the dedup windows
+ * (lib/dedup.c) and the persistent stores (lib/dedup_sqlite.c).
+ *
+ * One rbk__dedup_t per consumer. Per assigned partition it keeps:
+ *   - for ids in the library's format (`<16 hex producer id>-<seq>`), per
+ *     producer id a high-water mark plus a sliding bitmap of the last
+ *     `rbk.dedup.window` sequences, at most `rbk.dedup.max.producers`
+ *     producers (least recently recorded evicted first);
+ *   - for any other `rbk-id` value (caller-supplied ids), an exact-match set
+ *     of the last `rbk.dedup.foreign.window` ids, oldest evicted first.
+ *
+ * The one invariant: rbk__dedup_check() answers RBK__DEDUP_DUPLICATE only for
+ * an id that rbk__dedup_record() recorded before (in this process, or in a
+ * saved window loaded from the store, or in the store's in-transaction table).
+ * Anything evicted, too old or unknown is RBK__DEDUP_UNPROVABLE or
+ * RBK__DEDUP_NEW, and the consumer passes it to the handler.
+ *
+ * Names: topic and group are the names the application sees (without the
+ * `rbk.prefix` / KAFKA_PREFIX), because the store keys saved windows by them
+ * and rbk_dedup_sqlite_record_in_txn() is called by the application with them.
+ *
+ * Thread-safety: calls for different partitions may run concurrently on
+ * different threads; calls for one partition should be serialized by the
+ * caller (they are nevertheless memory-safe if not: each partition has its own
+ * lock and a reference count). rbk__dedup_memory() and
+ * rbk__dedup_partition_counts() are safe from any thread at any time.
+ * rbk__dedup_new()/rbk__dedup_destroy() must not race with other calls.
+ */
+#ifndef RBK_DEDUP_INTERNAL_H
+#define RBK_DEDUP_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "robustkafka.h"
+
+/* Configuration properties read by rbk__dedup_new() and their defaults. */
+#define RBK__DEDUP_WINDOW_PROP "rbk.dedup.window"
+#define RBK__DEDUP_WINDOW_DEFAULT 65536 /* sequences; power of two, 64..16777216 */
+#define RBK__DEDUP_MAX_PRODUCERS_PROP "rbk.dedup.max.producers"
+#define RBK__DEDUP_MAX_PRODUCERS_DEFAULT 16 /* 1..1024 per partition */
+#define RBK__DEDUP_FOREIGN_WINDOW_PROP "rbk.dedup.foreign.window"
+#define RBK__DEDUP_FOREIGN_WINDOW_DEFAULT 10000 /* ids; 0..10000000 (0: off) */
+
+typedef struct rbk__dedup_s rbk__dedup_t; /* one per consumer */
+
+typedef enum {
+        RBK__DEDUP_NEW = 0,     /* not seen: hand to the handler */
+        RBK__DEDUP_DUPLICATE,   /* provably recorded before: drop (and store the offset) */
+        RBK__DEDUP_UNPROVABLE,  /* too old / evicted / store error: hand to the handler */
+        RBK__DEDUP_NO_ID        /* no id (NULL or empty): hand to the handler */
+} rbk__dedup_verdict_t;
+
+/* A new dedup state for one consumer. Reads rbk.dedup.* from @conf (NULL:
+ * all defaults; an invalid value falls back to its default — values are
+ * validated when set, see rbk__dedup_conf_check()) and takes a reference on
+ * conf->dedup_store if set. @group is copied. Never NULL except on OOM. */
+rbk__dedup_t *rbk__dedup_new(const rbk_conf_t *conf, const char *group);
+/* Frees everything and drops the store reference (the store's destroy
+ * callback runs when the last reference goes). Accepts NULL. */
+void rbk__dedup_destroy(rbk__dedup_t *d);
+
+/* Error reporting: store load failures, corrupt saved windows (the partition
+ * then starts empty) and store lookup failures in rbk__dedup_check() are
+ * reported through this callback, on the thread making the call, with no
+ * dedup lock held (it must not call rbk__dedup_* for the same partition).
+ * The consumer turns them into RBK_EV_DEDUP_STORE_ERROR. Errors of
+ * rbk__dedup_commit() are returned, not reported here. */
+typedef void(rbk__dedup_error_cb_t)(const char *topic, int32_t partition,
+                                    rbk_err_t err, const char *reason,
+                                    void *opaque);
+void rbk__dedup_set_error_cb(rbk__dedup_t *d, rbk__dedup_error_cb_t *cb,
+                             void *opaque);
+
+/* The partition is now ours: creates its windows, loading the saved window
+ * from the store if any (a missing one is not an error; a corrupt one is
+ * reported through the error callback and the partition starts empty).
+ * Idempotent: assigning an already-assigned partition keeps its windows.
+ * (check/record on a partition that was never assigned assign it first.) */
+void rbk__dedup_assign(rbk__dedup_t *d, const char *topic, int32_t partition);
+/* Drops the partition's windows and counters (they were saved at the last
+ * rbk__dedup_commit(); call that first on a clean revoke). */
+void rbk__dedup_revoke(rbk__dedup_t *d, const char *topic, int32_t partition);
+
+/* Called on the partition's worker thread right before the handler: is this
+ * id provably seen? Does not record. id/id_len is the raw `rbk-id` header
+ * value (need not be NUL-terminated); NULL or 0 length gives NO_ID. Counts
+ * DUPLICATE, UNPROVABLE and NO_ID verdicts per partition. */
+rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
+                                      int32_t partition, const void *id,
+                                      size_t id_len);
+/* After the handler succeeded (or the message went to the dead-letter
+ * topic): record the id as seen. NULL/empty ids are ignored. @offset is the
+ * message's offset. */
+void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
+                       const void *id, size_t id_len, int64_t offset);
+
+/* Before (or together with) an offset commit of this partition: persists
+ * its windows to the store. @next_offset is the offset being committed.
+ * No-op (RBK_OK) without a store or when nothing was recorded since the last
+ * successful save. Returns RBK_ERR_STORE with the reason in errstr when the
+ * store failed (duplicates may then pass after a restart; never a loss). */
+rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,
+                            int32_t partition, int64_t next_offset,
+                            char *errstr, size_t errstr_size);
+
+/* Stats. Bytes held by all windows of this consumer. */
+size_t rbk__dedup_memory(rbk__dedup_t *d);
+/* Counters of one partition since it was assigned (zeros if not assigned).
+ * Any output pointer may be NULL. */
+void rbk__dedup_partition_counts(rbk__dedup_t *d, const char *topic,
+                                 int32_t partition, uint64_t *dups,
+                                 uint64_t *unprovable, uint64_t *no_id);
+
+/* ---- hooks for conf.c ---- */
+
+/* Validates a value of an rbk.dedup.* property: RBK_OK, RBK_ERR_CONF with
+ * the reason, or RBK_ERR_NOT_FOUND if @name is not an rbk.dedup.* property
+ * this file knows. */
+rbk_err_t rbk__dedup_conf_check(const char *name, const char *value,
+                                char *errstr, size_t errstr_size);
+/* conf->dedup_store is a reference-counted holder of the store set with
+ * rbk_conf_set_dedup_store(). rbk_conf_dup() must set the copy's field to
+ * rbk__dedup_store_dup(src->dedup_store) and rbk_conf_destroy() must call
+ * rbk__dedup_store_free(conf->dedup_store). Both accept NULL. */
+void *rbk__dedup_store_dup(const void *holder);
+void rbk__dedup_store_free(void *holder);
+
+#endif /* RBK_DEDUP_INTERNAL_H */

@@ -14,5 +14,6 @@
 #include "robustkafka/msgid.h"
 #include "robustkafka/producer.h"
 #include "robustkafka/consumer.h"
+#include "robustkafka/dedup.h"
 
 #endif /* ROBUSTKAFKA_H */

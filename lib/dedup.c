@@ -1,0 +1,1169 @@
+/* Duplicate dropping: per-partition windows of recorded message ids.
+ *
+ * Ids in the library's format: per producer id, a high-water mark (hwm, the
+ * highest recorded sequence) and a bitmap of W = rbk.dedup.window sequences.
+ * Bit (s mod W) is set iff sequence s in (hwm - W, hwm] was recorded; moving
+ * the hwm forward clears the positions it passes over. Check and record are a
+ * bit test and a bit set. Producers are kept in a small array scanned
+ * linearly (at most rbk.dedup.max.producers, least recently recorded evicted
+ * first). An evicted producer's (id, hwm) goes to a small ring so that when
+ * it comes back its old sequences are reported UNPROVABLE, not NEW; its new
+ * entry starts with an empty bitmap, so it can never claim an old sequence.
+ *
+ * Caller-supplied ids: an exact-match set (GHashTable) with a FIFO ring of at
+ * most rbk.dedup.foreign.window ids.
+ *
+ * Partition entries ("shells") live until rbk__dedup_destroy(); revoke only
+ * empties them. So a pointer to a shell, once looked up, stays valid, and a
+ * per-thread one-entry cache saves the map lookup on the hot path.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup.h"
+#include "internal.h"
+
+#define RBK__EVICTED_RING 64 /* remembered evicted producers per partition */
+#define RBK__WINDOW_MIN 64
+#define RBK__WINDOW_MAX (1u << 24)
+#define RBK__MAX_PRODUCERS_MAX 1024
+#define RBK__FOREIGN_WINDOW_MAX 10000000
+
+/* Blob format (docs/dedup.md): 16-byte header, then the payload. */
+#define RBK__BLOB_MAGIC "RBKD"
+#define RBK__BLOB_VERSION 1
+#define RBK__BLOB_HDR 16
+
+/* ---------------------------------------------------------------- types */
+
+typedef struct rbk__prod_s {
+        uint64_t pid;
+        uint64_t hwm;   /* highest recorded sequence, 0 if none */
+        uint64_t floor; /* below: UNPROVABLE unless the bit is set */
+        uint64_t tick;  /* last record, for LRU */
+        uint64_t *bits; /* W/64 words */
+} rbk__prod_t;
+
+typedef struct rbk__evicted_s {
+        uint64_t pid;
+        uint64_t hwm;
+} rbk__evicted_t;
+
+typedef struct rbk__fkey_s {
+        uint64_t hash;
+        size_t len;
+        const unsigned char *data; /* points at inl for stored keys */
+        unsigned char inl[];
+} rbk__fkey_t;
+
+/* The windows of one partition (movable as a unit: built from a blob
+ * without locks, then installed). */
+typedef struct rbk__win_s {
+        uint64_t *pids; /* compact copy of prods[i].pid, for the scan */
+        rbk__prod_t *prods;
+        uint32_t nprod, cap, hint;
+        uint64_t tick;
+        rbk__evicted_t evicted[RBK__EVICTED_RING];
+        uint32_t nevicted, evicted_next;
+        GHashTable *foreign; /* rbk__fkey_t* set, NULL until first use */
+        rbk__fkey_t **fring; /* FIFO, oldest at fhead */
+        size_t fcap, fhead, fcount;
+        size_t mem; /* bytes held by this window */
+} rbk__win_t;
+
+typedef struct rbk__pkey_s {
+        const char *topic;
+        int32_t partition;
+} rbk__pkey_t;
+
+typedef struct rbk__dpart_s {
+        rbk__pkey_t key; /* first: the map's key; topic owned */
+        GMutex lock;
+        int assigned;
+        rbk__win_t win;
+        uint64_t rec_gen, saved_gen; /* dirty iff different */
+        int64_t last_offset;
+        /* counters, atomic */
+        uint64_t dups, unprovable, no_id;
+        size_t mem; /* atomic copy of win.mem + shell while assigned */
+} rbk__dpart_t;
+
+typedef struct rbk__store_holder_s {
+        gint refcnt;
+        rbk_dedup_store_t store;
+} rbk__store_holder_t;
+
+struct rbk__dedup_s {
+        uint64_t serial; /* distinguishes instances for the thread cache */
+        char *group;
+        uint64_t window, wmask;
+        size_t wwords;
+        uint32_t max_producers;
+        size_t foreign_window;
+        uint64_t seed;
+        rbk__store_holder_t *holder; /* NULL without a store */
+        GMutex lock;                 /* the map only */
+        GHashTable *parts;           /* rbk__dpart_t* (key = &part->key) */
+        rbk__dedup_error_cb_t *error_cb;
+        void *error_opaque;
+};
+
+static uint64_t rbk__dedup_serial_next = 1;
+
+/* ---------------------------------------------------------------- conf */
+
+static rbk_err_t rbk__dedup_parse_prop(const char *name, const char *value,
+                                       uint64_t *out, char *errstr,
+                                       size_t errstr_size) {
+        uint64_t min, max;
+        int pow2 = 0;
+        guint64 v;
+
+        if (!strcmp(name, RBK__DEDUP_WINDOW_PROP)) {
+                min = RBK__WINDOW_MIN;
+                max = RBK__WINDOW_MAX;
+                pow2 = 1;
+        } else if (!strcmp(name, RBK__DEDUP_MAX_PRODUCERS_PROP)) {
+                min = 1;
+                max = RBK__MAX_PRODUCERS_MAX;
+        } else if (!strcmp(name, RBK__DEDUP_FOREIGN_WINDOW_PROP)) {
+                min = 0;
+                max = RBK__FOREIGN_WINDOW_MAX;
+        } else {
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_NOT_FOUND,
+                                   "%s: not a dedup property", name);
+        }
+        if (!value || !g_ascii_string_to_unsigned(value, 10, min, max, &v,
+                                                  NULL))
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_CONF,
+                                   "%s: expected an integer from %" G_GUINT64_FORMAT
+                                   " to %" G_GUINT64_FORMAT "%s",
+                                   name, (guint64)min, (guint64)max,
+                                   pow2 ? " that is a power of two" : "");
+        if (pow2 && (v & (v - 1)))
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_CONF,
+                                   "%s: %" G_GUINT64_FORMAT
+                                   " is not a power of two",
+                                   name, (guint64)v);
+        *out = v;
+        return RBK_OK;
+}
+
+rbk_err_t rbk__dedup_conf_check(const char *name, const char *value,
+                                char *errstr, size_t errstr_size) {
+        uint64_t v;
+        if (!name)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "NULL property name");
+        return rbk__dedup_parse_prop(name, value, &v, errstr, errstr_size);
+}
+
+static uint64_t rbk__dedup_conf_get(const rbk_conf_t *conf, const char *name,
+                                    uint64_t def) {
+        const char *value;
+        uint64_t v;
+        if (!conf || !conf->props)
+                return def;
+        value = g_hash_table_lookup(conf->props, name);
+        if (!value ||
+            rbk__dedup_parse_prop(name, value, &v, NULL, 0) != RBK_OK)
+                return def;
+        return v;
+}
+
+/* ---------------------------------------------------------------- store holder */
+
+void *rbk__dedup_store_dup(const void *holder) {
+        rbk__store_holder_t *h = (rbk__store_holder_t *)holder;
+        if (h)
+                g_atomic_int_inc(&h->refcnt);
+        return h;
+}
+
+void rbk__dedup_store_free(void *holder) {
+        rbk__store_holder_t *h = holder;
+        if (!h || !g_atomic_int_dec_and_test(&h->refcnt))
+                return;
+        if (h->store.destroy)
+                h->store.destroy(h->store.opaque);
+        g_free(h);
+}
+
+rbk_err_t rbk_conf_set_dedup_store(rbk_conf_t *conf,
+                                   const rbk_dedup_store_t *store,
+                                   char *errstr, size_t errstr_size) {
+        rbk__store_holder_t *h = NULL;
+
+        if (!conf)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "rbk_conf_set_dedup_store: NULL conf");
+        if (store) {
+                if (store->version != RBK_DEDUP_STORE_VERSION)
+                        return rbk__seterr(
+                            errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                            "rbk_conf_set_dedup_store: store version %d, "
+                            "expected %d (initialise with RBK_DEDUP_STORE_INIT)",
+                            store->version, RBK_DEDUP_STORE_VERSION);
+                if (!store->load || !store->save)
+                        return rbk__seterr(
+                            errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                            "rbk_conf_set_dedup_store: the load and save "
+                            "callbacks are required");
+                h = g_new0(rbk__store_holder_t, 1);
+                h->refcnt = 1;
+                h->store = *store;
+        }
+        rbk__dedup_store_free(conf->dedup_store);
+        conf->dedup_store = h;
+        return RBK_OK;
+}
+
+/* ---------------------------------------------------------------- hashing, CRC */
+
+static uint64_t rbk__mix(uint64_t z) {
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return z ^ (z >> 31);
+}
+
+static uint64_t rbk__hash_bytes(uint64_t seed, const unsigned char *p,
+                                size_t len) {
+        uint64_t h = seed ^ UINT64_C(0xcbf29ce484222325);
+        for (size_t i = 0; i < len; i++)
+                h = (h ^ p[i]) * UINT64_C(0x100000001b3);
+        return rbk__mix(h ^ len);
+}
+
+static guint rbk__fkey_hash(gconstpointer k) {
+        return (guint)((const rbk__fkey_t *)k)->hash;
+}
+
+static gboolean rbk__fkey_equal(gconstpointer a, gconstpointer b) {
+        const rbk__fkey_t *x = a, *y = b;
+        return x->hash == y->hash && x->len == y->len &&
+               !memcmp(x->data, y->data, x->len);
+}
+
+/* CRC-32C (Castagnoli), reflected, table-driven. */
+static uint32_t rbk__crc_table[256];
+
+static void rbk__crc_init(void) {
+        static gsize done = 0;
+        if (g_once_init_enter(&done)) {
+                for (uint32_t i = 0; i < 256; i++) {
+                        uint32_t c = i;
+                        for (int k = 0; k < 8; k++)
+                                c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+                        rbk__crc_table[i] = c;
+                }
+                g_once_init_leave(&done, 1);
+        }
+}
+
+static uint32_t rbk__crc32c(const unsigned char *p, size_t len) {
+        uint32_t c = 0xffffffffu;
+        rbk__crc_init();
+        for (size_t i = 0; i < len; i++)
+                c = rbk__crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
+        return c ^ 0xffffffffu;
+}
+
+/* ---------------------------------------------------------------- windows */
+
+static void rbk__win_init(rbk__win_t *w) {
+        memset(w, 0, sizeof(*w));
+}
+
+static void rbk__fkey_destroy(gpointer p) {
+        g_free(p);
+}
+
+static size_t rbk__fkey_cost(const rbk__fkey_t *k) {
+        /* the key, plus a GHashTable slot (hash, key; sized at ~2x load) */
+        return sizeof(*k) + k->len + 2 * (sizeof(guint) + sizeof(gpointer));
+}
+
+static void rbk__win_clear(rbk__win_t *w) {
+        for (uint32_t i = 0; i < w->nprod; i++)
+                g_free(w->prods[i].bits);
+        g_free(w->prods);
+        g_free(w->pids);
+        if (w->foreign)
+                g_hash_table_destroy(w->foreign); /* frees the keys */
+        g_free(w->fring);
+        rbk__win_init(w);
+}
+
+/* Clears the bit positions of sequences from..from+n-1 (n < W). */
+static void rbk__bits_clear_range(uint64_t *bits, uint64_t wmask,
+                                  uint64_t from, uint64_t n) {
+        uint64_t p = from & wmask;
+        while (n > 0) {
+                uint64_t bit = p & 63;
+                uint64_t take = 64 - bit;
+                if (take > n)
+                        take = n;
+                uint64_t m = take == 64 ? ~UINT64_C(0)
+                                        : ((UINT64_C(1) << take) - 1) << bit;
+                bits[p >> 6] &= ~m;
+                n -= take;
+                p = (p + take) & wmask;
+        }
+}
+
+static inline int rbk__bit_test(const uint64_t *bits, uint64_t wmask,
+                                uint64_t s) {
+        uint64_t p = s & wmask;
+        return (int)((bits[p >> 6] >> (p & 63)) & 1);
+}
+
+static inline void rbk__bit_set(uint64_t *bits, uint64_t wmask, uint64_t s) {
+        uint64_t p = s & wmask;
+        bits[p >> 6] |= UINT64_C(1) << (p & 63);
+}
+
+static inline int rbk__win_find(rbk__win_t *w, uint64_t pid) {
+        if (w->nprod && w->pids[w->hint] == pid)
+                return (int)w->hint;
+        for (uint32_t i = 0; i < w->nprod; i++) {
+                if (w->pids[i] == pid) {
+                        w->hint = i;
+                        return (int)i;
+                }
+        }
+        return -1;
+}
+
+static int rbk__win_evicted_find(const rbk__win_t *w, uint64_t pid) {
+        for (uint32_t i = 0; i < w->nevicted; i++)
+                if (w->evicted[i].pid == pid)
+                        return (int)i;
+        return -1;
+}
+
+static void rbk__win_evicted_add(rbk__win_t *w, uint64_t pid, uint64_t hwm) {
+        int i = rbk__win_evicted_find(w, pid);
+        if (i >= 0) {
+                if (hwm > w->evicted[i].hwm)
+                        w->evicted[i].hwm = hwm;
+                return;
+        }
+        w->evicted[w->evicted_next].pid = pid;
+        w->evicted[w->evicted_next].hwm = hwm;
+        w->evicted_next = (w->evicted_next + 1) % RBK__EVICTED_RING;
+        if (w->nevicted < RBK__EVICTED_RING)
+                w->nevicted++;
+}
+
+/* Removes entry i of the evicted ring (order does not matter for lookups,
+ * only for which one is overwritten next: keep it simple). */
+static void rbk__win_evicted_del(rbk__win_t *w, int i) {
+        w->evicted[i].pid = 0;
+        w->evicted[i].hwm = 0;
+}
+
+/* Verdict for sequence s of producer pid; does not modify the window
+ * except the lookup hint. */
+static rbk__dedup_verdict_t rbk__win_check_seq(const rbk__dedup_t *d,
+                                               rbk__win_t *w, uint64_t pid,
+                                               uint64_t s) {
+        int i = rbk__win_find(w, pid);
+        if (i < 0) {
+                int e = rbk__win_evicted_find(w, pid);
+                if (e >= 0 && s <= w->evicted[e].hwm)
+                        return RBK__DEDUP_UNPROVABLE;
+                return RBK__DEDUP_NEW;
+        }
+        const rbk__prod_t *p = &w->prods[i];
+        if (s <= p->hwm) {
+                if (p->hwm - s >= d->window)
+                        return RBK__DEDUP_UNPROVABLE;
+                if (rbk__bit_test(p->bits, d->wmask, s))
+                        return RBK__DEDUP_DUPLICATE;
+        }
+        return s < p->floor ? RBK__DEDUP_UNPROVABLE : RBK__DEDUP_NEW;
+}
+
+/* A slot for a new producer: appended, or the least recently recorded one
+ * evicted (its bitmap reused, cleared). */
+static rbk__prod_t *rbk__win_new_prod(const rbk__dedup_t *d, rbk__win_t *w,
+                                      uint64_t pid) {
+        uint32_t i;
+        uint64_t floor = 0;
+        int e = rbk__win_evicted_find(w, pid);
+
+        if (e >= 0) {
+                floor = w->evicted[e].hwm + 1;
+                rbk__win_evicted_del(w, e);
+        }
+        if (w->nprod < d->max_producers) {
+                if (w->nprod == w->cap) {
+                        uint32_t ncap = w->cap ? w->cap * 2 : 4;
+                        if (ncap > d->max_producers)
+                                ncap = d->max_producers;
+                        w->prods = g_renew(rbk__prod_t, w->prods, ncap);
+                        w->pids = g_renew(uint64_t, w->pids, ncap);
+                        w->mem += (ncap - w->cap) *
+                                  (sizeof(rbk__prod_t) + sizeof(uint64_t));
+                        w->cap = ncap;
+                }
+                i = w->nprod++;
+                w->prods[i].bits = g_new0(uint64_t, d->wwords);
+                w->mem += d->wwords * sizeof(uint64_t);
+        } else {
+                i = 0;
+                for (uint32_t j = 1; j < w->nprod; j++)
+                        if (w->prods[j].tick < w->prods[i].tick)
+                                i = j;
+                rbk__win_evicted_add(w, w->prods[i].pid, w->prods[i].hwm);
+                memset(w->prods[i].bits, 0, d->wwords * sizeof(uint64_t));
+        }
+        w->prods[i].pid = pid;
+        w->prods[i].hwm = 0;
+        w->prods[i].floor = floor;
+        w->prods[i].tick = 0;
+        w->pids[i] = pid;
+        w->hint = i;
+        return &w->prods[i];
+}
+
+static void rbk__win_record_seq(const rbk__dedup_t *d, rbk__win_t *w,
+                                uint64_t pid, uint64_t s) {
+        int i = rbk__win_find(w, pid);
+        rbk__prod_t *p = i >= 0 ? &w->prods[i] : rbk__win_new_prod(d, w, pid);
+
+        p->tick = ++w->tick;
+        if (s > p->hwm) {
+                uint64_t delta = s - p->hwm;
+                if (delta >= d->window)
+                        memset(p->bits, 0, d->wwords * sizeof(uint64_t));
+                else
+                        rbk__bits_clear_range(p->bits, d->wmask, p->hwm + 1,
+                                              delta);
+                p->hwm = s;
+        } else if (p->hwm - s >= d->window) {
+                return; /* older than the window: cannot be kept */
+        }
+        rbk__bit_set(p->bits, d->wmask, s);
+}
+
+static int rbk__win_foreign_has(const rbk__dedup_t *d, rbk__win_t *w,
+                                const void *id, size_t len) {
+        if (!w->foreign)
+                return 0;
+        rbk__fkey_t k = {rbk__hash_bytes(d->seed, id, len), len, id};
+        return g_hash_table_contains(w->foreign, &k);
+}
+
+static void rbk__win_foreign_add(const rbk__dedup_t *d, rbk__win_t *w,
+                                 const void *id, size_t len) {
+        if (d->foreign_window == 0)
+                return;
+        if (rbk__win_foreign_has(d, w, id, len))
+                return;
+        if (!w->foreign)
+                w->foreign = g_hash_table_new_full(
+                    rbk__fkey_hash, rbk__fkey_equal, rbk__fkey_destroy, NULL);
+        if (w->fcount == w->fcap) {
+                if (w->fcap < d->foreign_window) {
+                        size_t ncap = w->fcap ? w->fcap * 2 : 64;
+                        if (ncap > d->foreign_window)
+                                ncap = d->foreign_window;
+                        rbk__fkey_t **n = g_new(rbk__fkey_t *, ncap);
+                        for (size_t i = 0; i < w->fcount; i++)
+                                n[i] = w->fring[(w->fhead + i) % w->fcap];
+                        g_free(w->fring);
+                        w->fring = n;
+                        w->mem += (ncap - w->fcap) * sizeof(rbk__fkey_t *);
+                        w->fcap = ncap;
+                        w->fhead = 0;
+                } else {
+                        rbk__fkey_t *old = w->fring[w->fhead];
+                        w->fhead = (w->fhead + 1) % w->fcap;
+                        w->fcount--;
+                        w->mem -= rbk__fkey_cost(old);
+                        g_hash_table_remove(w->foreign, old); /* frees it */
+                }
+        }
+        rbk__fkey_t *k = g_malloc(sizeof(*k) + len);
+        k->hash = rbk__hash_bytes(d->seed, id, len);
+        k->len = len;
+        memcpy(k->inl, id, len);
+        k->data = k->inl;
+        g_hash_table_add(w->foreign, k);
+        w->fring[(w->fhead + w->fcount) % w->fcap] = k;
+        w->fcount++;
+        w->mem += rbk__fkey_cost(k);
+}
+
+/* ---------------------------------------------------------------- blob */
+
+typedef struct rbk__buf_s {
+        unsigned char *p;
+        size_t len, cap;
+} rbk__buf_t;
+
+static void rbk__buf_put(rbk__buf_t *b, const void *src, size_t n) {
+        if (b->len + n > b->cap) {
+                size_t ncap = b->cap ? b->cap * 2 : 256;
+                while (ncap < b->len + n)
+                        ncap *= 2;
+                b->p = g_realloc(b->p, ncap);
+                b->cap = ncap;
+        }
+        memcpy(b->p + b->len, src, n);
+        b->len += n;
+}
+
+static void rbk__buf_u32(rbk__buf_t *b, uint32_t v) {
+        unsigned char x[4];
+        for (int i = 0; i < 4; i++)
+                x[i] = (unsigned char)(v >> (8 * i));
+        rbk__buf_put(b, x, 4);
+}
+
+static void rbk__buf_u64(rbk__buf_t *b, uint64_t v) {
+        unsigned char x[8];
+        for (int i = 0; i < 8; i++)
+                x[i] = (unsigned char)(v >> (8 * i));
+        rbk__buf_put(b, x, 8);
+}
+
+static void rbk__wr_u32(unsigned char *p, uint32_t v) {
+        for (int i = 0; i < 4; i++)
+                p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Serializes a window: see docs/dedup.md for the layout. Returns a g_malloc'd
+ * buffer. */
+static unsigned char *rbk__win_encode(const rbk__dedup_t *d,
+                                      const rbk__win_t *w, size_t *sizep) {
+        rbk__buf_t b = {0};
+        uint32_t nev = 0;
+
+        for (uint32_t i = 0; i < w->nevicted; i++)
+                if (w->evicted[i].pid)
+                        nev++;
+        rbk__buf_put(&b, RBK__BLOB_MAGIC, 4);
+        rbk__buf_u32(&b, RBK__BLOB_VERSION);
+        rbk__buf_u32(&b, 0); /* payload length, patched below */
+        rbk__buf_u32(&b, 0); /* CRC-32C of the payload, patched below */
+
+        rbk__buf_u32(&b, (uint32_t)d->window);
+        rbk__buf_u32(&b, w->nprod);
+        rbk__buf_u32(&b, nev);
+        rbk__buf_u32(&b, (uint32_t)w->fcount);
+        rbk__buf_u64(&b, w->tick);
+        for (uint32_t i = 0; i < w->nprod; i++) {
+                const rbk__prod_t *p = &w->prods[i];
+                uint32_t nz = 0;
+                for (size_t k = 0; k < d->wwords; k++)
+                        if (p->bits[k])
+                                nz++;
+                rbk__buf_u64(&b, p->pid);
+                rbk__buf_u64(&b, p->hwm);
+                rbk__buf_u64(&b, p->floor);
+                rbk__buf_u64(&b, p->tick);
+                rbk__buf_u32(&b, nz);
+                for (size_t k = 0; k < d->wwords; k++) {
+                        if (!p->bits[k])
+                                continue;
+                        rbk__buf_u32(&b, (uint32_t)k);
+                        rbk__buf_u64(&b, p->bits[k]);
+                }
+        }
+        for (uint32_t i = 0; i < w->nevicted; i++) {
+                if (!w->evicted[i].pid)
+                        continue;
+                rbk__buf_u64(&b, w->evicted[i].pid);
+                rbk__buf_u64(&b, w->evicted[i].hwm);
+        }
+        for (size_t i = 0; i < w->fcount; i++) {
+                const rbk__fkey_t *k = w->fring[(w->fhead + i) % w->fcap];
+                rbk__buf_u32(&b, (uint32_t)k->len);
+                rbk__buf_put(&b, k->data, k->len);
+        }
+        rbk__wr_u32(b.p + 8, (uint32_t)(b.len - RBK__BLOB_HDR));
+        rbk__wr_u32(b.p + 12, rbk__crc32c(b.p + RBK__BLOB_HDR,
+                                          b.len - RBK__BLOB_HDR));
+        *sizep = b.len;
+        return b.p;
+}
+
+typedef struct rbk__rd_s {
+        const unsigned char *p;
+        size_t len, off;
+} rbk__rd_t;
+
+static int rbk__rd_u32(rbk__rd_t *r, uint32_t *v) {
+        if (r->len - r->off < 4)
+                return -1;
+        *v = 0;
+        for (int i = 0; i < 4; i++)
+                *v |= (uint32_t)r->p[r->off + i] << (8 * i);
+        r->off += 4;
+        return 0;
+}
+
+static int rbk__rd_u64(rbk__rd_t *r, uint64_t *v) {
+        if (r->len - r->off < 8)
+                return -1;
+        *v = 0;
+        for (int i = 0; i < 8; i++)
+                *v |= (uint64_t)r->p[r->off + i] << (8 * i);
+        r->off += 8;
+        return 0;
+}
+
+typedef struct rbk__saved_prod_s {
+        uint64_t pid, hwm, floor, tick;
+        size_t words_off; /* offset of the (index, word) pairs in the blob */
+        uint32_t nz;
+} rbk__saved_prod_t;
+
+static int rbk__saved_prod_cmp(const void *a, const void *b) {
+        const rbk__saved_prod_t *x = a, *y = b;
+        /* most recently recorded first */
+        return x->tick < y->tick ? 1 : x->tick > y->tick ? -1 : 0;
+}
+
+#define RBK__CORRUPT(...)                                                     \
+        do {                                                                  \
+                rbk__seterr(errstr, errstr_size, RBK_ERR_STORE,               \
+                            "corrupt saved dedup window: " __VA_ARGS__);      \
+                goto fail;                                                    \
+        } while (0)
+
+/* Builds a window from a blob. The blob may come from a configuration with
+ * another window size or bounds: what fits is kept, the rest is treated as
+ * evicted. On any inconsistency returns RBK_ERR_STORE and leaves *w empty. */
+static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
+                                 size_t size, rbk__win_t *w, char *errstr,
+                                 size_t errstr_size) {
+        rbk__rd_t r = {blob, size, 0};
+        uint32_t ver, plen, crc, sw, nprod, nev, nfor;
+        uint64_t tick;
+        rbk__saved_prod_t *sp = NULL;
+
+        rbk__win_init(w);
+        if (!blob || size < RBK__BLOB_HDR)
+                RBK__CORRUPT("%zu bytes, shorter than the header", size);
+        if (memcmp(blob, RBK__BLOB_MAGIC, 4))
+                RBK__CORRUPT("bad magic");
+        r.off = 4;
+        rbk__rd_u32(&r, &ver);
+        rbk__rd_u32(&r, &plen);
+        rbk__rd_u32(&r, &crc);
+        if (ver != RBK__BLOB_VERSION)
+                RBK__CORRUPT("format version %u, this library reads %u", ver,
+                             RBK__BLOB_VERSION);
+        if ((size_t)plen != size - RBK__BLOB_HDR)
+                RBK__CORRUPT("payload length %u, blob holds %zu", plen,
+                             size - RBK__BLOB_HDR);
+        if (rbk__crc32c(r.p + RBK__BLOB_HDR, plen) != crc)
+                RBK__CORRUPT("checksum mismatch");
+
+        if (rbk__rd_u32(&r, &sw) || rbk__rd_u32(&r, &nprod) ||
+            rbk__rd_u32(&r, &nev) || rbk__rd_u32(&r, &nfor) ||
+            rbk__rd_u64(&r, &tick))
+                RBK__CORRUPT("truncated header fields");
+        if (sw < RBK__WINDOW_MIN || sw > RBK__WINDOW_MAX || (sw & (sw - 1)))
+                RBK__CORRUPT("window size %u", sw);
+        if (nprod > RBK__MAX_PRODUCERS_MAX || nev > RBK__EVICTED_RING)
+                RBK__CORRUPT("%u producers, %u evicted", nprod, nev);
+
+        /* Pass 1: validate the producers and remember where their words are. */
+        sp = g_new0(rbk__saved_prod_t, nprod ? nprod : 1);
+        for (uint32_t i = 0; i < nprod; i++) {
+                if (rbk__rd_u64(&r, &sp[i].pid) || rbk__rd_u64(&r, &sp[i].hwm) ||
+                    rbk__rd_u64(&r, &sp[i].floor) ||
+                    rbk__rd_u64(&r, &sp[i].tick) || rbk__rd_u32(&r, &sp[i].nz))
+                        RBK__CORRUPT("truncated producer %u", i);
+                if (!sp[i].pid)
+                        RBK__CORRUPT("producer id 0");
+                for (uint32_t j = 0; j < i; j++)
+                        if (sp[j].pid == sp[i].pid)
+                                RBK__CORRUPT("producer %016" G_GINT64_MODIFIER
+                                             "x twice",
+                                             (guint64)sp[i].pid);
+                if (sp[i].nz > sw / 64 ||
+                    (r.len - r.off) / 12 < (size_t)sp[i].nz)
+                        RBK__CORRUPT("producer %u: %u words", i, sp[i].nz);
+                sp[i].words_off = r.off;
+                for (uint32_t k = 0; k < sp[i].nz; k++) {
+                        uint32_t idx = 0;
+                        uint64_t word = 0;
+                        rbk__rd_u32(&r, &idx);
+                        rbk__rd_u64(&r, &word);
+                        if (idx >= sw / 64)
+                                RBK__CORRUPT("producer %u: word index %u", i,
+                                             idx);
+                }
+        }
+        rbk__evicted_t ev[RBK__EVICTED_RING];
+        for (uint32_t i = 0; i < nev; i++)
+                if (rbk__rd_u64(&r, &ev[i].pid) || rbk__rd_u64(&r, &ev[i].hwm))
+                        RBK__CORRUPT("truncated evicted producer %u", i);
+        size_t foreign_off = r.off;
+        for (uint32_t i = 0; i < nfor; i++) {
+                uint32_t len = 0;
+                if (rbk__rd_u32(&r, &len) || len == 0 ||
+                    len > RBK_MSGID_MAX_LEN || r.len - r.off < len)
+                        RBK__CORRUPT("caller-supplied id %u", i);
+                r.off += len;
+        }
+        if (r.off != r.len)
+                RBK__CORRUPT("%zu trailing bytes", r.len - r.off);
+
+        /* Pass 2: build. Producers most recent first; those over the bound
+         * become evicted. */
+        qsort(sp, nprod, sizeof(*sp), rbk__saved_prod_cmp);
+        w->tick = tick;
+        for (uint32_t i = 0; i < nev; i++)
+                if (ev[i].pid)
+                        rbk__win_evicted_add(w, ev[i].pid, ev[i].hwm);
+        /* Insert least recent first so that the most recent end up kept. */
+        for (uint32_t n = nprod; n-- > 0;) {
+                rbk__saved_prod_t *s = &sp[n];
+                if (n >= d->max_producers) {
+                        rbk__win_evicted_add(w, s->pid, s->hwm);
+                        continue;
+                }
+                rbk__prod_t *p = rbk__win_new_prod(d, w, s->pid);
+                p->hwm = s->hwm;
+                p->floor = s->floor;
+                /* saved with a smaller window: what it could not hold is
+                 * unknown, not new */
+                if (s->hwm >= sw && p->floor < s->hwm - sw + 1)
+                        p->floor = s->hwm - sw + 1;
+                p->tick = s->tick;
+                rbk__rd_t wr = {blob, size, s->words_off};
+                for (uint32_t k = 0; k < s->nz; k++) {
+                        uint32_t idx = 0;
+                        uint64_t word = 0;
+                        rbk__rd_u32(&wr, &idx);
+                        rbk__rd_u64(&wr, &word);
+                        while (word) {
+                                uint64_t pos = (uint64_t)idx * 64 +
+                                               (uint64_t)__builtin_ctzll(word);
+                                word &= word - 1;
+                                /* the sequence in (hwm - sw, hwm] at pos */
+                                uint64_t back = (s->hwm - pos) & (sw - 1);
+                                if (back >= s->hwm)
+                                        continue; /* sequence <= 0 */
+                                if (back >= d->window)
+                                        continue; /* outside our window */
+                                rbk__bit_set(p->bits, d->wmask, s->hwm - back);
+                        }
+                }
+        }
+        r.off = foreign_off;
+        for (uint32_t i = 0; i < nfor; i++) {
+                uint32_t len = 0;
+                rbk__rd_u32(&r, &len);
+                if (nfor - i <= d->foreign_window)
+                        rbk__win_foreign_add(d, w, r.p + r.off, len);
+                r.off += len;
+        }
+        g_free(sp);
+        return RBK_OK;
+
+fail:
+        g_free(sp);
+        rbk__win_clear(w);
+        return RBK_ERR_STORE;
+}
+
+/* ---------------------------------------------------------------- partitions */
+
+static guint rbk__pkey_hash(gconstpointer k) {
+        const rbk__pkey_t *p = k;
+        return g_str_hash(p->topic) * 31u + (guint)p->partition;
+}
+
+static gboolean rbk__pkey_equal(gconstpointer a, gconstpointer b) {
+        const rbk__pkey_t *x = a, *y = b;
+        return x->partition == y->partition && !strcmp(x->topic, y->topic);
+}
+
+static void rbk__dpart_free(gpointer p) {
+        rbk__dpart_t *part = p;
+        rbk__win_clear(&part->win);
+        g_mutex_clear(&part->lock);
+        g_free((char *)part->key.topic);
+        g_free(part);
+}
+
+static void rbk__dpart_update_mem(rbk__dpart_t *part) {
+        size_t m = part->assigned ? sizeof(*part) + part->win.mem : 0;
+        __atomic_store_n(&part->mem, m, __ATOMIC_RELAXED);
+}
+
+/* One-entry per-thread cache of the last partition looked up. */
+static __thread struct {
+        const rbk__dedup_t *d;
+        uint64_t serial;
+        int32_t partition;
+        rbk__dpart_t *part;
+} rbk__dedup_tc;
+
+/* The shell of a partition (created if absent and @create). Valid until
+ * rbk__dedup_destroy(). */
+static rbk__dpart_t *rbk__dpart_get(rbk__dedup_t *d, const char *topic,
+                                    int32_t partition, int create) {
+        rbk__dpart_t *part;
+
+        if (rbk__dedup_tc.d == d && rbk__dedup_tc.serial == d->serial &&
+            rbk__dedup_tc.partition == partition &&
+            !strcmp(rbk__dedup_tc.part->key.topic, topic))
+                return rbk__dedup_tc.part;
+
+        rbk__pkey_t k = {topic, partition};
+        g_mutex_lock(&d->lock);
+        part = g_hash_table_lookup(d->parts, &k);
+        if (!part && create) {
+                part = g_new0(rbk__dpart_t, 1);
+                part->key.topic = g_strdup(topic);
+                part->key.partition = partition;
+                part->last_offset = -1;
+                g_mutex_init(&part->lock);
+                g_hash_table_add(d->parts, part);
+        }
+        g_mutex_unlock(&d->lock);
+        if (part) {
+                rbk__dedup_tc.d = d;
+                rbk__dedup_tc.serial = d->serial;
+                rbk__dedup_tc.partition = partition;
+                rbk__dedup_tc.part = part;
+        }
+        return part;
+}
+
+static void rbk__dedup_report(rbk__dedup_t *d, const char *topic,
+                              int32_t partition, rbk_err_t err,
+                              const char *reason) {
+        if (d->error_cb)
+                d->error_cb(topic, partition, err, reason, d->error_opaque);
+}
+
+/* Assigns a shell: loads the saved window (no lock held), installs it. */
+static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
+        rbk__win_t w;
+        char err[512] = "";
+        rbk_err_t r = RBK_OK;
+
+        rbk__win_init(&w);
+        g_mutex_lock(&part->lock);
+        int already = part->assigned;
+        g_mutex_unlock(&part->lock);
+        if (already)
+                return;
+
+        if (d->holder) {
+                const rbk_dedup_store_t *st = &d->holder->store;
+                void *blob = NULL;
+                size_t size = 0;
+                int64_t next_offset = -1;
+                char serr[400] = "";
+                r = st->load(d->group, part->key.topic, part->key.partition,
+                             &blob, &size, &next_offset, serr, sizeof(serr),
+                             st->opaque);
+                if (r == RBK_OK) {
+                        r = rbk__win_decode(d, blob, size, &w, err,
+                                            sizeof(err));
+                } else if (r == RBK_ERR_NOT_FOUND) {
+                        r = RBK_OK;
+                } else {
+                        snprintf(err, sizeof(err),
+                                 "dedup store: loading the saved window "
+                                 "failed (%s): %s; starting empty",
+                                 rbk_err2name(r), serr[0] ? serr : "no reason given");
+                        r = RBK_ERR_STORE;
+                }
+                free(blob);
+        }
+
+        g_mutex_lock(&part->lock);
+        if (!part->assigned) {
+                rbk__win_clear(&part->win);
+                part->win = w;
+                part->assigned = 1;
+                part->saved_gen = part->rec_gen;
+                part->last_offset = -1;
+                __atomic_store_n(&part->dups, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&part->unprovable, 0, __ATOMIC_RELAXED);
+                __atomic_store_n(&part->no_id, 0, __ATOMIC_RELAXED);
+                rbk__dpart_update_mem(part);
+        } else {
+                rbk__win_clear(&w);
+        }
+        g_mutex_unlock(&part->lock);
+
+        if (r != RBK_OK)
+                rbk__dedup_report(d, part->key.topic, part->key.partition, r,
+                                  err);
+}
+
+/* The partition's shell, locked and assigned (assigned on first use). */
+static rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d, const char *topic,
+                                        int32_t partition) {
+        rbk__dpart_t *part = rbk__dpart_get(d, topic, partition, 1);
+        g_mutex_lock(&part->lock);
+        if (G_LIKELY(part->assigned))
+                return part;
+        g_mutex_unlock(&part->lock);
+        rbk__dpart_assign(d, part);
+        g_mutex_lock(&part->lock);
+        if (!part->assigned) { /* revoked meanwhile: start empty */
+                part->assigned = 1;
+                rbk__dpart_update_mem(part);
+        }
+        return part;
+}
+
+/* ---------------------------------------------------------------- API */
+
+rbk__dedup_t *rbk__dedup_new(const rbk_conf_t *conf, const char *group) {
+        rbk__dedup_t *d = g_new0(rbk__dedup_t, 1);
+
+        d->serial = __atomic_fetch_add(&rbk__dedup_serial_next, 1,
+                                       __ATOMIC_RELAXED);
+        d->group = g_strdup(group ? group : "");
+        d->window = rbk__dedup_conf_get(conf, RBK__DEDUP_WINDOW_PROP,
+                                        RBK__DEDUP_WINDOW_DEFAULT);
+        d->wmask = d->window - 1;
+        d->wwords = (size_t)(d->window / 64);
+        d->max_producers = (uint32_t)rbk__dedup_conf_get(
+            conf, RBK__DEDUP_MAX_PRODUCERS_PROP,
+            RBK__DEDUP_MAX_PRODUCERS_DEFAULT);
+        d->foreign_window = (size_t)rbk__dedup_conf_get(
+            conf, RBK__DEDUP_FOREIGN_WINDOW_PROP,
+            RBK__DEDUP_FOREIGN_WINDOW_DEFAULT);
+        d->seed = ((uint64_t)g_random_int() << 32) ^ g_random_int();
+        if (conf)
+                d->holder = rbk__dedup_store_dup(conf->dedup_store);
+        g_mutex_init(&d->lock);
+        d->parts = g_hash_table_new_full(rbk__pkey_hash, rbk__pkey_equal,
+                                         NULL, rbk__dpart_free);
+        return d;
+}
+
+void rbk__dedup_destroy(rbk__dedup_t *d) {
+        if (!d)
+                return;
+        if (rbk__dedup_tc.d == d)
+                rbk__dedup_tc.d = NULL;
+        g_hash_table_destroy(d->parts);
+        g_mutex_clear(&d->lock);
+        rbk__dedup_store_free(d->holder);
+        g_free(d->group);
+        g_free(d);
+}
+
+void rbk__dedup_set_error_cb(rbk__dedup_t *d, rbk__dedup_error_cb_t *cb,
+                             void *opaque) {
+        if (!d)
+                return;
+        d->error_cb = cb;
+        d->error_opaque = opaque;
+}
+
+void rbk__dedup_assign(rbk__dedup_t *d, const char *topic, int32_t partition) {
+        if (!d || !topic)
+                return;
+        rbk__dpart_assign(d, rbk__dpart_get(d, topic, partition, 1));
+}
+
+void rbk__dedup_revoke(rbk__dedup_t *d, const char *topic, int32_t partition) {
+        rbk__dpart_t *part;
+        if (!d || !topic || !(part = rbk__dpart_get(d, topic, partition, 0)))
+                return;
+        g_mutex_lock(&part->lock);
+        rbk__win_clear(&part->win);
+        part->assigned = 0;
+        rbk__dpart_update_mem(part);
+        g_mutex_unlock(&part->lock);
+}
+
+/* Ids in the library's format parse; anything else is caller-supplied. */
+static inline int rbk__dedup_parse(const void *id, size_t len,
+                                   rbk_msgid_t *m) {
+        return rbk_msgid_parse(id, len, m) == RBK_OK;
+}
+
+rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
+                                      int32_t partition, const void *id,
+                                      size_t id_len) {
+        rbk__dedup_verdict_t v;
+        rbk_msgid_t m;
+        int ours;
+        rbk__dpart_t *part;
+
+        if (!d || !topic)
+                return RBK__DEDUP_UNPROVABLE;
+        part = rbk__dpart_acquire(d, topic, partition);
+        if (!id || id_len == 0) {
+                g_mutex_unlock(&part->lock);
+                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
+                return RBK__DEDUP_NO_ID;
+        }
+        ours = rbk__dedup_parse(id, id_len, &m);
+        if (ours)
+                v = rbk__win_check_seq(d, &part->win, m.producer_id, m.seq);
+        else if (id_len > RBK_MSGID_MAX_LEN)
+                v = RBK__DEDUP_UNPROVABLE; /* never recorded: unbounded size */
+        else
+                v = rbk__win_foreign_has(d, &part->win, id, id_len)
+                        ? RBK__DEDUP_DUPLICATE
+                        : (d->foreign_window ? RBK__DEDUP_NEW
+                                             : RBK__DEDUP_UNPROVABLE);
+        g_mutex_unlock(&part->lock);
+
+        if (v != RBK__DEDUP_DUPLICATE && d->holder && d->holder->store.seen) {
+                const rbk_dedup_store_t *st = &d->holder->store;
+                char serr[400] = "";
+                int s = st->seen(d->group, topic, partition, id, id_len, serr,
+                                 sizeof(serr), st->opaque);
+                if (s == 1) {
+                        /* Provably recorded (by the application, in its own
+                         * transaction): learn it, so the window proves it
+                         * from now on even after the store prunes it. */
+                        g_mutex_lock(&part->lock);
+                        if (part->assigned) {
+                                if (ours)
+                                        rbk__win_record_seq(d, &part->win,
+                                                            m.producer_id,
+                                                            m.seq);
+                                else if (id_len <= RBK_MSGID_MAX_LEN)
+                                        rbk__win_foreign_add(d, &part->win, id,
+                                                             id_len);
+                                part->rec_gen++;
+                                rbk__dpart_update_mem(part);
+                        }
+                        g_mutex_unlock(&part->lock);
+                        v = RBK__DEDUP_DUPLICATE;
+                } else if (s != 0) {
+                        char msg[512];
+                        snprintf(msg, sizeof(msg),
+                                 "dedup store: looking up an id failed: %s; "
+                                 "the message is passed to the handler",
+                                 serr[0] ? serr : "no reason given");
+                        v = RBK__DEDUP_UNPROVABLE;
+                        rbk__dedup_report(d, topic, partition, RBK_ERR_STORE,
+                                          msg);
+                }
+        }
+        if (v == RBK__DEDUP_DUPLICATE)
+                __atomic_fetch_add(&part->dups, 1, __ATOMIC_RELAXED);
+        else if (v == RBK__DEDUP_UNPROVABLE)
+                __atomic_fetch_add(&part->unprovable, 1, __ATOMIC_RELAXED);
+        return v;
+}
+
+void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
+                       const void *id, size_t id_len, int64_t offset) {
+        rbk_msgid_t m;
+        rbk__dpart_t *part;
+
+        if (!d || !topic || !id || id_len == 0)
+                return;
+        part = rbk__dpart_acquire(d, topic, partition);
+        if (rbk__dedup_parse(id, id_len, &m)) {
+                size_t before = part->win.mem;
+                rbk__win_record_seq(d, &part->win, m.producer_id, m.seq);
+                if (part->win.mem != before)
+                        rbk__dpart_update_mem(part);
+        } else if (id_len <= RBK_MSGID_MAX_LEN) {
+                rbk__win_foreign_add(d, &part->win, id, id_len);
+                rbk__dpart_update_mem(part);
+        }
+        part->rec_gen++;
+        if (offset > part->last_offset)
+                part->last_offset = offset;
+        g_mutex_unlock(&part->lock);
+}
+
+rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,
+                            int32_t partition, int64_t next_offset,
+                            char *errstr, size_t errstr_size) {
+        rbk__dpart_t *part;
+        unsigned char *blob;
+        size_t size;
+        uint64_t gen;
+        rbk_err_t r;
+
+        if (!d || !topic)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "rbk__dedup_commit: NULL argument");
+        if (!d->holder || !(part = rbk__dpart_get(d, topic, partition, 0)))
+                return RBK_OK;
+        g_mutex_lock(&part->lock);
+        if (!part->assigned || part->rec_gen == part->saved_gen) {
+                g_mutex_unlock(&part->lock);
+                return RBK_OK;
+        }
+        blob = rbk__win_encode(d, &part->win, &size);
+        gen = part->rec_gen;
+        g_mutex_unlock(&part->lock);
+
+        const rbk_dedup_store_t *st = &d->holder->store;
+        char serr[400] = "";
+        r = st->save(d->group, topic, partition, blob, size, next_offset, serr,
+                     sizeof(serr), st->opaque);
+        g_free(blob);
+        if (r != RBK_OK)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_STORE,
+                                   "dedup store: saving the window of %s [%" PRId32
+                                   "] failed (%s): %s",
+                                   topic, partition, rbk_err2name(r),
+                                   serr[0] ? serr : "no reason given");
+        g_mutex_lock(&part->lock);
+        if (part->assigned && part->saved_gen < gen)
+                part->saved_gen = gen;
+        g_mutex_unlock(&part->lock);
+        return RBK_OK;
+}
+
+size_t rbk__dedup_memory(rbk__dedup_t *d) {
+        GHashTableIter it;
+        gpointer k;
+        size_t total;
+
+        if (!d)
+                return 0;
+        total = sizeof(*d);
+        g_mutex_lock(&d->lock);
+        g_hash_table_iter_init(&it, d->parts);
+        while (g_hash_table_iter_next(&it, &k, NULL))
+                total += __atomic_load_n(&((rbk__dpart_t *)k)->mem,
+                                         __ATOMIC_RELAXED);
+        g_mutex_unlock(&d->lock);
+        return total;
+}
+
+void rbk__dedup_partition_counts(rbk__dedup_t *d, const char *topic,
+                                 int32_t partition, uint64_t *dups,
+                                 uint64_t *unprovable, uint64_t *no_id) {
+        rbk__dpart_t *part = NULL;
+        uint64_t a = 0, b = 0, c = 0;
+
+        if (d && topic)
+                part = rbk__dpart_get(d, topic, partition, 0);
+        if (part) {
+                g_mutex_lock(&part->lock);
+                if (part->assigned) {
+                        a = __atomic_load_n(&part->dups, __ATOMIC_RELAXED);
+                        b = __atomic_load_n(&part->unprovable, __ATOMIC_RELAXED);
+                        c = __atomic_load_n(&part->no_id, __ATOMIC_RELAXED);
+                }
+                g_mutex_unlock(&part->lock);
+        }
+        if (dups)
+                *dups = a;
+        if (unprovable)
+                *unprovable = b;
+        if (no_id)
+                *no_id = c;
+}

@@ -37,6 +37,9 @@ int rbk__forked(pid_t creator);
 
 /* ------------------------------------------------------------ conf.c */
 
+/* Memory handed to the application (dumps, JSON) is malloc()ed: rbk_free()
+ * is free(). */
+
 struct rbk_conf_s {
         GHashTable *props; /* char* name -> char* value, as set by the user */
         rbk_hook_cb_t *hook;

@@ -461,12 +461,13 @@ int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev) {
         char *red_msg = rbk__redact_dup(orig_msg);
         ev->message = red_msg;
 
-        char *json = rbk_event_to_json(ev);
-        if (deliver)
-                rbk__log(h, rbk__sev_level(ev->severity), "EVENT", "%s", json);
-        else
-                rbk__log(h, LOG_DEBUG, "EVENT", "rate-limited: %s", json);
-        g_free(json);
+        int level = deliver ? rbk__sev_level(ev->severity) : LOG_DEBUG;
+        if (h->log_cb || level <= LOG_WARNING) {
+                char *json = rbk_event_to_json(ev);
+                rbk__log(h, level, "EVENT", "%s%s",
+                         deliver ? "" : "rate-limited: ", json);
+                g_free(json);
+        }
 
         if (deliver && h->hook) {
                 g_rec_mutex_lock(&h->hook_lock);

@@ -113,4 +113,11 @@ void rbk__version_check(rbk__hooks_t *h);
 /* A fresh random non-zero producer instance id. */
 uint64_t rbk__msgid_new_producer_id(void);
 
+/* ------------------------------------------------------------ producer.c */
+
+/* Raises a fatal error on the producer's current librdkafka instance
+ * (rd_kafka_test_fatal_error); for rbk_testing_fatal_error(). */
+rbk_err_t rbk__producer_test_fatal(rbk_producer_t *p, int kafka_err,
+                                   const char *reason);
+
 #endif /* RBK_INTERNAL_H */

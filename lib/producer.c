@@ -1,0 +1,1538 @@
+/* The robust producer: an idempotent librdkafka producer behind a handle
+ * that outlives it.
+ *
+ * Every accepted message is copied into one record (struct rbk__rec_s) that
+ * the library keeps until the message's final report. librdkafka gets
+ * pointers into the record (no RD_KAFKA_MSG_F_COPY), the record pointer as
+ * the message opaque, and the library's own poll thread serves delivery
+ * reports as events from librdkafka's main queue.
+ *
+ * Records of accepted, unreported messages sit in one list in acceptance
+ * order. Sends are serialised by p->lock around rd_kafka_produceva(), so
+ * acceptance order is also the order in which librdkafka enqueued the
+ * messages: restricted to one partition it is the partition's order. After a
+ * fatal error the poll thread drains and retires the librdkafka instance
+ * (failed and purged messages stay in the list, unreported), creates a fresh
+ * one and re-sends the list in order, each record to the partition it had.
+ *
+ * Locking: p->lock protects every mutable field below it in the struct. It
+ * is never held while application callbacks (delivery callback, hook, log)
+ * run. The poll thread is the only one that replaces p->rk; senders use
+ * p->rk only under p->lock and only when no recovery is in progress. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Set on the producer poll threads: application callbacks run there, and a
+ * send made from them must never block. */
+static __thread int rbk__tls_no_block;
+
+/* How long the poll thread blocks on the queue between state checks. */
+#define RBK__POLL_MS 100
+/* Longest wait for librdkafka to hand back purged messages. */
+#define RBK__PURGE_WAIT_MS 5000
+/* Budget for warming topic metadata at creation. */
+#define RBK__WARM_BUDGET_MS 5000
+
+typedef struct rbk__sync_s rbk__sync_t;
+
+typedef struct rbk__hdr_s {
+        const char *name;
+        const void *value;
+        size_t size;
+} rbk__hdr_t;
+
+/* One accepted message. Allocated in one block with everything it points to
+ * (topic, id, key, value, headers). */
+typedef struct rbk__rec_s {
+        GList link;        /* in p->outstanding; link.data = the record */
+        const char *topic; /* full (prefixed) topic name */
+        const char *id;    /* header value, NULL when ids are off */
+        const void *key;
+        size_t key_len;
+        const void *value;
+        size_t value_len;
+        rbk__hdr_t *hdrs;
+        size_t hdr_cnt;
+        void *opaque;      /* the application's rbk_msg_t.opaque */
+        rbk__sync_t *sync; /* waiter of rbk_producer_send_sync(), or NULL */
+        int64_t timestamp; /* CreateTime, kept across re-sends */
+        int32_t partition_req; /* partition asked for, or RD_KAFKA_PARTITION_UA */
+        gint partition;        /* partition librdkafka chose, or -1 (atomic) */
+        int in_rk;             /* librdkafka holds it (awaiting its report) */
+        int resent;            /* times re-sent by fatal-error recovery */
+        int possibly_persisted; /* an earlier attempt may be in the log */
+        /* The final status, set when the record leaves p->outstanding. */
+        rbk_err_t f_err;
+        int f_kafka_err;
+        int f_retriable;
+        int f_pp;
+        int32_t f_partition;
+        int64_t f_offset;
+        char *f_reason; /* g_malloc'ed, NULL when delivered */
+        int f_hook;     /* fire RBK_EV_DELIVERY_FAILED for it */
+} rbk__rec_t;
+
+struct rbk__sync_s {
+        GCond cond;
+        int done;
+        rbk_err_t err;
+        int64_t offset;
+        char reason[256];
+        rbk__rec_t *rec; /* NULL once reported */
+};
+
+struct rbk_producer_s {
+        /* Immutable after creation. */
+        rbk_conf_t *conf;
+        rbk__hooks_t *hooks;
+        char *client_name;
+        char *prefix;
+        size_t prefix_len;
+        pid_t pid;
+        uint64_t producer_id;
+        int msgid_enable;
+        int64_t send_timeout_ms;
+        int64_t max_recoveries;
+        int64_t fatal_window_ms;
+        int64_t drain_ms;
+        int64_t shutdown_timeout_ms;
+        size_t max_msg_bytes;
+        rbk_delivery_cb_t *dr_cb;
+        void *dr_opaque;
+        GThread *thread;
+
+        GMutex close_lock; /* serialises rbk_producer_close() */
+        int closed;
+        rbk_err_t close_result;
+
+        GMutex lock;
+        GCond cond; /* queue room, state changes, reports done */
+        int waiters;
+        int closing;       /* close started: sends fail with SHUTDOWN */
+        int stop;          /* the poll thread must finish */
+        int recovering;    /* fatal error being recovered: sends wait */
+        int fatal_pending; /* the current instance raised a fatal error */
+        int gave_up;       /* recovery gave up: sends fail with FATAL */
+        rd_kafka_t *rk;    /* NULL after giving up or closing */
+        rd_kafka_queue_t *mainq;
+        int64_t generation;
+        uint64_t seq;        /* last message sequence number used */
+        GQueue outstanding;  /* records not yet final, acceptance order */
+        uint64_t rk_pending; /* records the current instance holds */
+        uint64_t unreported; /* accepted, delivery callback not yet done */
+        GArray *recoveries;  /* int64 times (ms) of recent recoveries */
+        char fatal_reason[512];
+        uint64_t shutdown_undelivered;
+        rbk_producer_stats_t st;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t rbk__deadline_us(int64_t timeout_ms) {
+        return g_get_monotonic_time() + timeout_ms * 1000;
+}
+
+/* Whether a Kafka error on a message is worth sending it again for. */
+static int rbk__kerr_retriable(rd_kafka_resp_err_t err) {
+        switch (err) {
+        case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+        case RD_KAFKA_RESP_ERR__TIMED_OUT:
+        case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+        case RD_KAFKA_RESP_ERR__TRANSPORT:
+        case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+        case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+        case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+        case RD_KAFKA_RESP_ERR__FATAL:
+        case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+        case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+        case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+        case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+        case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+        case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+        case RD_KAFKA_RESP_ERR_KAFKA_STORAGE_ERROR:
+        case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+        case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+        case RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID:
+        case RD_KAFKA_RESP_ERR_THROTTLING_QUOTA_EXCEEDED:
+                return 1;
+        default:
+                return 0;
+        }
+}
+
+static void rbk__json_str(GString *s, const char *v) {
+        g_string_append_c(s, '"');
+        for (; v && *v; v++) {
+                unsigned char c = (unsigned char)*v;
+                if (c == '"' || c == '\\')
+                        g_string_append_printf(s, "\\%c", c);
+                else if (c < 0x20)
+                        g_string_append_printf(s, "\\u%04x", c);
+                else
+                        g_string_append_c(s, (char)c);
+        }
+        g_string_append_c(s, '"');
+}
+
+/* ------------------------------------------------------------ partitioner */
+
+/* A wrapper around librdkafka's built-in partitioners that records the
+ * chosen partition in the record, so in-flight counts per partition are
+ * known before delivery. Used only for the partitioners whose key-less
+ * behaviour (sticky) a custom callback keeps unchanged; librdkafka calls it
+ * with its topic lock held, so it touches nothing but the record. */
+typedef int32_t(rbk__partitioner_t)(const rd_kafka_topic_t *rkt,
+                                    const void *key, size_t keylen,
+                                    int32_t partition_cnt, void *rkt_opaque,
+                                    void *msg_opaque);
+
+static const struct rbk__partitioner_s {
+        const char *name;
+        rbk__partitioner_t *fn;
+} rbk__partitioners[] = {
+    {"murmur2_random", rd_kafka_msg_partitioner_murmur2_random},
+    {"consistent_random", rd_kafka_msg_partitioner_consistent_random},
+    {"fnv1a_random", rd_kafka_msg_partitioner_fnv1a_random},
+    {"random", rd_kafka_msg_partitioner_random},
+};
+
+static int32_t rbk__partitioner(const rd_kafka_topic_t *rkt, const void *key,
+                                size_t keylen, int32_t partition_cnt,
+                                void *rkt_opaque, void *msg_opaque) {
+        const struct rbk__partitioner_s *pt = rkt_opaque;
+        int32_t part = pt->fn(rkt, key, keylen, partition_cnt, NULL,
+                              msg_opaque);
+        rbk__rec_t *rec = msg_opaque;
+        if (rec && part >= 0 && part < partition_cnt)
+                g_atomic_int_set(&rec->partition, part);
+        return part;
+}
+
+static void rbk__install_partitioner(rd_kafka_conf_t *c) {
+        rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(c);
+        if (!tc) {
+                tc = rd_kafka_topic_conf_new();
+                rd_kafka_conf_set_default_topic_conf(c, tc);
+                tc = rd_kafka_conf_get_default_topic_conf(c);
+                if (!tc)
+                        return;
+        }
+        char name[64];
+        size_t sz = sizeof(name);
+        if (rd_kafka_topic_conf_get(tc, "partitioner", name, &sz) !=
+            RD_KAFKA_CONF_OK)
+                return;
+        for (size_t i = 0; i < G_N_ELEMENTS(rbk__partitioners); i++) {
+                if (!strcmp(name, rbk__partitioners[i].name)) {
+                        rd_kafka_topic_conf_set_opaque(
+                            tc, (void *)&rbk__partitioners[i]);
+                        rd_kafka_topic_conf_set_partitioner_cb(
+                            tc, rbk__partitioner);
+                        return;
+                }
+        }
+}
+
+/* ------------------------------------------------------------ instances */
+
+static void rbk__rd_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                           const char *buf) {
+        rbk_producer_t *p = rd_kafka_opaque(rk);
+        if (p && p->hooks)
+                rbk__hooks_rd_log(p->hooks, level, fac, buf);
+}
+
+/* A fresh librdkafka producer with the library's callbacks, and its main
+ * queue. NULL with the reason in errstr. */
+static rd_kafka_t *rbk__instance_new(rbk_producer_t *p, rd_kafka_queue_t **qp,
+                                     char *errstr, size_t errstr_size) {
+        rd_kafka_conf_t *c =
+            rbk__conf_build(p->conf, RBK_PRODUCER, errstr, errstr_size);
+        if (!c)
+                return NULL;
+        if (!p->max_msg_bytes) {
+                char v[32];
+                size_t sz = sizeof(v);
+                if (rd_kafka_conf_get(c, "message.max.bytes", v, &sz) ==
+                    RD_KAFKA_CONF_OK)
+                        p->max_msg_bytes = (size_t)g_ascii_strtoull(v, NULL, 10);
+                if (!p->max_msg_bytes)
+                        p->max_msg_bytes = 1000000;
+        }
+        rd_kafka_conf_set_opaque(c, p);
+        rd_kafka_conf_set_log_cb(c, rbk__rd_log_cb);
+        rd_kafka_conf_set_events(c, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
+        rbk__install_partitioner(c);
+        char rderr[512];
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, rderr, sizeof(rderr));
+        if (!rk) {
+                rd_kafka_conf_destroy(c);
+                rbk__redact(rderr);
+                rbk__seterr(errstr, errstr_size, RBK_ERR_KAFKA,
+                            "creating the librdkafka producer failed: %s",
+                            rderr);
+                return NULL;
+        }
+        *qp = rd_kafka_queue_get_main(rk);
+        return rk;
+}
+
+/* Fetches metadata for each topic so the first send to it does not wait on
+ * librdkafka's metadata retry. Bounded by budget_ms in total. */
+static void rbk__warm(rbk_producer_t *p, rd_kafka_t *rk, GPtrArray *topics,
+                      int64_t budget_ms) {
+        int64_t end = rbk__now_ms() + budget_ms;
+        for (guint i = 0; i < topics->len; i++) {
+                int64_t left = end - rbk__now_ms();
+                if (left <= 0)
+                        break;
+                const char *t = g_ptr_array_index(topics, i);
+                rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, t, NULL);
+                if (!rkt)
+                        continue;
+                const struct rd_kafka_metadata *md = NULL;
+                rd_kafka_resp_err_t err =
+                    rd_kafka_metadata(rk, 0, rkt, &md, (int)left);
+                if (err)
+                        rbk__log(p->hooks, 5, "rbk",
+                                 "metadata for topic %s not warmed: %s",
+                                 rbk__unprefixed(p->prefix, t),
+                                 rd_kafka_err2str(err));
+                if (md)
+                        rd_kafka_metadata_destroy(md);
+                rd_kafka_topic_destroy(rkt);
+        }
+}
+
+static void rbk__warm_conf_topics(rbk_producer_t *p, rd_kafka_t *rk) {
+        const char *list = rbk__conf_str(p->conf, "rbk.metadata.warm.topics");
+        if (!list || !*list)
+                return;
+        GPtrArray *topics = g_ptr_array_new_with_free_func(g_free);
+        char **names = g_strsplit(list, ",", -1);
+        for (char **n = names; *n; n++) {
+                char *t = g_strstrip(*n);
+                if (!*t)
+                        continue;
+                if (rbk__topic_validate(p->prefix, t, NULL, 0) != RBK_OK) {
+                        rbk__log(p->hooks, 4, "rbk",
+                                 "rbk.metadata.warm.topics: invalid topic "
+                                 "name \"%s\" ignored",
+                                 t);
+                        continue;
+                }
+                g_ptr_array_add(topics, rbk__prefixed(p->prefix, t));
+        }
+        g_strfreev(names);
+        rbk__warm(p, rk, topics, RBK__WARM_BUDGET_MS);
+        g_ptr_array_free(topics, TRUE);
+}
+
+/* ------------------------------------------------------------ produce */
+
+/* Hands one record to librdkafka. Caller holds p->lock and p->rk is set. */
+static rd_kafka_resp_err_t rbk__produce(rbk_producer_t *p, rbk__rec_t *rec) {
+        rd_kafka_vu_t vu[9 + RBK_MAX_HEADERS];
+        size_t n = 0;
+        int32_t part = rec->partition_req;
+        if (part == RD_KAFKA_PARTITION_UA) {
+                /* A re-send goes where the first attempt went. */
+                gint known = g_atomic_int_get(&rec->partition);
+                if (known >= 0)
+                        part = known;
+        }
+        vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
+        vu[n++].u.cstr = rec->topic;
+        vu[n].vtype = RD_KAFKA_VTYPE_PARTITION;
+        vu[n++].u.i32 = part;
+        vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+        vu[n].u.mem.ptr = (void *)rec->value;
+        vu[n++].u.mem.size = rec->value_len;
+        if (rec->key) {
+                vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+                vu[n].u.mem.ptr = (void *)rec->key;
+                vu[n++].u.mem.size = rec->key_len;
+        }
+        vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+        vu[n++].u.ptr = rec;
+        vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+        vu[n++].u.i = 0; /* no copy, no free: the record owns the bytes */
+        vu[n].vtype = RD_KAFKA_VTYPE_TIMESTAMP;
+        vu[n++].u.i64 = rec->timestamp;
+        for (size_t i = 0; i < rec->hdr_cnt; i++) {
+                vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
+                vu[n].u.header.name = rec->hdrs[i].name;
+                vu[n].u.header.val = rec->hdrs[i].value;
+                vu[n++].u.header.size = (ssize_t)rec->hdrs[i].size;
+        }
+        if (rec->id) {
+                vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
+                vu[n].u.header.name = RBK_MSGID_HEADER;
+                vu[n].u.header.val = rec->id;
+                vu[n++].u.header.size = (ssize_t)strlen(rec->id);
+        }
+        char rs[24];
+        if (rec->possibly_persisted) {
+                int len = g_snprintf(rs, sizeof(rs), "%d", rec->resent);
+                vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
+                vu[n].u.header.name = RBK_RESENT_HEADER;
+                vu[n].u.header.val = rs;
+                vu[n++].u.header.size = len;
+        }
+        rd_kafka_error_t *error = rd_kafka_produceva(p->rk, vu, n);
+        if (!error) {
+                rec->in_rk = 1;
+                p->rk_pending++;
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
+        rd_kafka_resp_err_t err = rd_kafka_error_code(error);
+        rd_kafka_error_destroy(error);
+        return err;
+}
+
+/* Builds the record for msg. The caller has validated msg. */
+static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
+                                size_t topic_len, size_t id_len) {
+        size_t hdr_bytes = 0;
+        for (size_t i = 0; i < msg->header_cnt; i++)
+                hdr_bytes += strlen(msg->headers[i].name) + 1 +
+                             msg->headers[i].size;
+        size_t total = sizeof(rbk__rec_t) + msg->header_cnt * sizeof(rbk__hdr_t) +
+                       p->prefix_len + topic_len + 1 + id_len + 1 +
+                       msg->key_len + msg->value_len + hdr_bytes;
+        rbk__rec_t *rec = g_try_malloc0(total);
+        if (!rec)
+                return NULL;
+        rec->link.data = rec;
+        rec->hdrs = (rbk__hdr_t *)(rec + 1);
+        char *b = (char *)(rec->hdrs + msg->header_cnt);
+
+        char *topic = b;
+        memcpy(b, p->prefix, p->prefix_len);
+        memcpy(b + p->prefix_len, msg->topic, topic_len + 1);
+        b += p->prefix_len + topic_len + 1;
+        rec->topic = topic;
+
+        if (id_len) {
+                if (msg->id)
+                        memcpy(b, msg->id, id_len + 1);
+                rec->id = b;
+                b += id_len + 1;
+        }
+        if (msg->key) {
+                memcpy(b, msg->key, msg->key_len);
+                rec->key = b;
+                rec->key_len = msg->key_len;
+                b += msg->key_len;
+        }
+        if (msg->value) {
+                memcpy(b, msg->value, msg->value_len);
+                rec->value = b;
+                rec->value_len = msg->value_len;
+                b += msg->value_len;
+        }
+        for (size_t i = 0; i < msg->header_cnt; i++) {
+                const rbk_header_t *h = &msg->headers[i];
+                size_t nl = strlen(h->name) + 1;
+                memcpy(b, h->name, nl);
+                rec->hdrs[i].name = b;
+                b += nl;
+                if (h->value) {
+                        memcpy(b, h->value, h->size);
+                        rec->hdrs[i].value = b;
+                        rec->hdrs[i].size = h->size;
+                        b += h->size;
+                }
+        }
+        rec->hdr_cnt = msg->header_cnt;
+        rec->opaque = msg->opaque;
+        rec->partition_req = msg->partition;
+        rec->partition = msg->partition >= 0 ? msg->partition : -1;
+        rec->timestamp = g_get_real_time() / 1000;
+        return rec;
+}
+
+static void rbk__rec_free(rbk__rec_t *rec) {
+        g_free(rec->f_reason);
+        g_free(rec);
+}
+
+static rbk_err_t rbk__validate(rbk_producer_t *p, const rbk_msg_t *msg,
+                               size_t *id_lenp, char *errstr,
+                               size_t errstr_size) {
+        if (msg->version != RBK_MSG_VERSION)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg->version is %d, expected %d "
+                                   "(initialise messages with RBK_MSG_INIT)",
+                                   msg->version, RBK_MSG_VERSION);
+        rbk_err_t err =
+            rbk__topic_validate(p->prefix, msg->topic, errstr, errstr_size);
+        if (err)
+                return err;
+        if (msg->partition < RBK_PARTITION_ANY)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg->partition is %d; use a partition "
+                                   "number or RBK_PARTITION_ANY",
+                                   (int)msg->partition);
+        if (!msg->key && msg->key_len)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg->key is NULL but msg->key_len is %zu",
+                                   msg->key_len);
+        if (!msg->value && msg->value_len)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg->value is NULL but msg->value_len is "
+                                   "%zu",
+                                   msg->value_len);
+        if (msg->value_len > p->max_msg_bytes)
+                return rbk__seterr(errstr, errstr_size,
+                                   RBK_ERR_MSG_SIZE_TOO_LARGE,
+                                   "message value is %zu bytes; "
+                                   "message.max.bytes is %zu",
+                                   msg->value_len, p->max_msg_bytes);
+        if (msg->header_cnt > RBK_MAX_HEADERS)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_TOO_MANY_HEADERS,
+                                   "message has %zu headers; at most %d are "
+                                   "accepted",
+                                   msg->header_cnt, RBK_MAX_HEADERS);
+        if (msg->header_cnt && !msg->headers)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg->headers is NULL but msg->header_cnt "
+                                   "is %zu",
+                                   msg->header_cnt);
+        for (size_t i = 0; i < msg->header_cnt; i++) {
+                const rbk_header_t *h = &msg->headers[i];
+                if (!h->name || !*h->name)
+                        return rbk__seterr(errstr, errstr_size,
+                                           RBK_ERR_INVALID_ARG,
+                                           "header %zu has no name", i);
+                if (!h->value && h->size)
+                        return rbk__seterr(errstr, errstr_size,
+                                           RBK_ERR_INVALID_ARG,
+                                           "header \"%s\" has a NULL value "
+                                           "but size %zu",
+                                           h->name, h->size);
+                if (!strcmp(h->name, RBK_MSGID_HEADER) ||
+                    !strcmp(h->name, RBK_RESENT_HEADER))
+                        return rbk__seterr(
+                            errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                            "header \"%s\" is reserved by the library (set "
+                            "msg->id to choose the message id)",
+                            h->name);
+        }
+        *id_lenp = 0;
+        if (msg->id) {
+                size_t l = strlen(msg->id);
+                if (l == 0)
+                        return rbk__seterr(errstr, errstr_size,
+                                           RBK_ERR_INVALID_ARG,
+                                           "msg->id is empty; use NULL for "
+                                           "a generated id");
+                if (l > RBK_MSGID_MAX_LEN)
+                        return rbk__seterr(errstr, errstr_size,
+                                           RBK_ERR_INVALID_ARG,
+                                           "msg->id is %zu bytes long; at "
+                                           "most %d are accepted",
+                                           l, RBK_MSGID_MAX_LEN);
+                *id_lenp = l;
+        } else if (p->msgid_enable) {
+                *id_lenp = RBK_MSGID_STR_SIZE - 1;
+        }
+        return RBK_OK;
+}
+
+/* Accepts msg: validates, copies and hands it to librdkafka, waiting
+ * (bounded) for queue room or for a fatal-error recovery. sync, if not NULL,
+ * is attached to the record before it becomes visible. */
+static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
+                           rbk__sync_t *sync, char *errstr,
+                           size_t errstr_size) {
+        if (!p)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "producer is NULL");
+        if (!msg)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg is NULL");
+        if (rbk__forked(p->pid))
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                                   "producer used in a forked child process; "
+                                   "create clients after fork()");
+        size_t id_len = 0;
+        rbk_err_t err = rbk__validate(p, msg, &id_len, errstr, errstr_size);
+        if (err)
+                return err;
+        rbk__rec_t *rec = rbk__rec_new(p, msg, strlen(msg->topic), id_len);
+        if (!rec)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_NOMEM,
+                                   "out of memory copying the message");
+        rec->sync = sync;
+        if (sync)
+                sync->rec = rec;
+        int generated = !msg->id && id_len > 0;
+
+        int64_t end = rbk__deadline_us(p->send_timeout_ms);
+        int waited_room = 0;
+        g_mutex_lock(&p->lock);
+        for (;;) {
+                const char *why = NULL;
+                if (p->closing) {
+                        err = rbk__seterr(errstr, errstr_size, RBK_ERR_SHUTDOWN,
+                                          "producer is closed");
+                        break;
+                }
+                if (p->gave_up) {
+                        err = rbk__seterr(errstr, errstr_size, RBK_ERR_FATAL,
+                                          "producer gave up after repeated "
+                                          "fatal errors: %s",
+                                          p->fatal_reason);
+                        break;
+                }
+                if (p->recovering || p->fatal_pending || !p->rk) {
+                        why = "fatal-error recovery";
+                } else {
+                        if (generated) {
+                                rbk_msgid_t mid = {p->producer_id, p->seq + 1};
+                                rbk_msgid_format(&mid, (char *)rec->id,
+                                                 RBK_MSGID_STR_SIZE);
+                        }
+                        rd_kafka_resp_err_t kerr = rbk__produce(p, rec);
+                        if (!kerr) {
+                                if (generated)
+                                        p->seq++;
+                                g_queue_push_tail_link(&p->outstanding,
+                                                       &rec->link);
+                                p->unreported++;
+                                p->st.accepted++;
+                                g_mutex_unlock(&p->lock);
+                                return RBK_OK;
+                        }
+                        if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                                why = "room in the producer queue";
+                                if (!waited_room && !rbk__tls_no_block) {
+                                        waited_room = 1;
+                                        p->st.queue_full_waits++;
+                                }
+                        } else if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
+                                p->fatal_pending = 1;
+                                why = "fatal-error recovery";
+                        } else if (kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+                                err = rbk__seterr(
+                                    errstr, errstr_size,
+                                    RBK_ERR_MSG_SIZE_TOO_LARGE,
+                                    "message (key, value and headers) is "
+                                    "larger than message.max.bytes (%zu)",
+                                    p->max_msg_bytes);
+                                break;
+                        } else {
+                                err = rbk__seterr(
+                                    errstr, errstr_size, RBK_ERR_KAFKA,
+                                    "librdkafka refused the message for "
+                                    "topic %s: %s: %s",
+                                    msg->topic, rd_kafka_err2name(kerr),
+                                    rd_kafka_err2str(kerr));
+                                break;
+                        }
+                }
+                /* Wait for room or for the recovery to finish. */
+                if (rbk__tls_no_block) {
+                        err = rbk__seterr(
+                            errstr, errstr_size, RBK_ERR_WOULD_BLOCK,
+                            "send from a delivery callback would wait for "
+                            "%s",
+                            why);
+                        break;
+                }
+                if (g_get_monotonic_time() >= end) {
+                        err = rbk__seterr(
+                            errstr, errstr_size, RBK_ERR_QUEUE_FULL,
+                            "waited %" G_GINT64_FORMAT " ms for %s "
+                            "(rbk.producer.send.timeout.ms)",
+                            p->send_timeout_ms, why);
+                        break;
+                }
+                /* Bounded slices: a wake-up can never be missed for long. */
+                int64_t slice = g_get_monotonic_time() + RBK__POLL_MS * 1000;
+                p->waiters++;
+                g_cond_wait_until(&p->cond, &p->lock, MIN(slice, end));
+                p->waiters--;
+        }
+        g_mutex_unlock(&p->lock);
+        if (sync)
+                sync->rec = NULL;
+        rbk__rec_free(rec);
+        return err;
+}
+
+rbk_err_t rbk_producer_send(rbk_producer_t *p, const rbk_msg_t *msg,
+                            char *errstr, size_t errstr_size) {
+        return rbk__send(p, msg, NULL, errstr, errstr_size);
+}
+
+rbk_err_t rbk_producer_send_sync(rbk_producer_t *p, const rbk_msg_t *msg,
+                                 int timeout_ms, int64_t *offsetp, char *errstr,
+                                 size_t errstr_size) {
+        if (rbk__tls_no_block)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_WOULD_BLOCK,
+                                   "rbk_producer_send_sync() called from a "
+                                   "delivery callback or hook");
+        rbk__sync_t sync;
+        memset(&sync, 0, sizeof(sync));
+        g_cond_init(&sync.cond);
+        rbk_err_t err = rbk__send(p, msg, &sync, errstr, errstr_size);
+        if (err) {
+                g_cond_clear(&sync.cond);
+                return err;
+        }
+        int64_t end = rbk__deadline_us(timeout_ms < 0 ? 0 : timeout_ms);
+        g_mutex_lock(&p->lock);
+        while (!sync.done && g_get_monotonic_time() < end)
+                g_cond_wait_until(&sync.cond, &p->lock, end);
+        if (!sync.done) {
+                /* Detach: the record stays accepted and is reported to the
+                 * delivery callback alone. */
+                sync.rec->sync = NULL;
+                g_mutex_unlock(&p->lock);
+                g_cond_clear(&sync.cond);
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_TIMED_OUT,
+                                   "no delivery report within %d ms; the "
+                                   "message is still in flight",
+                                   timeout_ms);
+        }
+        g_mutex_unlock(&p->lock);
+        g_cond_clear(&sync.cond);
+        if (sync.err == RBK_OK) {
+                if (offsetp)
+                        *offsetp = sync.offset;
+                return RBK_OK;
+        }
+        return rbk__seterr(errstr, errstr_size, sync.err, "%s", sync.reason);
+}
+
+/* ------------------------------------------------------------ reports */
+
+/* Makes rec final (caller holds p->lock): unlinks it, counts it, wakes a
+ * synchronous sender. The delivery callback runs later, without the lock. */
+static void rbk__finalize(rbk_producer_t *p, rbk__rec_t *rec, rbk_err_t err,
+                          int kafka_err, int32_t partition, int64_t offset,
+                          int pp, char *reason, GPtrArray *done) {
+        g_queue_unlink(&p->outstanding, &rec->link);
+        rec->f_err = err;
+        rec->f_kafka_err = kafka_err;
+        rec->f_partition = partition;
+        rec->f_offset = offset;
+        rec->f_pp = pp;
+        rec->f_retriable =
+            err == RBK_OK ? 0 : rbk__kerr_retriable((rd_kafka_resp_err_t)kafka_err);
+        rec->f_reason = reason;
+        if (err == RBK_OK) {
+                p->st.delivered++;
+        } else {
+                p->st.failed++;
+                if (pp)
+                        p->st.possibly_persisted++;
+                if (err == RBK_ERR_SHUTDOWN)
+                        p->shutdown_undelivered++;
+        }
+        if (rec->sync) {
+                rbk__sync_t *s = rec->sync;
+                s->err = err;
+                s->offset = offset;
+                g_strlcpy(s->reason, reason ? reason : "", sizeof(s->reason));
+                s->done = 1;
+                s->rec = NULL;
+                rec->sync = NULL;
+                g_cond_signal(&s->cond);
+        }
+        g_ptr_array_add(done, rec);
+}
+
+/* Runs the delivery callback of every final record, frees them, and
+ * updates the unreported count. Called without p->lock. */
+static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
+        if (!done->len)
+                return;
+        for (guint i = 0; i < done->len; i++) {
+                rbk__rec_t *rec = g_ptr_array_index(done, i);
+                if (p->dr_cb) {
+                        rbk_delivery_t dr;
+                        memset(&dr, 0, sizeof(dr));
+                        dr.version = RBK_DELIVERY_VERSION;
+                        dr.err = rec->f_err;
+                        dr.kafka_err = rec->f_kafka_err;
+                        dr.reason = rec->f_reason ? rec->f_reason : "";
+                        dr.retriable = rec->f_retriable;
+                        dr.possibly_persisted = rec->f_pp;
+                        dr.topic = rec->topic + p->prefix_len;
+                        dr.partition = rec->f_partition;
+                        dr.offset = rec->f_offset;
+                        dr.id = rec->id;
+                        dr.key = rec->key;
+                        dr.key_len = rec->key_len;
+                        dr.value = rec->value;
+                        dr.value_len = rec->value_len;
+                        dr.msg_opaque = rec->opaque;
+                        dr.resent = rec->resent;
+                        p->dr_cb(&dr, p->dr_opaque);
+                }
+                if (rec->f_hook) {
+                        rbk_event_t ev;
+                        char key[320];
+                        rbk__event_init(&ev, RBK_EV_DELIVERY_FAILED,
+                                        RBK_SEV_ERROR);
+                        g_snprintf(key, sizeof(key), "delivery_failed/%s/%s",
+                                   rec->topic + p->prefix_len,
+                                   rd_kafka_err2name(
+                                       (rd_kafka_resp_err_t)rec->f_kafka_err));
+                        ev.err = rec->f_err;
+                        ev.kafka_err = rec->f_kafka_err;
+                        ev.message = rec->f_reason ? rec->f_reason : "";
+                        ev.incident_key = key;
+                        ev.topic = rec->topic;
+                        ev.partition = rec->f_partition;
+                        ev.id = rec->id;
+                        rbk__hooks_emit(p->hooks, &ev);
+                }
+                rbk__rec_free(rec);
+        }
+        g_mutex_lock(&p->lock);
+        p->unreported -= done->len;
+        g_cond_broadcast(&p->cond);
+        g_mutex_unlock(&p->lock);
+        g_ptr_array_set_size(done, 0);
+}
+
+/* One delivery report from instance rk (caller holds p->lock). */
+static void rbk__dr_one(rbk_producer_t *p, rd_kafka_t *rk,
+                        const rd_kafka_message_t *m, GPtrArray *done) {
+        rbk__rec_t *rec = m->_private;
+        if (!rec || !rec->in_rk)
+                return;
+        rec->in_rk = 0;
+        p->rk_pending--;
+        if (m->partition >= 0)
+                g_atomic_int_set(&rec->partition, m->partition);
+        if (!m->err) {
+                rbk__finalize(p, rec, RBK_OK, 0, m->partition, m->offset, 0,
+                              NULL, done);
+                return;
+        }
+        rd_kafka_msg_status_t status = rd_kafka_message_status(m);
+        int pp = status != RD_KAFKA_MSG_STATUS_NOT_PERSISTED;
+        if (rd_kafka_fatal_error(rk, NULL, 0) && !p->stop) {
+                /* The instance is lost: keep the record for the re-send. */
+                if (pp)
+                        rec->possibly_persisted = 1;
+                p->fatal_pending = 1;
+                return;
+        }
+        if (p->stop && (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+                           m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
+                           rd_kafka_fatal_error(rk, NULL, 0))) {
+                rbk__finalize(
+                    p, rec, RBK_ERR_SHUTDOWN, m->err, m->partition, -1,
+                    pp || rec->possibly_persisted,
+                    g_strdup_printf("producer closed before delivery (%s)%s",
+                                    rd_kafka_err2name(m->err),
+                                    pp ? "; possibly persisted" : ""),
+                    done);
+                return;
+        }
+        rbk__finalize(p, rec,
+                      m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+                          ? RBK_ERR_MSG_SIZE_TOO_LARGE
+                          : RBK_ERR_DELIVERY,
+                      m->err, m->partition, -1, pp || rec->possibly_persisted,
+                      g_strdup_printf("delivery to %s [%d] failed: %s: %s%s",
+                                      rec->topic + p->prefix_len,
+                                      (int)m->partition,
+                                      rd_kafka_err2name(m->err),
+                                      rd_kafka_err2str(m->err),
+                                      pp ? " (possibly persisted)" : ""),
+                      done);
+        rec->f_hook = 1;
+}
+
+static void rbk__client_error(rbk_producer_t *p, rd_kafka_resp_err_t err,
+                              const char *reason, int64_t gen) {
+        rbk_event_t ev;
+        char key[128], msg[640];
+        rbk__event_init(&ev, RBK_EV_CLIENT_ERROR,
+                        err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN
+                            ? RBK_SEV_ERROR
+                            : RBK_SEV_WARNING);
+        g_snprintf(key, sizeof(key), "client_error/%s", rd_kafka_err2name(err));
+        g_snprintf(msg, sizeof(msg), "producer client error: %s: %s",
+                   rd_kafka_err2name(err), reason ? reason : "");
+        rbk__redact(msg);
+        ev.err = RBK_ERR_KAFKA;
+        ev.kafka_err = err;
+        ev.message = msg;
+        ev.incident_key = key;
+        ev.generation = gen;
+        rbk__hooks_emit(p->hooks, &ev);
+}
+
+/* Handles (and destroys) one event of instance rk. Poll thread only. */
+static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
+                              rd_kafka_event_t *ev, GPtrArray *done) {
+        switch (rd_kafka_event_type(ev)) {
+        case RD_KAFKA_EVENT_DR: {
+                const rd_kafka_message_t *m;
+                g_mutex_lock(&p->lock);
+                while ((m = rd_kafka_event_message_next(ev)))
+                        rbk__dr_one(p, rk, m, done);
+                g_mutex_unlock(&p->lock);
+                /* Destroying the event frees librdkafka's messages: that is
+                 * when queue room appears. */
+                rd_kafka_event_destroy(ev);
+                g_mutex_lock(&p->lock);
+                if (p->waiters)
+                        g_cond_broadcast(&p->cond);
+                g_mutex_unlock(&p->lock);
+                rbk__report(p, done);
+                return;
+        }
+        case RD_KAFKA_EVENT_ERROR: {
+                rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
+                if (rd_kafka_event_error_is_fatal(ev) ||
+                    err == RD_KAFKA_RESP_ERR__FATAL) {
+                        g_mutex_lock(&p->lock);
+                        p->fatal_pending = 1;
+                        g_mutex_unlock(&p->lock);
+                } else {
+                        int64_t gen;
+                        g_mutex_lock(&p->lock);
+                        gen = p->generation;
+                        g_mutex_unlock(&p->lock);
+                        rbk__client_error(p, err, rd_kafka_event_error_string(ev),
+                                          gen);
+                }
+                break;
+        }
+        default:
+                break;
+        }
+        rd_kafka_event_destroy(ev);
+}
+
+/* Polls instance rk until it holds none of our records or the deadline (ms,
+ * monotonic) passes. Returns 1 when empty. Poll thread only. */
+static int rbk__drain(rbk_producer_t *p, rd_kafka_t *rk, rd_kafka_queue_t *q,
+                      int64_t end_ms, GPtrArray *done) {
+        for (;;) {
+                g_mutex_lock(&p->lock);
+                uint64_t pending = p->rk_pending;
+                g_mutex_unlock(&p->lock);
+                if (!pending)
+                        return 1;
+                int64_t left = end_ms - rbk__now_ms();
+                if (left <= 0)
+                        return 0;
+                rd_kafka_event_t *ev =
+                    rd_kafka_queue_poll(q, (int)MIN(left, RBK__POLL_MS));
+                if (ev)
+                        rbk__handle_event(p, rk, ev, done);
+        }
+}
+
+/* Retires the current instance: purges what it still holds, waits (bounded)
+ * for those reports, destroys it. Records it never handed back are marked
+ * possibly persisted. Poll thread only. */
+static void rbk__retire(rbk_producer_t *p, GPtrArray *done) {
+        rd_kafka_t *rk = p->rk;
+        rd_kafka_queue_t *q = p->mainq;
+        if (!rk)
+                return;
+        g_mutex_lock(&p->lock);
+        uint64_t pending = p->rk_pending;
+        g_mutex_unlock(&p->lock);
+        if (pending) {
+                rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
+                                       RD_KAFKA_PURGE_F_INFLIGHT);
+                rbk__drain(p, rk, q, rbk__now_ms() + RBK__PURGE_WAIT_MS, done);
+        }
+        g_mutex_lock(&p->lock);
+        p->rk = NULL;
+        p->mainq = NULL;
+        g_mutex_unlock(&p->lock);
+        /* Reports still queued (other than ours) are dropped by destroy. */
+        rd_kafka_event_t *ev;
+        while ((ev = rd_kafka_queue_poll(q, 0)))
+                rbk__handle_event(p, rk, ev, done);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy(rk);
+        g_mutex_lock(&p->lock);
+        for (GList *l = p->outstanding.head; l; l = l->next) {
+                rbk__rec_t *rec = l->data;
+                if (rec->in_rk) {
+                        rec->in_rk = 0;
+                        rec->possibly_persisted = 1;
+                }
+        }
+        p->rk_pending = 0;
+        g_mutex_unlock(&p->lock);
+}
+
+/* Fails every outstanding record with err and reason (poll thread). */
+static void rbk__fail_all(rbk_producer_t *p, rbk_err_t err, const char *reason,
+                          GPtrArray *done) {
+        g_mutex_lock(&p->lock);
+        while (p->outstanding.head) {
+                rbk__rec_t *rec = p->outstanding.head->data;
+                rbk__finalize(p, rec, err,
+                              err == RBK_ERR_SHUTDOWN
+                                  ? RD_KAFKA_RESP_ERR__DESTROY
+                                  : RD_KAFKA_RESP_ERR__FATAL,
+                              g_atomic_int_get(&rec->partition), -1,
+                              rec->possibly_persisted, g_strdup(reason), done);
+        }
+        g_mutex_unlock(&p->lock);
+        rbk__report(p, done);
+}
+
+/* ------------------------------------------------------------ recovery */
+
+static int rbk__wait_stop(rbk_producer_t *p, int64_t ms) {
+        int64_t end = rbk__deadline_us(ms);
+        g_mutex_lock(&p->lock);
+        while (!p->stop && g_get_monotonic_time() < end)
+                g_cond_wait_until(&p->cond, &p->lock, end);
+        int closing = p->stop;
+        g_mutex_unlock(&p->lock);
+        return closing;
+}
+
+/* Gives up: fails everything outstanding with RBK_ERR_FATAL and fires the
+ * hook. The caller has retired the instance. */
+static void rbk__give_up(rbk_producer_t *p, int recoveries, const char *cause,
+                         GPtrArray *done) {
+        char reason[768];
+        g_snprintf(reason, sizeof(reason),
+                   "fatal producer error not recovered (%d recoveries within "
+                   "%" G_GINT64_FORMAT " ms, rbk.producer.fatal.max."
+                   "recoveries=%" G_GINT64_FORMAT "): %s",
+                   recoveries, p->fatal_window_ms, p->max_recoveries, cause);
+        g_mutex_lock(&p->lock);
+        p->gave_up = 1;
+        p->recovering = 0;
+        int64_t gen = p->generation;
+        uint64_t lost = p->outstanding.length;
+        g_cond_broadcast(&p->cond);
+        g_mutex_unlock(&p->lock);
+        rbk__log(p->hooks, 2, "rbk", "%s; %" G_GUINT64_FORMAT " message(s) "
+                 "fail, later sends fail with RBK_ERR_FATAL",
+                 reason, lost);
+        rbk_event_t ev;
+        rbk__event_init(&ev, RBK_EV_FATAL_GAVE_UP, RBK_SEV_CRITICAL);
+        ev.err = RBK_ERR_FATAL;
+        ev.message = reason;
+        ev.incident_key = "fatal_gave_up";
+        ev.generation = gen;
+        rbk__hooks_emit(p->hooks, &ev);
+        rbk__fail_all(p, RBK_ERR_FATAL, reason, done);
+}
+
+/* The supervisor: replaces a fatally failed instance. Poll thread only. */
+static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
+        char cause[512];
+        rd_kafka_resp_err_t ferr =
+            rd_kafka_fatal_error(p->rk, cause, sizeof(cause));
+        char full[640];
+        g_snprintf(full, sizeof(full), "%s: %s", rd_kafka_err2name(ferr),
+                   ferr ? cause : "fatal error");
+        rbk__redact(full);
+
+        /* (1) Hold new sends. */
+        g_mutex_lock(&p->lock);
+        p->recovering = 1;
+        p->st.fatal_errors++;
+        g_strlcpy(p->fatal_reason, full, sizeof(p->fatal_reason));
+        int64_t old_gen = p->generation;
+        g_mutex_unlock(&p->lock);
+        rbk__log(p->hooks, 3, "rbk",
+                 "fatal producer error in generation %" G_GINT64_FORMAT
+                 ": %s; replacing the librdkafka instance",
+                 old_gen, full);
+
+        /* (2) Let the old instance finish what it can, then purge it. */
+        rbk__drain(p, p->rk, p->mainq, rbk__now_ms() + p->drain_ms, done);
+        rbk__retire(p, done);
+
+        /* (3) A fresh instance, rate-limited. */
+        rd_kafka_t *rk = NULL;
+        rd_kafka_queue_t *q = NULL;
+        for (;;) {
+                int64_t now = rbk__now_ms();
+                g_mutex_lock(&p->lock);
+                guint keep = 0;
+                for (guint i = 0; i < p->recoveries->len; i++) {
+                        int64_t t = g_array_index(p->recoveries, int64_t, i);
+                        if (now - t < p->fatal_window_ms)
+                                g_array_index(p->recoveries, int64_t, keep++) = t;
+                }
+                g_array_set_size(p->recoveries, keep);
+                int closing = p->stop;
+                g_mutex_unlock(&p->lock);
+                if (closing) {
+                        g_mutex_lock(&p->lock);
+                        p->recovering = 0;
+                        g_mutex_unlock(&p->lock);
+                        return; /* the shutdown reports what is left */
+                }
+                if ((int64_t)keep >= p->max_recoveries) {
+                        rbk__give_up(p, (int)keep, full, done);
+                        return;
+                }
+                /* Back off when recoveries follow each other closely. */
+                if (keep > 0 &&
+                    rbk__wait_stop(p, MIN(100LL << (keep - 1), 2000)))
+                        continue;
+                char errstr[512];
+                g_mutex_lock(&p->lock);
+                g_array_append_val(p->recoveries, now);
+                g_mutex_unlock(&p->lock);
+                rk = rbk__instance_new(p, &q, errstr, sizeof(errstr));
+                if (rk)
+                        break;
+                rbk__log(p->hooks, 3, "rbk",
+                         "fatal-error recovery: %s; retrying", errstr);
+        }
+
+        /* Warm the metadata of the topics to re-send to. */
+        GPtrArray *topics = g_ptr_array_new_with_free_func(g_free);
+        GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+        g_mutex_lock(&p->lock);
+        for (GList *l = p->outstanding.head; l; l = l->next) {
+                rbk__rec_t *rec = l->data;
+                if (!g_hash_table_contains(seen, rec->topic)) {
+                        g_hash_table_add(seen, (gpointer)rec->topic);
+                        g_ptr_array_add(topics, g_strdup(rec->topic));
+                }
+        }
+        g_mutex_unlock(&p->lock);
+        g_hash_table_destroy(seen);
+        rbk__warm(p, rk, topics, MAX(p->drain_ms, 1000));
+        g_ptr_array_free(topics, TRUE);
+
+        /* (4) Re-send everything outstanding, in acceptance order. */
+        g_mutex_lock(&p->lock);
+        p->rk = rk;
+        p->mainq = q;
+        p->generation++;
+        p->fatal_pending = 0;
+        int64_t gen = p->generation;
+        GPtrArray *todo = g_ptr_array_sized_new(p->outstanding.length);
+        for (GList *l = p->outstanding.head; l; l = l->next)
+                g_ptr_array_add(todo, l->data);
+        g_mutex_unlock(&p->lock);
+
+        uint64_t resent = 0, flagged = 0, refused = 0;
+        for (guint i = 0; i < todo->len; i++) {
+                rbk__rec_t *rec = g_ptr_array_index(todo, i);
+                for (;;) {
+                        g_mutex_lock(&p->lock);
+                        if (p->stop) {
+                                g_mutex_unlock(&p->lock);
+                                goto out;
+                        }
+                        rec->resent++;
+                        rd_kafka_resp_err_t kerr = rbk__produce(p, rec);
+                        if (!kerr) {
+                                resent++;
+                                p->st.resent++;
+                                if (rec->possibly_persisted)
+                                        flagged++;
+                                g_mutex_unlock(&p->lock);
+                                break;
+                        }
+                        rec->resent--;
+                        if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL ||
+                            kerr == RD_KAFKA_RESP_ERR__FATAL) {
+                                g_mutex_unlock(&p->lock);
+                                /* Room comes from reports of re-sent ones;
+                                 * a new fatal error is handled next round. */
+                                rd_kafka_event_t *ev =
+                                    rd_kafka_queue_poll(q, RBK__POLL_MS);
+                                if (ev)
+                                        rbk__handle_event(p, rk, ev, done);
+                                if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
+                                        g_mutex_lock(&p->lock);
+                                        p->fatal_pending = 1;
+                                        g_mutex_unlock(&p->lock);
+                                        goto out;
+                                }
+                                continue;
+                        }
+                        refused++;
+                        rbk__finalize(
+                            p, rec, RBK_ERR_DELIVERY, kerr,
+                            g_atomic_int_get(&rec->partition), -1,
+                            rec->possibly_persisted,
+                            g_strdup_printf("re-sending after a fatal error "
+                                            "failed: %s: %s",
+                                            rd_kafka_err2name(kerr),
+                                            rd_kafka_err2str(kerr)),
+                            done);
+                        rec->f_hook = 1;
+                        g_mutex_unlock(&p->lock);
+                        break;
+                }
+        }
+out:
+        g_ptr_array_free(todo, TRUE);
+        rbk__report(p, done);
+
+        /* (5) Sends resume on the same handle (unless the fresh instance
+         * failed too: then the next round starts at once). */
+        g_mutex_lock(&p->lock);
+        int again = p->fatal_pending && !p->stop;
+        if (!again)
+                p->recovering = 0;
+        g_cond_broadcast(&p->cond);
+        g_mutex_unlock(&p->lock);
+        if (again)
+                return;
+
+        char msg[1024];
+        g_snprintf(msg, sizeof(msg),
+                   "fatal producer error recovered: %s; librdkafka instance "
+                   "replaced (generation %" G_GINT64_FORMAT "), %" G_GUINT64_FORMAT
+                   " message(s) re-sent, %" G_GUINT64_FORMAT
+                   " of them possibly duplicated (header " RBK_RESENT_HEADER
+                   "), %" G_GUINT64_FORMAT " refused",
+                   full, gen, resent, flagged, refused);
+        rbk__log(p->hooks, 4, "rbk", "%s", msg);
+        rbk_event_t ev;
+        rbk__event_init(&ev, RBK_EV_FATAL_RECOVERED, RBK_SEV_ERROR);
+        ev.err = RBK_ERR_FATAL;
+        ev.kafka_err = ferr;
+        ev.message = msg;
+        char key[64];
+        /* One incident per recovery: recoveries are rate-limited already. */
+        g_snprintf(key, sizeof(key), "fatal_recovered/%" G_GINT64_FORMAT, gen);
+        ev.incident_key = key;
+        ev.generation = gen;
+        rbk__hooks_emit(p->hooks, &ev);
+}
+
+/* ------------------------------------------------------------ poll thread */
+
+static void rbk__shutdown(rbk_producer_t *p, GPtrArray *done) {
+        rbk__retire(p, done);
+        rbk__fail_all(p, RBK_ERR_SHUTDOWN,
+                      "producer closed before the message was delivered",
+                      done);
+        g_mutex_lock(&p->lock);
+        uint64_t n = p->shutdown_undelivered;
+        int64_t gen = p->generation;
+        g_mutex_unlock(&p->lock);
+        if (n) {
+                char msg[256];
+                g_snprintf(msg, sizeof(msg),
+                           "producer closed with %" G_GUINT64_FORMAT
+                           " message(s) undelivered; each was reported to its "
+                           "delivery callback with RBK_ERR_SHUTDOWN",
+                           n);
+                rbk__log(p->hooks, 3, "rbk", "%s", msg);
+                rbk_event_t ev;
+                rbk__event_init(&ev, RBK_EV_SHUTDOWN_UNDELIVERED, RBK_SEV_ERROR);
+                ev.err = RBK_ERR_SHUTDOWN;
+                ev.message = msg;
+                ev.incident_key = "shutdown_undelivered";
+                ev.generation = gen;
+                rbk__hooks_emit(p->hooks, &ev);
+        }
+}
+
+static gpointer rbk__poll_main(gpointer arg) {
+        rbk_producer_t *p = arg;
+        GPtrArray *done = g_ptr_array_new();
+        rbk__tls_no_block = 1;
+        for (;;) {
+                g_mutex_lock(&p->lock);
+                int stop = p->stop, fatal = p->fatal_pending;
+                rd_kafka_t *rk = p->rk;
+                rd_kafka_queue_t *q = p->mainq;
+                if (!stop && !rk)
+                        g_cond_wait_until(&p->cond, &p->lock,
+                                          rbk__deadline_us(RBK__POLL_MS));
+                g_mutex_unlock(&p->lock);
+                if (stop)
+                        break;
+                if (!rk)
+                        continue; /* gave up: only close is left */
+                if (fatal) {
+                        rbk__recover(p, done);
+                        continue;
+                }
+                rd_kafka_event_t *ev = rd_kafka_queue_poll(q, RBK__POLL_MS);
+                if (ev)
+                        rbk__handle_event(p, rk, ev, done);
+        }
+        rbk__shutdown(p, done);
+        g_ptr_array_free(done, TRUE);
+        return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void rbk__producer_free(rbk_producer_t *p) {
+        if (p->recoveries)
+                g_array_free(p->recoveries, TRUE);
+        rbk__hooks_destroy(p->hooks);
+        rbk_conf_destroy(p->conf);
+        g_free(p->client_name);
+        g_free(p->prefix);
+        g_mutex_clear(&p->lock);
+        g_mutex_clear(&p->close_lock);
+        g_cond_clear(&p->cond);
+        g_free(p);
+}
+
+rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
+                                 size_t errstr_size) {
+        if (!conf) {
+                rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                            "conf is NULL");
+                return NULL;
+        }
+        rbk_producer_t *p = g_new0(rbk_producer_t, 1);
+        g_mutex_init(&p->lock);
+        g_mutex_init(&p->close_lock);
+        g_cond_init(&p->cond);
+        g_queue_init(&p->outstanding);
+        p->recoveries = g_array_new(FALSE, FALSE, sizeof(int64_t));
+        p->conf = rbk_conf_dup(conf);
+        if (!p->conf) {
+                rbk__seterr(errstr, errstr_size, RBK_ERR_NOMEM,
+                            "out of memory copying the configuration");
+                rbk__producer_free(p);
+                return NULL;
+        }
+        p->pid = getpid();
+        p->client_name = g_strdup(rbk__conf_str(p->conf, "rbk.client.name"));
+        p->prefix = g_strdup(rbk__conf_prefix(p->conf));
+        p->prefix_len = strlen(p->prefix);
+        p->msgid_enable = rbk__conf_bool(p->conf, "rbk.msgid.enable");
+        p->send_timeout_ms =
+            rbk__conf_int(p->conf, "rbk.producer.send.timeout.ms");
+        p->max_recoveries =
+            rbk__conf_int(p->conf, "rbk.producer.fatal.max.recoveries");
+        p->fatal_window_ms =
+            rbk__conf_int(p->conf, "rbk.producer.fatal.window.ms");
+        p->drain_ms = rbk__conf_int(p->conf, "rbk.producer.fatal.drain.ms");
+        p->shutdown_timeout_ms =
+            rbk__conf_int(p->conf, "rbk.shutdown.timeout.ms");
+        p->dr_cb = p->conf->dr_cb;
+        p->dr_opaque = p->conf->dr_opaque;
+        p->hooks = rbk__hooks_new(p->conf, p->client_name);
+        rbk__version_check(p->hooks);
+        p->producer_id = rbk__msgid_new_producer_id();
+        p->st.version = RBK_PRODUCER_STATS_VERSION;
+
+        p->rk = rbk__instance_new(p, &p->mainq, errstr, errstr_size);
+        if (!p->rk) {
+                rbk__producer_free(p);
+                return NULL;
+        }
+        p->generation = 1;
+        rbk__warm_conf_topics(p, p->rk);
+
+        GError *gerr = NULL;
+        p->thread = g_thread_try_new("rbk-producer", rbk__poll_main, p, &gerr);
+        if (!p->thread) {
+                rbk__seterr(errstr, errstr_size, RBK_ERR_NOMEM,
+                            "cannot start the producer poll thread: %s",
+                            gerr ? gerr->message : "unknown error");
+                g_clear_error(&gerr);
+                rd_kafka_queue_destroy(p->mainq);
+                rd_kafka_destroy(p->rk);
+                rbk__producer_free(p);
+                return NULL;
+        }
+        return p;
+}
+
+rbk_err_t rbk_producer_flush(rbk_producer_t *p, int timeout_ms) {
+        if (!p)
+                return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
+        if (rbk__tls_no_block)
+                return RBK_ERR_WOULD_BLOCK;
+        int64_t end = rbk__deadline_us(timeout_ms < 0 ? 0 : timeout_ms);
+        g_mutex_lock(&p->lock);
+        while (p->unreported && g_get_monotonic_time() < end)
+                g_cond_wait_until(&p->cond, &p->lock, end);
+        rbk_err_t err = p->unreported ? RBK_ERR_TIMED_OUT : RBK_OK;
+        g_mutex_unlock(&p->lock);
+        return err;
+}
+
+rbk_err_t rbk_producer_close(rbk_producer_t *p, int timeout_ms) {
+        if (!p)
+                return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
+        if (rbk__tls_no_block)
+                return RBK_ERR_WOULD_BLOCK;
+        g_mutex_lock(&p->close_lock);
+        if (p->closed) {
+                rbk_err_t r = p->close_result;
+                g_mutex_unlock(&p->close_lock);
+                return r;
+        }
+        if (timeout_ms < 0)
+                timeout_ms = (int)p->shutdown_timeout_ms;
+        int64_t end = rbk__deadline_us(timeout_ms);
+        g_mutex_lock(&p->lock);
+        p->closing = 1;
+        g_cond_broadcast(&p->cond);
+        /* Flush, bounded. */
+        while (p->unreported && g_get_monotonic_time() < end)
+                g_cond_wait_until(&p->cond, &p->lock, end);
+        p->stop = 1;
+        g_cond_broadcast(&p->cond);
+        g_mutex_unlock(&p->lock);
+        g_thread_join(p->thread);
+        p->thread = NULL;
+        g_mutex_lock(&p->lock);
+        p->close_result = p->shutdown_undelivered ? RBK_ERR_TIMED_OUT : RBK_OK;
+        g_mutex_unlock(&p->lock);
+        p->closed = 1;
+        rbk_err_t r = p->close_result;
+        g_mutex_unlock(&p->close_lock);
+        return r;
+}
+
+void rbk_producer_destroy(rbk_producer_t *p) {
+        if (!p)
+                return;
+        if (rbk__forked(p->pid))
+                return; /* librdkafka's threads do not exist here */
+        rbk_producer_close(p, -1);
+        rbk__producer_free(p);
+}
+
+/* ------------------------------------------------------------ stats */
+
+rbk_err_t rbk_producer_stats(rbk_producer_t *p, rbk_producer_stats_t *out) {
+        if (!p || !out)
+                return RBK_ERR_INVALID_ARG;
+        g_mutex_lock(&p->lock);
+        *out = p->st;
+        out->version = RBK_PRODUCER_STATS_VERSION;
+        out->in_flight = p->unreported;
+        out->generation = p->generation;
+        g_mutex_unlock(&p->lock);
+        return RBK_OK;
+}
+
+typedef struct {
+        const char *topic;
+        int32_t partition;
+        uint64_t n;
+} rbk__pcount_t;
+
+static gint rbk__pcount_cmp(gconstpointer a, gconstpointer b) {
+        const rbk__pcount_t *x = a, *y = b;
+        int c = strcmp(x->topic, y->topic);
+        if (c)
+                return c;
+        return x->partition < y->partition ? -1 : x->partition > y->partition;
+}
+
+char *rbk_producer_stats_json(rbk_producer_t *p) {
+        if (!p)
+                return NULL;
+        rbk_producer_stats_t st;
+        GArray *counts = g_array_new(FALSE, FALSE, sizeof(rbk__pcount_t));
+        GHashTable *idx = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                g_free, NULL);
+        int closing, recovering, gave_up;
+        g_mutex_lock(&p->lock);
+        st = p->st;
+        st.in_flight = p->unreported;
+        st.generation = p->generation;
+        closing = p->closing;
+        recovering = p->recovering || p->fatal_pending;
+        gave_up = p->gave_up;
+        for (GList *l = p->outstanding.head; l; l = l->next) {
+                rbk__rec_t *rec = l->data;
+                int32_t part = g_atomic_int_get(&rec->partition);
+                char *key = g_strdup_printf("%d/%s", (int)part, rec->topic);
+                gpointer v;
+                if (g_hash_table_lookup_extended(idx, key, NULL, &v)) {
+                        g_array_index(counts, rbk__pcount_t,
+                                      GPOINTER_TO_UINT(v) - 1)
+                            .n++;
+                        g_free(key);
+                } else {
+                        rbk__pcount_t c = {rec->topic + p->prefix_len, part, 1};
+                        g_array_append_val(counts, c);
+                        g_hash_table_insert(idx, key,
+                                            GUINT_TO_POINTER(counts->len));
+                }
+        }
+        /* The topic strings live in records: format while locked. */
+        g_array_sort(counts, rbk__pcount_cmp);
+        GString *s = g_string_new("{\"client\":");
+        rbk__json_str(s, p->client_name);
+        g_string_append_printf(
+            s,
+            ",\"state\":\"%s\",\"generation\":%" G_GINT64_FORMAT
+            ",\"accepted\":%" G_GUINT64_FORMAT ",\"delivered\":%" G_GUINT64_FORMAT
+            ",\"failed\":%" G_GUINT64_FORMAT ",\"in_flight\":%" G_GUINT64_FORMAT
+            ",\"queue_full_waits\":%" G_GUINT64_FORMAT
+            ",\"resent\":%" G_GUINT64_FORMAT
+            ",\"possibly_persisted\":%" G_GUINT64_FORMAT
+            ",\"fatal_errors\":%" G_GUINT64_FORMAT ",\"partitions\":[",
+            closing ? "closed"
+                    : gave_up ? "gave_up"
+                              : recovering ? "recovering" : "running",
+            st.generation, st.accepted, st.delivered, st.failed, st.in_flight,
+            st.queue_full_waits, st.resent, st.possibly_persisted,
+            st.fatal_errors);
+        for (guint i = 0; i < counts->len; i++) {
+                rbk__pcount_t *c = &g_array_index(counts, rbk__pcount_t, i);
+                g_string_append(s, i ? ",{\"topic\":" : "{\"topic\":");
+                rbk__json_str(s, c->topic);
+                g_string_append_printf(s,
+                                       ",\"partition\":%d,\"in_flight\":%" G_GUINT64_FORMAT
+                                       "}",
+                                       (int)c->partition, c->n);
+        }
+        g_mutex_unlock(&p->lock);
+        g_string_append(s, "]}");
+        g_array_free(counts, TRUE);
+        g_hash_table_destroy(idx);
+        char *out = strdup(s->str); /* freed with rbk_free() */
+        g_string_free(s, TRUE);
+        return out;
+}
+
+/* ------------------------------------------------------------ testing */
+
+rbk_err_t rbk__producer_test_fatal(rbk_producer_t *p, int kafka_err,
+                                   const char *reason) {
+        if (!p)
+                return RBK_ERR_INVALID_ARG;
+        rbk_err_t err = RBK_OK;
+        g_mutex_lock(&p->lock);
+        if (!p->rk || p->closing || p->recovering)
+                err = RBK_ERR_STATE;
+        else if (rd_kafka_test_fatal_error(p->rk,
+                                           (rd_kafka_resp_err_t)kafka_err,
+                                           reason ? reason : "test") !=
+                 RD_KAFKA_RESP_ERR_NO_ERROR)
+                err = RBK_ERR_STATE;
+        g_mutex_unlock(&p->lock);
+        return err;
+}

@@ -26,4 +26,13 @@
                 suite_add_tcase((s), tc_);                                   \
         } while (0)
 
+/* Scales a message count down under valgrind (RBK_TEST_SLOW=1, set by
+ * scripts/run-tests for check-valgrind), never below `min`. */
+static inline long rbk_test_scale(long n, long min) {
+        const char *slow = getenv("RBK_TEST_SLOW");
+        if (slow && *slow == '1')
+                n /= 10;
+        return n < min ? min : n;
+}
+
 #endif

@@ -1,11 +1,20 @@
 /* Configuration from the Heroku-style environment: the KAFKA_URL table,
  * PEM certificates and keys generated here with OpenSSL's C API, the
  * prefix, alternate variable prefixes, and "on error nothing changes". */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +33,10 @@ static struct {
         char *other_key;           /* an EC key matching nothing */
         char *rsa_client, *rsa_key_trad; /* RSA cert + "RSA PRIVATE KEY" */
         char *enc_key;             /* client key encrypted with a passphrase */
+        /* Broker certificates for the TLS handshake tests, named for a host
+         * that is not the loopback address the client connects to. */
+        char *broker, *broker_key;     /* signed by ca1 */
+        char *rogue, *rogue_key;       /* signed by ca2 */
 } fx;
 
 /* Fixtures are made outside any test, where Check's asserts cannot run. */
@@ -82,6 +95,17 @@ static X509 *make_cert(EVP_PKEY *k, const char *cn, X509 *issuer,
                                    (const unsigned char *)cn, -1, -1, 0);
         X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
         X509_set_pubkey(x, k);
+        /* CAs (the self-signed ones) say so; OpenSSL refuses a v3 issuer
+         * without basicConstraints CA:TRUE. */
+        X509V3_CTX v3;
+        X509V3_set_ctx_nodb(&v3);
+        X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+        X509_EXTENSION *ext = X509V3_EXT_conf_nid(
+            NULL, &v3, NID_basic_constraints,
+            issuer ? "critical,CA:FALSE" : "critical,CA:TRUE");
+        NEED(ext != NULL);
+        X509_add_ext(x, ext, -1);
+        X509_EXTENSION_free(ext);
         NEED(X509_sign(x, issuer_key ? issuer_key : k, EVP_sha256()) > 0);
         return x;
 }
@@ -105,6 +129,17 @@ static void fixtures_init(void) {
         fx.rsa_client = cert_pem(rc);
         fx.rsa_key_trad = key_pem(rk, 1, NULL);
         fx.enc_key = key_pem(ck, 0, "passphrase");
+        EVP_PKEY *bk = EVP_EC_gen("P-256");
+        NEED(bk != NULL);
+        X509 *bc = make_cert(bk, "broker.example.invalid", ca1, ca1k, 5);
+        X509 *rgc = make_cert(bk, "broker.example.invalid", ca2, ca2k, 6);
+        fx.broker = cert_pem(bc);
+        fx.broker_key = key_pem(bk, 0, NULL);
+        fx.rogue = cert_pem(rgc);
+        fx.rogue_key = key_pem(bk, 0, NULL);
+        X509_free(bc);
+        X509_free(rgc);
+        EVP_PKEY_free(bk);
         X509_free(ca1);
         X509_free(ca2);
         X509_free(cl);
@@ -130,6 +165,10 @@ static void fixtures_free(void) {
         g_free(fx.rsa_client);
         g_free(fx.rsa_key_trad);
         g_free(fx.enc_key);
+        g_free(fx.broker);
+        g_free(fx.broker_key);
+        g_free(fx.rogue);
+        g_free(fx.rogue_key);
 }
 
 static const char *const VARS[] = {"URL", "TRUSTED_CERT", "CLIENT_CERT",
@@ -829,7 +868,220 @@ START_TEST(openssl_error_queue_left_empty) {
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ TLS handshake */
+
+/* A loopback TLS server that stands in for a broker: it completes (or fails)
+ * the handshake, records the outcome and closes. It requires a client
+ * certificate signed by ca1. */
+typedef struct tls_srv_s {
+        int lfd;
+        int port;
+        SSL_CTX *ctx;
+        GThread *thread;
+        gint stop;
+        gint ok;          /* handshakes completed */
+        gint failed;      /* handshakes that failed */
+        gint client_cert; /* completed with a verified client certificate */
+} tls_srv_t;
+
+static gpointer tls_srv_run(gpointer arg) {
+        tls_srv_t *srv = arg;
+        while (!g_atomic_int_get(&srv->stop)) {
+                struct pollfd pfd = {.fd = srv->lfd, .events = POLLIN};
+                if (poll(&pfd, 1, 50) <= 0)
+                        continue;
+                int fd = accept(srv->lfd, NULL, NULL);
+                if (fd < 0)
+                        continue;
+                struct timeval tv = {.tv_sec = 5};
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+                SSL *ssl = SSL_new(srv->ctx);
+                SSL_set_fd(ssl, fd);
+                if (SSL_accept(ssl) == 1) {
+                        X509 *peer = SSL_get1_peer_certificate(ssl);
+                        if (peer && SSL_get_verify_result(ssl) == X509_V_OK)
+                                g_atomic_int_inc(&srv->client_cert);
+                        X509_free(peer);
+                        g_atomic_int_inc(&srv->ok);
+                        SSL_shutdown(ssl);
+                } else {
+                        g_atomic_int_inc(&srv->failed);
+                }
+                SSL_free(ssl);
+                close(fd);
+                ERR_clear_error();
+        }
+        return NULL;
+}
+
+static X509 *x509_from(const char *pem) {
+        BIO *b = BIO_new_mem_buf(pem, -1);
+        X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+        BIO_free(b);
+        ck_assert_ptr_nonnull(x);
+        return x;
+}
+
+static void tls_srv_start(tls_srv_t *srv, const char *cert, const char *key) {
+        memset(srv, 0, sizeof(*srv));
+        srv->ctx = SSL_CTX_new(TLS_server_method());
+        ck_assert_ptr_nonnull(srv->ctx);
+        X509 *x = x509_from(cert);
+        ck_assert_int_eq(SSL_CTX_use_certificate(srv->ctx, x), 1);
+        X509_free(x);
+        BIO *b = BIO_new_mem_buf(key, -1);
+        EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+        BIO_free(b);
+        ck_assert_ptr_nonnull(k);
+        ck_assert_int_eq(SSL_CTX_use_PrivateKey(srv->ctx, k), 1);
+        EVP_PKEY_free(k);
+        X509 *ca = x509_from(fx.ca1);
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(srv->ctx), ca);
+        X509_free(ca);
+        SSL_CTX_set_verify(srv->ctx,
+                           SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           NULL);
+
+        srv->lfd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(srv->lfd, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        ck_assert_int_eq(bind(srv->lfd, (struct sockaddr *)&sa, sizeof(sa)),
+                         0);
+        ck_assert_int_eq(listen(srv->lfd, 16), 0);
+        socklen_t sl = sizeof(sa);
+        getsockname(srv->lfd, (struct sockaddr *)&sa, &sl);
+        srv->port = ntohs(sa.sin_port);
+        srv->thread = g_thread_new("tls-srv", tls_srv_run, srv);
+}
+
+static void tls_srv_stop(tls_srv_t *srv) {
+        g_atomic_int_set(&srv->stop, 1);
+        g_thread_join(srv->thread);
+        close(srv->lfd);
+        SSL_CTX_free(srv->ctx);
+}
+
+/* A librdkafka producer from the environment's configuration (every
+ * property the environment set, passed through as is), plus overrides
+ * (name, value pairs, NULL-terminated). It asks for metadata, which makes it
+ * connect; the caller then watches the server. */
+static rd_kafka_t *client_from(const rbk_conf_t *c, const char *const *extra) {
+        rd_kafka_conf_t *rc = rd_kafka_conf_new();
+        char err[512];
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, c->props);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+                if (g_str_has_prefix(k, "rbk."))
+                        continue;
+                ck_assert_msg(rd_kafka_conf_set(rc, k, v, err, sizeof(err)) ==
+                                  RD_KAFKA_CONF_OK,
+                              "%s: %s", (char *)k, err);
+        }
+        for (; extra && *extra; extra += 2)
+                ck_assert_int_eq(rd_kafka_conf_set(rc, extra[0], extra[1], err,
+                                                   sizeof(err)),
+                                 RD_KAFKA_CONF_OK);
+        /* Failed handshakes are expected in some tests: keep stderr quiet
+         * unless RBK_TEST_TLS_DEBUG is set. */
+        int dbg = getenv("RBK_TEST_TLS_DEBUG") != NULL;
+        rd_kafka_conf_set(rc, "log_level", dbg ? "7" : "0", NULL, 0);
+        if (dbg)
+                rd_kafka_conf_set(rc, "debug", "security,broker", NULL, 0);
+        rd_kafka_conf_set(rc, "reconnect.backoff.ms", "50", NULL, 0);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, err, sizeof(err));
+        ck_assert_msg(rk != NULL, "rd_kafka_new: %s", err);
+        return rk;
+}
+
+/* Polls until the counter reaches min or the deadline passes. */
+static int await_count(gint *counter, int min, int timeout_ms) {
+        int64_t end = g_get_monotonic_time() + (int64_t)timeout_ms * 1000;
+        while (g_atomic_int_get(counter) < min &&
+               g_get_monotonic_time() < end)
+                g_usleep(10 * 1000);
+        return g_atomic_int_get(counter);
+}
+
+static rbk_conf_t *tls_env_conf(int port) {
+        char *url = g_strdup_printf("kafka+ssl://127.0.0.1:%d", port);
+        env_set("KAFKA_URL", url);
+        g_free(url);
+        set_ssl_env("KAFKA_", fx.ca1, fx.client, fx.client_key);
+        char errstr[512] = "";
+        rbk_conf_t *c = rbk_conf_from_env(NULL, errstr, sizeof(errstr));
+        ck_assert_msg(c != NULL, "%s", errstr);
+        return c;
+}
+
+/* The broker's certificate names another host, but the pinned CA signed it:
+ * the handshake completes (only host-name verification is off) and the
+ * broker sees the client certificate. */
+START_TEST(tls_handshake_pinned_ca) {
+        tls_srv_t srv;
+        tls_srv_start(&srv, fx.broker, fx.broker_key);
+        rbk_conf_t *c = tls_env_conf(srv.port);
+        rd_kafka_t *rk = client_from(c, NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        if (rd_kafka_metadata(rk, 0, NULL, &md, 2000) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+                rd_kafka_metadata_destroy(md);
+        ck_assert_msg(await_count(&srv.client_cert, 1, 15000) >= 1,
+                      "handshakes: %d ok, %d failed, %d with a client "
+                      "certificate",
+                      g_atomic_int_get(&srv.ok), g_atomic_int_get(&srv.failed),
+                      g_atomic_int_get(&srv.client_cert));
+        ck_assert_int_eq(g_atomic_int_get(&srv.failed), 0);
+        rd_kafka_destroy(rk);
+        rbk_conf_destroy(c);
+        tls_srv_stop(&srv);
+}
+END_TEST
+
+/* A broker certificate from another CA is refused: verification is on. */
+START_TEST(tls_handshake_other_ca_refused) {
+        tls_srv_t srv;
+        tls_srv_start(&srv, fx.rogue, fx.rogue_key);
+        rbk_conf_t *c = tls_env_conf(srv.port);
+        rd_kafka_t *rk = client_from(c, NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        ck_assert_int_ne(rd_kafka_metadata(rk, 0, NULL, &md, 1000),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_ge(await_count(&srv.failed, 2, 15000), 2);
+        ck_assert_int_eq(g_atomic_int_get(&srv.ok), 0);
+        rd_kafka_destroy(rk);
+        rbk_conf_destroy(c);
+        tls_srv_stop(&srv);
+}
+END_TEST
+
+/* Control: with host-name verification back on, the same broker is
+ * refused, so the first test really exercises a host-name mismatch. */
+START_TEST(tls_handshake_hostname_check_would_fail) {
+        tls_srv_t srv;
+        tls_srv_start(&srv, fx.broker, fx.broker_key);
+        rbk_conf_t *c = tls_env_conf(srv.port);
+        const char *const extra[] = {"ssl.endpoint.identification.algorithm",
+                                     "https", NULL};
+        rd_kafka_t *rk = client_from(c, extra);
+        const struct rd_kafka_metadata *md = NULL;
+        ck_assert_int_ne(rd_kafka_metadata(rk, 0, NULL, &md, 1000),
+                         RD_KAFKA_RESP_ERR_NO_ERROR);
+        ck_assert_int_ge(await_count(&srv.failed, 2, 15000), 2);
+        ck_assert_int_eq(g_atomic_int_get(&srv.ok), 0);
+        rd_kafka_destroy(rk);
+        rbk_conf_destroy(c);
+        tls_srv_stop(&srv);
+}
+END_TEST
+
 static Suite *suite(void) {
+        /* The stand-in broker writes to sockets the client may have closed
+         * already (a refused handshake): that must not kill the runner. */
+        signal(SIGPIPE, SIG_IGN);
         fixtures_init();
         atexit(fixtures_free);
         Suite *s = suite_create("env");
@@ -860,6 +1112,14 @@ static Suite *suite(void) {
         tcase_add_test(tc, topic_prefix);
         tcase_add_test(tc, alternate_prefix);
         tcase_add_test(tc, apply_env_is_all_or_nothing);
+        suite_add_tcase(s, tc);
+
+        tc = tcase_create("tls_handshake");
+        tcase_add_checked_fixture(tc, env_reset, NULL);
+        tcase_set_timeout(tc, 60);
+        tcase_add_test(tc, tls_handshake_pinned_ca);
+        tcase_add_test(tc, tls_handshake_other_ca_refused);
+        tcase_add_test(tc, tls_handshake_hostname_check_would_fail);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -1,0 +1,202 @@
+/* Dead letters: with rbk.consumer.giveup=deadletter, a message the handler
+ * gave up on is published to rbk.consumer.deadletter.topic (same key, value
+ * and headers, plus rbk-dlq-error, rbk-dlq-topic, rbk-dlq-partition and
+ * rbk-dlq-offset) by a producer the consumer creates on first use from its
+ * own configuration. The origin offset is stored only once the dead
+ * letter's delivery report says delivered; until then the partition is held
+ * back. If the dead letter cannot be delivered, the partition stays held and
+ * RBK_EV_DEADLETTER_FAILED fires; rbk_consumer_resolve() releases it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "consumer_internal.h"
+
+#define RBK__DLQ_MAX_HEADERS RBK_MAX_HEADERS
+
+typedef struct {
+        rbk_consumer_t *c;
+        rbk__part_t *p; /* a reference */
+        int64_t offset;
+        char *id;
+} rbk__dlq_ctx_t;
+
+static void rbk__dlq_event(rbk_consumer_t *c, rbk__part_t *p, int64_t offset,
+                           const char *id, int ok, rbk_err_t err,
+                           int kafka_err, const char *reason) {
+        rbk_event_t ev;
+        rbk__event_init(&ev, ok ? RBK_EV_DEADLETTERED : RBK_EV_DEADLETTER_FAILED,
+                        ok ? RBK_SEV_WARNING : RBK_SEV_ERROR);
+        char *key = g_strdup_printf("%s/%s/%" PRId32 "/deadletter/%" PRId64,
+                                    c->ugroup, p->utopic, p->partition,
+                                    offset);
+        char *msg =
+            ok ? g_strdup_printf("%s [%" PRId32 "] offset %" PRId64
+                                 " sent to dead-letter topic %s",
+                                 p->utopic, p->partition, offset, c->dlq_topic)
+               : g_strdup_printf(
+                     "%s [%" PRId32 "] offset %" PRId64
+                     " could not be sent to dead-letter topic %s: %s; the "
+                     "partition stays paused until rbk_consumer_resolve() "
+                     "releases it",
+                     p->utopic, p->partition, offset, c->dlq_topic, reason);
+        ev.err = err;
+        ev.kafka_err = kafka_err;
+        ev.topic = p->topic;
+        ev.partition = p->partition;
+        ev.offset = offset;
+        ev.id = id;
+        ev.incident_key = key;
+        ev.message = msg;
+        rbk__consumer_emit(c, &ev);
+        g_free(msg);
+        g_free(key);
+}
+
+/* The outcome of one dead letter. Any thread; c->lock not held. */
+static void rbk__dlq_outcome(rbk__dlq_ctx_t *x, rbk_err_t err, int kafka_err,
+                             const char *reason) {
+        rbk_consumer_t *c = x->c;
+        rbk__part_t *p = x->p;
+        int report = 1;
+        g_mutex_lock(&c->lock);
+        c->dlq_inflight--;
+        rd_kafka_message_t *head = g_queue_peek_head(&p->msgs);
+        int mine = p->assigned && p->hold == RBK__HOLD_DLQ_PENDING && head &&
+                   head->offset == x->offset;
+        if (!mine) {
+                report = !err; /* a failure for a partition gone: quiet */
+        } else if (!err) {
+                p->hold = RBK__HOLD_NONE;
+                rbk__part_complete_head(c, p, head);
+                c->dead_lettered++;
+                rbk__part_maybe_ready(c, p);
+        } else {
+                p->hold = RBK__HOLD_DLQ_FAILED;
+                g_free(p->hold_reason);
+                p->hold_reason = g_strdup(reason);
+        }
+        g_cond_broadcast(&c->cond);
+        g_mutex_unlock(&c->lock);
+        if (report)
+                rbk__dlq_event(c, p, x->offset, x->id, !err, err, kafka_err,
+                               reason);
+        rbk__part_unref(p);
+        g_free(x->id);
+        g_free(x);
+}
+
+static void rbk__dlq_dr(const rbk_delivery_t *dr, void *opaque) {
+        rbk__dlq_outcome(dr->msg_opaque, dr->err, dr->kafka_err,
+                         dr->reason ? dr->reason : "");
+}
+
+/* The producer, created on first use. */
+static rbk_producer_t *rbk__dlq_producer(rbk_consumer_t *c, char *errstr,
+                                         size_t errstr_size) {
+        g_mutex_lock(&c->dlq_mu);
+        if (!c->dlq) {
+                rbk_conf_t *pc = rbk_conf_dup(c->conf);
+                rbk_conf_set_delivery_cb(pc, rbk__dlq_dr, c);
+                c->dlq = rbk_producer_new(pc, errstr, errstr_size);
+                rbk_conf_destroy(pc);
+        }
+        rbk_producer_t *p = c->dlq;
+        g_mutex_unlock(&c->dlq_mu);
+        return p;
+}
+
+void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
+                   int attempts) {
+        char e[512];
+        e[0] = '\0';
+        rbk__dlq_ctx_t *x = g_new0(rbk__dlq_ctx_t, 1);
+        x->c = c;
+        x->p = rbk__part_ref(p);
+        x->offset = rkm->offset;
+
+        rbk_header_t hdrs[RBK__DLQ_MAX_HEADERS];
+        size_t n = 0;
+        char partbuf[16], offbuf[24], errbuf[160];
+        snprintf(errbuf, sizeof(errbuf),
+                 "handler returned RBK_RETRY %d time(s)", attempts);
+        snprintf(partbuf, sizeof(partbuf), "%" PRId32, p->partition);
+        snprintf(offbuf, sizeof(offbuf), "%" PRId64, rkm->offset);
+        const char *ours[4][2] = {{"rbk-dlq-error", errbuf},
+                                  {"rbk-dlq-topic", p->utopic},
+                                  {"rbk-dlq-partition", partbuf},
+                                  {"rbk-dlq-offset", offbuf}};
+        for (int i = 0; i < 4; i++) {
+                hdrs[n].name = ours[i][0];
+                hdrs[n].value = ours[i][1];
+                hdrs[n].size = strlen(ours[i][1]);
+                n++;
+        }
+        /* The original headers; the id travels as the message id. */
+        rd_kafka_headers_t *rh;
+        if (!rd_kafka_message_headers(rkm, &rh)) {
+                const char *name;
+                const void *val;
+                size_t sz;
+                for (size_t i = 0;
+                     n < RBK__DLQ_MAX_HEADERS &&
+                     !rd_kafka_header_get_all(rh, i, &name, &val, &sz);
+                     i++) {
+                        if (!strcmp(name, RBK_MSGID_HEADER)) {
+                                g_free(x->id);
+                                x->id = g_strndup(val, sz);
+                                continue;
+                        }
+                        hdrs[n].name = name;
+                        hdrs[n].value = val;
+                        hdrs[n].size = sz;
+                        n++;
+                }
+        }
+
+        g_mutex_lock(&c->lock);
+        c->dlq_inflight++;
+        g_mutex_unlock(&c->lock);
+
+        rbk_producer_t *prod = rbk__dlq_producer(c, e, sizeof(e));
+        rbk_err_t err = RBK_ERR_STATE;
+        if (prod) {
+                rbk_msg_t m = RBK_MSG_INIT;
+                m.topic = c->dlq_topic;
+                m.key = rkm->key;
+                m.key_len = rkm->key_len;
+                m.value = rkm->payload;
+                m.value_len = rkm->len;
+                m.headers = hdrs;
+                m.header_cnt = n;
+                m.id = x->id;
+                m.opaque = x;
+                err = rbk_producer_send(prod, &m, e, sizeof(e));
+        }
+        if (err) {
+                char reason[600];
+                snprintf(reason, sizeof(reason), "%s%s%s", rbk_err2name(err),
+                         *e ? ": " : "", e);
+                rbk__dlq_outcome(x, err ? err : RBK_ERR_DELIVERY, 0, reason);
+        }
+}
+
+void rbk__dlq_flush(rbk_consumer_t *c, int timeout_ms) {
+        int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
+        g_mutex_lock(&c->lock);
+        while (c->dlq_inflight > 0 && rbk__now_ms() < deadline)
+                g_cond_wait_until(&c->cond, &c->lock,
+                                  g_get_monotonic_time() +
+                                      50 * G_TIME_SPAN_MILLISECOND);
+        g_mutex_unlock(&c->lock);
+}
+
+void rbk__dlq_close(rbk_consumer_t *c, int timeout_ms) {
+        g_mutex_lock(&c->dlq_mu);
+        rbk_producer_t *p = c->dlq;
+        c->dlq = NULL;
+        g_mutex_unlock(&c->dlq_mu);
+        if (p) {
+                rbk_producer_close(p, timeout_ms);
+                rbk_producer_destroy(p);
+        }
+}

@@ -1,0 +1,813 @@
+/* The group consumer against the mock cluster: bad input, at least once by
+ * id across a crash, partition isolation, retry in place, shutdown with
+ * handlers in flight, the poll API, stats and the stall watchdog. */
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "consumer_support.h"
+#include "harness.h"
+
+/* ------------------------------------------------------------ bad input */
+
+static rbk_verdict_t h_ok(const rbk_message_t *m, void *opaque) {
+        if (opaque)
+                cs_rec_add(opaque, m);
+        return RBK_HANDLED;
+}
+
+START_TEST(bad_input) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        rbk_conf_t *conf = cs_conf(cl, "g-bad");
+
+        ck_assert_ptr_null(rbk_consumer_new(NULL, e, sizeof(e)));
+        /* No group.id. */
+        rbk_conf_t *nog = rbk_conf_new();
+        cs_set(nog, "bootstrap.servers", cl->bootstraps);
+        ck_assert_ptr_null(rbk_consumer_new(nog, e, sizeof(e)));
+        ck_assert_msg(strstr(e, "group.id") != NULL, "%s", e);
+        rbk_conf_destroy(nog);
+        /* Dead letters without a topic. */
+        rbk_conf_t *dl = rbk_conf_dup(conf);
+        cs_set(dl, "rbk.consumer.giveup", "deadletter");
+        ck_assert_ptr_null(rbk_consumer_new(dl, e, sizeof(e)));
+        ck_assert_msg(strstr(e, "deadletter.topic") != NULL, "%s", e);
+        rbk_conf_destroy(dl);
+
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        /* Not subscribed: run and poll refuse. */
+        ck_assert_int_eq(rbk_consumer_run(c, h_ok, NULL), RBK_ERR_STATE);
+        rbk_message_t *m = NULL;
+        ck_assert_int_eq(rbk_consumer_poll(c, 0, &m), RBK_ERR_STATE);
+        ck_assert_int_eq(rbk_consumer_run(c, NULL, NULL), RBK_ERR_INVALID_ARG);
+        ck_assert_int_eq(rbk_consumer_start(c, NULL, NULL),
+                         RBK_ERR_INVALID_ARG);
+
+        ck_assert_int_eq(rbk_consumer_subscribe(c, NULL, 1, e, sizeof(e)),
+                         RBK_ERR_INVALID_ARG);
+        const char *none[] = {"x"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, none, 0, e, sizeof(e)),
+                         RBK_ERR_INVALID_ARG);
+        const char *bad[] = {"good", "bad topic!"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, bad, 2, e, sizeof(e)),
+                         RBK_ERR_INVALID_TOPIC);
+        ck_assert_msg(strstr(e, "topic 1") != NULL, "%s", e);
+        const char *nul[] = {NULL};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, nul, 1, e, sizeof(e)),
+                         RBK_ERR_INVALID_TOPIC);
+        const char *empty[] = {""};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, empty, 1, e, sizeof(e)),
+                         RBK_ERR_INVALID_TOPIC);
+        /* Still not subscribed: the errors changed nothing. */
+        ck_assert_int_eq(rbk_consumer_run(c, h_ok, NULL), RBK_ERR_STATE);
+
+        /* Resolve on nothing. */
+        ck_assert_int_eq(rbk_consumer_resolve(c, "t", 0, RBK_RESOLVE_EARLIEST,
+                                              0, e, sizeof(e)),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_int_eq(
+            rbk_consumer_resolve(c, "t", 0, (rbk_resolve_t)99, 0, e, sizeof(e)),
+            RBK_ERR_INVALID_ARG);
+        ck_assert_int_eq(rbk_consumer_resolve(c, NULL, 0, RBK_RESOLVE_EARLIEST,
+                                              0, e, sizeof(e)),
+                         RBK_ERR_INVALID_ARG);
+        ck_assert_uint_eq(rbk_consumer_quarantined(c, NULL, 0), 0);
+        ck_assert_int_eq(rbk_consumer_done(c, NULL, RBK_HANDLED),
+                         RBK_ERR_INVALID_ARG);
+        rbk_consumer_stats_t st;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        ck_assert_int_eq(st.version, RBK_CONSUMER_STATS_VERSION);
+        ck_assert_int_eq(rbk_consumer_stats(NULL, &st), RBK_ERR_INVALID_ARG);
+        rbk_consumer_stop(NULL);
+
+        ck_assert_int_eq(rbk_consumer_close(c, 5000), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_close(c, 5000), RBK_OK); /* twice */
+        ck_assert_int_eq(rbk_consumer_poll(c, 0, &m), RBK_ERR_SHUTDOWN);
+        rbk_consumer_destroy(c);
+        rbk_consumer_destroy(NULL);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ basic run */
+
+typedef struct {
+        rbk_consumer_t *c;
+        cs_rec_t *rec;
+} run_arg_t;
+
+START_TEST(run_handles_everything_in_order) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-basic", 4);
+        for (int p = 0; p < 4; p++)
+                cs_produce(cl, "t-basic", p, 0, 200, "b");
+        rbk_conf_t *conf = cs_conf(cl, "g-basic");
+        cs_set(conf, "rbk.consumer.workers", "3");
+        cs_set(conf, "rbk.consumer.queue.max", "20"); /* exercise pausing */
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-basic"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_ERR_STATE);
+        rbk_message_t *m;
+        ck_assert_int_eq(rbk_consumer_poll(c, 0, &m), RBK_ERR_STATE);
+        ck_assert(CS_WAIT(cs_rec_distinct(rec) == 800, 30000));
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+
+        char miss[160] = "";
+        ck_assert_int_eq(cs_rec_missing(rec, "b", 4, 200, miss, sizeof(miss)),
+                         0);
+        ck_assert_int_eq(rec->order_errors, 0);
+        ck_assert_uint_eq(cs_rec_total(rec), 800); /* nothing twice */
+        rbk_consumer_stats_t st;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        ck_assert_uint_eq(st.handled, 800);
+        ck_assert_uint_eq(st.consumed, 800);
+        ck_assert_uint_eq(st.retried, 0);
+        for (int p = 0; p < 4; p++)
+                ck_assert_int_eq(
+                    cs_committed(cl, "g-basic", "t-basic", p, NULL, 0), 200);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ at least once */
+
+static int crash_after;
+static int crash_fd;
+
+static rbk_verdict_t h_crash(const rbk_message_t *m, void *opaque) {
+        static int n;
+        char line[160];
+        int len = snprintf(line, sizeof(line), "%s\n", m->id ? m->id : "-");
+        if (write(crash_fd, line, (size_t)len) != len)
+                _exit(3);
+        if (__atomic_add_fetch(&n, 1, __ATOMIC_SEQ_CST) >= crash_after)
+                _exit(0); /* a crash: nothing more is committed */
+        return RBK_HANDLED;
+}
+
+START_TEST(at_least_once_across_a_crash) {
+        /* The child connects to the parent's mock cluster over loopback; it
+         * is forked before this process touches librdkafka. */
+        int addr[2], ids[2];
+        ck_assert_int_eq(pipe(addr), 0);
+        ck_assert_int_eq(pipe(ids), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                close(addr[1]);
+                close(ids[0]);
+                char bs[512] = "";
+                ssize_t r = read(addr[0], bs, sizeof(bs) - 1);
+                if (r <= 0)
+                        _exit(2);
+                bs[r] = '\0';
+                char e[512];
+                rbk_conf_t *conf = rbk_conf_new();
+                rbk_conf_set(conf, "bootstrap.servers", bs, e, sizeof(e));
+                rbk_conf_set(conf, "group.id", "g-alo", e, sizeof(e));
+                rbk_conf_set(conf, "session.timeout.ms", "6000", e, sizeof(e));
+                rbk_conf_set(conf, "auto.commit.interval.ms", "300", e,
+                             sizeof(e));
+                rbk_conf_set(conf, "fetch.wait.max.ms", "50", e, sizeof(e));
+                rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+                if (!c)
+                        _exit(4);
+                const char *topics[] = {"t-alo"};
+                rbk_consumer_subscribe(c, topics, 1, e, sizeof(e));
+                crash_fd = ids[1];
+                crash_after = 250;
+                rbk_consumer_run(c, h_crash, NULL);
+                _exit(5);
+        }
+        close(addr[0]);
+        close(ids[1]);
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-alo", 4);
+        for (int p = 0; p < 4; p++)
+                cs_produce(cl, "t-alo", p, 0, 150, "a");
+        ck_assert(write(addr[1], cl->bootstraps, strlen(cl->bootstraps)) > 0);
+        close(addr[1]);
+
+        /* What the crashed consumer handled. */
+        cs_rec_t *rec = cs_rec_new();
+        GString *buf = g_string_new(NULL);
+        char chunk[4096];
+        ssize_t r;
+        while ((r = read(ids[0], chunk, sizeof(chunk))) > 0)
+                g_string_append_len(buf, chunk, r);
+        close(ids[0]);
+        int status = 0;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "child status %d", status);
+        gchar **lines = g_strsplit(buf->str, "\n", -1);
+        int before = 0;
+        for (int i = 0; lines[i]; i++) {
+                if (!*lines[i])
+                        continue;
+                rbk_message_t fake = {.topic = "t-alo", .id = lines[i]};
+                cs_rec_add(rec, &fake);
+                before++;
+        }
+        g_strfreev(lines);
+        g_string_free(buf, TRUE);
+        ck_assert_int_ge(before, 250); /* workers in parallel may add a few */
+
+        /* A new consumer of the same group finishes the job. */
+        char e[512];
+        rbk_conf_t *conf = cs_conf(cl, "g-alo");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-alo"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec2 = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec2), RBK_OK);
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&rec2->lock);
+                                  GHashTableIter it;
+                                  gpointer k;
+                                  g_hash_table_iter_init(&it, rec2->ids);
+                                  while (g_hash_table_iter_next(&it, &k, NULL))
+                                          if (!g_hash_table_contains(rec->ids,
+                                                                     k))
+                                                  g_hash_table_insert(
+                                                      rec->ids, g_strdup(k),
+                                                      GINT_TO_POINTER(1));
+                                  g_mutex_unlock(&rec2->lock);
+                                  cs_rec_distinct(rec) == 600;
+                          }),
+                          40000));
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        char miss[160] = "";
+        ck_assert_msg(cs_rec_missing(rec, "a", 4, 150, miss, sizeof(miss)) ==
+                          0,
+                      "missing %s", miss);
+        /* At least once: the restart re-handled what was not committed, and
+         * never an id that was not produced. */
+        ck_assert_uint_eq(cs_rec_distinct(rec), 600);
+        ck_assert_uint_ge(cs_rec_total(rec2), 600 - 250);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        cs_rec_free(rec2);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ isolation */
+
+typedef struct {
+        cs_rec_t *rec;
+        GMutex lock;
+        GCond cond;
+        int released;
+        int blocked; /* partition 0's handler is inside the block */
+} block_t;
+
+static rbk_verdict_t h_block_p0(const rbk_message_t *m, void *opaque) {
+        block_t *b = opaque;
+        if (m->partition == 0 && m->offset == 0) {
+                gint64 end = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+                g_mutex_lock(&b->lock);
+                b->blocked = 1;
+                while (!b->released &&
+                       g_cond_wait_until(&b->cond, &b->lock, end))
+                        ;
+                g_mutex_unlock(&b->lock);
+        }
+        cs_rec_add(b->rec, m);
+        return RBK_HANDLED;
+}
+
+static int count_partition(cs_rec_t *r, const char *topic, int p) {
+        char pre[300];
+        snprintf(pre, sizeof(pre), "%s/%d/", topic, p);
+        int n = 0;
+        g_mutex_lock(&r->lock);
+        for (guint i = 0; i < r->log->len; i++)
+                n += g_str_has_prefix(g_ptr_array_index(r->log, i), pre);
+        g_mutex_unlock(&r->lock);
+        return n;
+}
+
+START_TEST(blocked_partition_does_not_block_others) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-iso", 4);
+        cs_produce(cl, "t-iso", 0, 0, 100, "i");
+        rbk_conf_t *conf = cs_conf(cl, "g-iso");
+        cs_set(conf, "rbk.consumer.workers", "2"); /* fewer than partitions */
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-iso"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        block_t b = {.rec = cs_rec_new()};
+        g_mutex_init(&b.lock);
+        g_cond_init(&b.cond);
+        ck_assert_int_eq(rbk_consumer_start(c, h_block_p0, &b), RBK_OK);
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&b.lock);
+                                  int y = b.blocked;
+                                  g_mutex_unlock(&b.lock);
+                                  y;
+                          }),
+                          20000));
+        /* Messages for the other partitions arrive during the block. */
+        gint64 t0 = g_get_monotonic_time();
+        for (int p = 1; p < 4; p++)
+                cs_produce(cl, "t-iso", p, 0, 100, "i");
+        /* During the block the three other partitions finish completely. */
+        ck_assert(CS_WAIT(count_partition(b.rec, "t-iso", 1) == 100 &&
+                              count_partition(b.rec, "t-iso", 2) == 100 &&
+                              count_partition(b.rec, "t-iso", 3) == 100,
+                          9000));
+        double during_ms = (double)(g_get_monotonic_time() - t0) / 1000.0;
+        ck_assert_int_eq(count_partition(b.rec, "t-iso", 0), 0);
+        g_mutex_lock(&b.lock);
+        int still_blocked = !b.released;
+        b.released = 1;
+        g_cond_broadcast(&b.cond);
+        g_mutex_unlock(&b.lock);
+        ck_assert(still_blocked);
+        fprintf(stderr,
+                "isolation: 300 messages of 3 partitions handled in %.0f ms "
+                "while partition 0's handler was blocked\n",
+                during_ms);
+        ck_assert(CS_WAIT(count_partition(b.rec, "t-iso", 0) == 100, 10000));
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        ck_assert_int_eq(b.rec->order_errors, 0);
+        rbk_consumer_destroy(c);
+        cs_rec_free(b.rec);
+        g_mutex_clear(&b.lock);
+        g_cond_clear(&b.cond);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ retry */
+
+typedef struct {
+        cs_rec_t *rec;
+        GMutex lock;
+        int attempts_seen[8];
+        int64_t retry_offset_seen[8];
+        char retry_id_seen[8][64];
+        int after_before_success; /* later offset of p1 handled first */
+        int success;
+        int others_during_backoff;
+} retry_t;
+
+static rbk_verdict_t h_retry(const rbk_message_t *m, void *opaque) {
+        retry_t *r = opaque;
+        if (m->partition == 1 && m->offset == 5) {
+                g_mutex_lock(&r->lock);
+                if (m->attempt <= 8) {
+                        r->attempts_seen[m->attempt - 1] = 1;
+                        r->retry_offset_seen[m->attempt - 1] = m->offset;
+                        snprintf(r->retry_id_seen[m->attempt - 1], 64, "%s",
+                                 m->id ? m->id : "");
+                }
+                int ok = m->attempt >= 3;
+                r->success = ok;
+                g_mutex_unlock(&r->lock);
+                if (!ok)
+                        return RBK_RETRY;
+        } else if (m->partition == 1 && m->offset > 5) {
+                g_mutex_lock(&r->lock);
+                if (!r->success)
+                        r->after_before_success++;
+                g_mutex_unlock(&r->lock);
+        } else if (m->partition != 1) {
+                g_mutex_lock(&r->lock);
+                if (r->attempts_seen[0] && !r->success)
+                        r->others_during_backoff++;
+                g_mutex_unlock(&r->lock);
+        }
+        cs_rec_add(r->rec, m);
+        return RBK_HANDLED;
+}
+
+START_TEST(retry_hands_the_same_message_again) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-retry", 3);
+        for (int p = 0; p < 3; p++)
+                cs_produce(cl, "t-retry", p, 0, 10, "r");
+        rbk_conf_t *conf = cs_conf(cl, "g-retry");
+        cs_set(conf, "rbk.consumer.retry.backoff.ms", "300");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-retry"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        retry_t r = {.rec = cs_rec_new()};
+        g_mutex_init(&r.lock);
+        /* Other partitions get more messages while partition 1 backs off. */
+        ck_assert_int_eq(rbk_consumer_start(c, h_retry, &r), RBK_OK);
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&r.lock);
+                                  int y = r.attempts_seen[0];
+                                  g_mutex_unlock(&r.lock);
+                                  y;
+                          }),
+                          20000));
+        cs_produce(cl, "t-retry", 0, 10, 20, "r");
+        cs_produce(cl, "t-retry", 2, 10, 20, "r");
+        ck_assert(CS_WAIT(cs_rec_distinct(r.rec) == 30 + 40, 20000));
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        for (int a = 0; a < 3; a++) {
+                ck_assert_msg(r.attempts_seen[a], "attempt %d not seen", a + 1);
+                ck_assert_int_eq(r.retry_offset_seen[a], 5);
+                ck_assert_str_eq(r.retry_id_seen[a], "r-1-5");
+        }
+        ck_assert_int_eq(r.attempts_seen[3], 0);
+        ck_assert_int_eq(r.after_before_success, 0);
+        ck_assert_int_gt(r.others_during_backoff, 0);
+        rbk_consumer_stats_t st;
+        rbk_consumer_stats(c, &st);
+        ck_assert_uint_eq(st.retried, 2);
+        ck_assert_int_eq(cs_committed(cl, "g-retry", "t-retry", 1, NULL, 0),
+                         10);
+        rbk_consumer_destroy(c);
+        cs_rec_free(r.rec);
+        g_mutex_clear(&r.lock);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* Pause mode: after max attempts the partition stays held, the hook fires,
+ * and resolve(COMMITTED) hands the message again. */
+typedef struct {
+        cs_rec_t *rec;
+        volatile int fail;
+} giveup_t;
+
+static rbk_verdict_t h_giveup(const rbk_message_t *m, void *opaque) {
+        giveup_t *g = opaque;
+        if (m->partition == 0 && m->offset == 2 && g->fail)
+                return RBK_RETRY;
+        cs_rec_add(g->rec, m);
+        return RBK_HANDLED;
+}
+
+START_TEST(gave_up_partition_is_held_until_resolved) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-gu", 2);
+        for (int p = 0; p < 2; p++)
+                cs_produce(cl, "t-gu", p, 0, 6, "g");
+        rbk_conf_t *conf = cs_conf(cl, "g-gu");
+        cs_set(conf, "rbk.consumer.retry.backoff.ms", "20");
+        cs_set(conf, "rbk.consumer.retry.max.attempts", "3");
+        cs_events_t *evs = cs_events_new();
+        rbk_conf_set_hook(conf, cs_hook, evs);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-gu"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        giveup_t g = {.rec = cs_rec_new(), .fail = 1};
+        ck_assert_int_eq(rbk_consumer_start(c, h_giveup, &g), RBK_OK);
+        ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_HANDLER_GAVE_UP) == 1,
+                          20000));
+        ck_assert(CS_WAIT(count_partition(g.rec, "t-gu", 1) == 6, 10000));
+        ck_assert_int_eq(count_partition(g.rec, "t-gu", 0), 2);
+        rbk_event_t ev;
+        ck_assert(cs_events_get(evs, RBK_EV_HANDLER_GAVE_UP, 0, &ev, NULL, 0));
+        ck_assert_int_eq(ev.partition, 0);
+        ck_assert_int_eq(ev.offset, 2);
+        ck_assert_int_eq(ev.severity, RBK_SEV_ERROR);
+        /* Nothing moves by itself. */
+        ck_assert(!CS_WAIT(count_partition(g.rec, "t-gu", 0) > 2, 500));
+        char *js = rbk_consumer_stats_json(c);
+        ck_assert_msg(strstr(js, "\"held\":\"gave_up\"") != NULL, "%s", js);
+        rbk_free(js);
+        /* The partition that is fine cannot be "resolved". */
+        ck_assert_int_eq(rbk_consumer_resolve(c, "t-gu", 1,
+                                              RBK_RESOLVE_COMMITTED, 0, e,
+                                              sizeof(e)),
+                         RBK_ERR_NOT_QUARANTINED);
+        g.fail = 0;
+        ck_assert_int_eq(rbk_consumer_resolve(c, "t-gu", 0,
+                                              RBK_RESOLVE_COMMITTED, 0, e,
+                                              sizeof(e)),
+                         RBK_OK);
+        ck_assert(CS_WAIT(count_partition(g.rec, "t-gu", 0) == 6, 10000));
+        ck_assert_int_eq(g.rec->order_errors, 0);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        ck_assert_int_eq(cs_committed(cl, "g-gu", "t-gu", 0, NULL, 0), 6);
+        rbk_consumer_destroy(c);
+        cs_rec_free(g.rec);
+        cs_events_free(evs);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ shutdown */
+
+typedef struct {
+        cs_rec_t *rec;
+        GMutex lock;
+        GCond cond;
+        int inside;
+        int go;
+} inflight_t;
+
+static rbk_verdict_t h_inflight(const rbk_message_t *m, void *opaque) {
+        inflight_t *f = opaque;
+        if (m->offset == 3) {
+                g_mutex_lock(&f->lock);
+                f->inside++;
+                g_cond_broadcast(&f->cond);
+                while (!f->go)
+                        g_cond_wait(&f->cond, &f->lock);
+                g_mutex_unlock(&f->lock);
+        }
+        cs_rec_add(f->rec, m);
+        return RBK_HANDLED;
+}
+
+static gpointer release_later(gpointer arg) {
+        inflight_t *f = arg;
+        g_usleep(300 * 1000); /* the stop must be waiting for us */
+        g_mutex_lock(&f->lock);
+        f->go = 1;
+        g_cond_broadcast(&f->cond);
+        g_mutex_unlock(&f->lock);
+        return NULL;
+}
+
+START_TEST(shutdown_commits_in_flight_and_nothing_after) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-sd", 3);
+        for (int p = 0; p < 3; p++)
+                cs_produce(cl, "t-sd", p, 0, 20, "s");
+        rbk_conf_t *conf = cs_conf(cl, "g-sd");
+        cs_set(conf, "auto.commit.interval.ms", "60000");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-sd"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        inflight_t f = {.rec = cs_rec_new()};
+        g_mutex_init(&f.lock);
+        g_cond_init(&f.cond);
+        ck_assert_int_eq(rbk_consumer_start(c, h_inflight, &f), RBK_OK);
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&f.lock);
+                                  int y = f.inside;
+                                  g_mutex_unlock(&f.lock);
+                                  y == 3;
+                          }),
+                          20000));
+        /* All three partitions are inside offset 3's handler. Stop, and let
+         * the handlers finish only while close is already waiting. */
+        GThread *t = g_thread_new("release", release_later, &f);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        g_thread_join(t);
+        for (int p = 0; p < 3; p++) {
+                ck_assert_int_eq(count_partition(f.rec, "t-sd", p), 4);
+                ck_assert_int_eq(cs_committed(cl, "g-sd", "t-sd", p, NULL, 0),
+                                 4);
+        }
+        rbk_consumer_destroy(c);
+        cs_rec_free(f.rec);
+        g_mutex_clear(&f.lock);
+        g_cond_clear(&f.cond);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ poll API */
+
+START_TEST(poll_api) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        rbk_conf_t *conf = cs_conf(cl, "g-poll");
+        cs_set(conf, "rbk.prefix", "pre.");
+        cs_set(conf, "rbk.consumer.retry.backoff.ms", "10");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        /* The cluster has the topic under its prefixed name. */
+        cs_topic(cl, "pre.t-poll", 2);
+        for (int p = 0; p < 2; p++)
+                cs_produce(cl, "pre.t-poll", p, 0, 30, "p");
+        const char *topics[] = {"t-poll"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        int retried = 0, held_same = 0;
+        gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+        while (cs_rec_distinct(rec) < 60 &&
+               g_get_monotonic_time() < deadline) {
+                rbk_message_t *m = NULL;
+                ck_assert_int_eq(rbk_consumer_poll(c, 200, &m), RBK_OK);
+                if (!m)
+                        continue;
+                ck_assert_str_eq(m->topic, "t-poll"); /* prefix stripped */
+                const void *v;
+                size_t sz;
+                ck_assert_int_eq(rbk_message_header(m, RBK_MSGID_HEADER, &v,
+                                                    &sz),
+                                 RBK_OK);
+                ck_assert_int_eq(rbk_message_header(m, "nope", &v, &sz),
+                                 RBK_ERR_NOT_FOUND);
+                if (m->offset == 7 && m->attempt == 1) {
+                        /* While held, the same partition gives nothing. */
+                        rbk_message_t *m2 = NULL;
+                        ck_assert_int_eq(rbk_consumer_poll(c, 50, &m2), RBK_OK);
+                        if (m2) {
+                                held_same += m2->partition == m->partition;
+                                ck_assert_int_eq(
+                                    rbk_consumer_done(c, m2, RBK_RETRY),
+                                    RBK_OK);
+                        }
+                        retried++;
+                        ck_assert_int_eq(rbk_consumer_done(c, m, RBK_RETRY),
+                                         RBK_OK);
+                        continue;
+                }
+                cs_rec_add(rec, m);
+                ck_assert_int_eq(rbk_consumer_done(c, m, RBK_HANDLED), RBK_OK);
+        }
+        ck_assert_uint_eq(cs_rec_distinct(rec), 60);
+        ck_assert_int_eq(rec->order_errors, 0);
+        ck_assert_int_ge(retried, 1);
+        ck_assert_int_eq(held_same, 0);
+        rbk_consumer_stats_t st;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        ck_assert_uint_ge(st.retried, 2);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_message_t *m;
+        ck_assert_int_eq(rbk_consumer_poll(c, 0, &m), RBK_ERR_SHUTDOWN);
+        for (int p = 0; p < 2; p++)
+                ck_assert_int_eq(cs_committed(cl, "pre.g-poll", "pre.t-poll", p,
+                                              NULL, 0),
+                                 30);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ stall, stats */
+
+typedef struct {
+        GMutex lock;
+        GCond cond;
+        int go;
+} stall_t;
+
+static rbk_verdict_t h_stall(const rbk_message_t *m, void *opaque) {
+        stall_t *s = opaque;
+        if (m->partition == 0 && m->offset == 0) {
+                g_mutex_lock(&s->lock);
+                while (!s->go)
+                        g_cond_wait(&s->cond, &s->lock);
+                g_mutex_unlock(&s->lock);
+        }
+        return RBK_HANDLED;
+}
+
+START_TEST(stall_watchdog_and_stats) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-stall", 2);
+        for (int p = 0; p < 2; p++)
+                cs_produce(cl, "t-stall", p, 0, 5, "st");
+        rbk_conf_t *conf = cs_conf(cl, "g-stall");
+        cs_set(conf, "rbk.consumer.stall.timeout.ms", "800");
+        cs_events_t *evs = cs_events_new();
+        rbk_conf_set_hook(conf, cs_hook, evs);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-stall"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        stall_t s = {0};
+        g_mutex_init(&s.lock);
+        g_cond_init(&s.cond);
+        ck_assert_int_eq(rbk_consumer_start(c, h_stall, &s), RBK_OK);
+        ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_PARTITION_STALLED) >= 1,
+                          20000));
+        /* Once per stall, not every check. */
+        ck_assert(!CS_WAIT(cs_events_count(evs, RBK_EV_PARTITION_STALLED) > 1,
+                           1500));
+        rbk_event_t ev;
+        ck_assert(cs_events_get(evs, RBK_EV_PARTITION_STALLED, 0, &ev, NULL, 0));
+        ck_assert_int_eq(ev.partition, 0);
+        char *js = rbk_consumer_stats_json(c);
+        ck_assert_ptr_nonnull(js);
+        ck_assert_msg(strstr(js, "\"partitions\":[{\"topic\":\"t-stall\"") !=
+                          NULL,
+                      "%s", js);
+        ck_assert_msg(strstr(js, "\"handler_ms_avg\"") != NULL, "%s", js);
+        rbk_free(js);
+        rbk_consumer_stats_t st;
+        rbk_consumer_stats(c, &st);
+        ck_assert_uint_eq(st.stalls, 1);
+        ck_assert_uint_eq(st.assigned_partitions, 2);
+        g_mutex_lock(&s.lock);
+        s.go = 1;
+        g_cond_broadcast(&s.cond);
+        g_mutex_unlock(&s.lock);
+        ck_assert(CS_WAIT(({
+                                  rbk_consumer_stats(c, &st);
+                                  st.handled == 10;
+                          }),
+                          10000));
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
+        cs_events_free(evs);
+        g_mutex_clear(&s.lock);
+        g_cond_clear(&s.cond);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ signals */
+
+static rbk_consumer_t *sig_consumer;
+static void on_term(int sig) {
+        rbk_consumer_stop(sig_consumer);
+}
+
+static gpointer raise_when_done(gpointer a) {
+        cs_rec_t *r = a;
+        CS_WAIT(cs_rec_distinct(r) == 10, 20000);
+        kill(getpid(), SIGUSR1);
+        return NULL;
+}
+
+START_TEST(run_returns_after_sigterm) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-sig", 1);
+        cs_produce(cl, "t-sig", 0, 0, 10, "sig");
+        rbk_conf_t *conf = cs_conf(cl, "g-sig");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-sig"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        sig_consumer = c;
+        struct sigaction sa = {0};
+        sa.sa_handler = on_term;
+        sigaction(SIGUSR1, &sa, NULL);
+        cs_rec_t *rec = cs_rec_new();
+        /* A thread raises the signal once everything is handled. */
+        GThread *t = g_thread_new("raise", raise_when_done, rec);
+        ck_assert_int_eq(rbk_consumer_run(c, h_ok, rec), RBK_OK);
+        g_thread_join(t);
+        ck_assert_uint_eq(cs_rec_distinct(rec), 10);
+        ck_assert_int_eq(cs_committed(cl, "g-sig", "t-sig", 0, NULL, 0), 10);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("consumer");
+        RBK_TCASE(s, bad_input, 30);
+        RBK_TCASE(s, run_handles_everything_in_order, 60);
+        RBK_TCASE(s, at_least_once_across_a_crash, 90);
+        RBK_TCASE(s, blocked_partition_does_not_block_others, 60);
+        RBK_TCASE(s, retry_hands_the_same_message_again, 60);
+        RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 60);
+        RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 60);
+        RBK_TCASE(s, poll_api, 60);
+        RBK_TCASE(s, stall_watchdog_and_stats, 60);
+        RBK_TCASE(s, run_returns_after_sigterm, 60);
+        return s;
+}
+
+RBK_TEST_MAIN()

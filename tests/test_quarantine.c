@@ -1,0 +1,389 @@
+/* Never an automatic offset reset: out-of-range partitions are quarantined
+ * alone with full context, held until resolved, resolutions resume exactly
+ * where asked and are committed; new groups start at the initial position
+ * without an incident; the next owner reports the same incident as a
+ * repeat. */
+#include "consumer_support.h"
+#include "harness.h"
+
+typedef struct {
+        rbk_consumer_t *c;
+        cs_rec_t *rec;
+        cs_events_t *evs;
+        rbk_conf_t *conf;
+} qc_t;
+
+static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
+        cs_rec_add(opaque, m);
+        return RBK_HANDLED;
+}
+
+static void qc_start(qc_t *q, cs_cluster_t *cl, const char *group,
+                     const char *topic, const char *initial) {
+        char e[512];
+        q->conf = cs_conf(cl, group);
+        if (initial)
+                cs_set(q->conf, "rbk.consumer.initial.offset", initial);
+        q->evs = cs_events_new();
+        q->rec = cs_rec_new();
+        rbk_conf_set_hook(q->conf, cs_hook, q->evs);
+        q->c = rbk_consumer_new(q->conf, e, sizeof(e));
+        ck_assert_msg(q->c != NULL, "%s", e);
+        const char *topics[] = {topic};
+        ck_assert_int_eq(rbk_consumer_subscribe(q->c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_consumer_start(q->c, h_rec, q->rec), RBK_OK);
+}
+
+static void qc_stop(qc_t *q) {
+        rbk_consumer_stop(q->c);
+        ck_assert_int_eq(rbk_consumer_close(q->c, 10000), RBK_OK);
+        rbk_consumer_destroy(q->c);
+        cs_rec_free(q->rec);
+        cs_events_free(q->evs);
+        rbk_conf_destroy(q->conf);
+}
+
+static int part_count(cs_rec_t *r, const char *topic, int p) {
+        char pre[300];
+        snprintf(pre, sizeof(pre), "%s/%d/", topic, p);
+        int n = 0;
+        g_mutex_lock(&r->lock);
+        for (guint i = 0; i < r->log->len; i++)
+                n += g_str_has_prefix(g_ptr_array_index(r->log, i), pre);
+        g_mutex_unlock(&r->lock);
+        return n;
+}
+
+/* ------------------------------------------------------------ beyond end */
+
+START_TEST(beyond_log_end_quarantines_only_that_partition) {
+        char e[512], key[512], meta[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-q", 3);
+        for (int p = 0; p < 3; p++)
+                cs_produce(cl, "t-q", p, 0, 10, "q");
+        cs_commit(cl, "g-q", "t-q", 0, 0);
+        cs_commit(cl, "g-q", "t-q", 1, 100); /* beyond the log end (10) */
+        cs_commit(cl, "g-q", "t-q", 2, 0);
+
+        qc_t q;
+        qc_start(&q, cl, "g-q", "t-q", NULL);
+        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              1,
+                          20000));
+        ck_assert(CS_WAIT(part_count(q.rec, "t-q", 0) == 10 &&
+                              part_count(q.rec, "t-q", 2) == 10,
+                          10000));
+        rbk_event_t ev;
+        ck_assert(cs_events_get(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key,
+                                sizeof(key)));
+        ck_assert_int_eq(ev.severity, RBK_SEV_CRITICAL);
+        ck_assert_int_eq(ev.partition, 1);
+        ck_assert_int_eq(ev.offset, 100);
+        ck_assert_int_eq(ev.committed_offset, 100);
+        ck_assert_int_eq(ev.low_watermark, 0);
+        ck_assert_int_eq(ev.high_watermark, 10);
+        ck_assert_int_eq(ev.gap, 0);
+        ck_assert_int_eq(ev.skip_if_latest, 10);
+        ck_assert_int_eq(ev.replay_if_earliest, 10);
+        ck_assert_int_eq(ev.repeat, 0);
+        ck_assert_str_eq(key, "g-q/t-q/1/100");
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_INITIAL_POSITION), 0);
+
+        /* Listed, counted, marked in the committed offset. */
+        rbk_quarantine_t ql[4];
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, ql, 4), 1);
+        ck_assert_str_eq(ql[0].topic, "t-q");
+        ck_assert_int_eq(ql[0].partition, 1);
+        ck_assert_int_eq(ql[0].failed_offset, 100);
+        ck_assert_int_eq(ql[0].committed_offset, 100);
+        ck_assert_int_eq(ql[0].high_watermark, 10);
+        ck_assert_str_eq(ql[0].incident_key, "g-q/t-q/1/100");
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 1);
+        rbk_consumer_stats_t st;
+        rbk_consumer_stats(q.c, &st);
+        ck_assert_uint_eq(st.quarantines, 1);
+        ck_assert_uint_eq(st.quarantined_partitions, 1);
+        ck_assert_int_eq(cs_committed(cl, "g-q", "t-q", 1, meta, sizeof(meta)),
+                         100);
+        ck_assert_str_eq(meta, "rbk-quarantine:g-q/t-q/1/100");
+        char *js = rbk_consumer_stats_json(q.c);
+        ck_assert_msg(strstr(js, "\"incident_key\":\"g-q/t-q/1/100\"") != NULL,
+                      "%s", js);
+        rbk_free(js);
+
+        /* Others keep flowing; the quarantined partition stays still and the
+         * hook does not fire again. */
+        cs_produce(cl, "t-q", 0, 10, 5, "q");
+        cs_produce(cl, "t-q", 1, 10, 5, "q");
+        ck_assert(CS_WAIT(part_count(q.rec, "t-q", 0) == 15, 10000));
+        ck_assert_int_eq(part_count(q.rec, "t-q", 1), 0);
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 1);
+
+        /* Bad resolutions change nothing. */
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-q", 0,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_ERR_NOT_QUARANTINED);
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-q", 1, RBK_RESOLVE_OFFSET,
+                                              50, e, sizeof(e)),
+                         RBK_ERR_OUT_OF_RANGE);
+        ck_assert_msg(strstr(e, "0..15") != NULL, "%s", e);
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-q", 1, RBK_RESOLVE_OFFSET,
+                                              -3, e, sizeof(e)),
+                         RBK_ERR_OUT_OF_RANGE);
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-q", 9,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "nope", 1,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 1);
+        ck_assert_int_eq(cs_committed(cl, "g-q", "t-q", 1, NULL, 0), 100);
+
+        /* Resolve to an explicit offset: resumes exactly there. */
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-q", 1, RBK_RESOLVE_OFFSET,
+                                              4, e, sizeof(e)),
+                         RBK_OK);
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 0);
+        ck_assert(CS_WAIT(part_count(q.rec, "t-q", 1) == 11, 10000));
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-q", 1), 4);
+        ck_assert_int_eq(q.rec->order_errors, 0);
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_QUARANTINE_RESOLVED), 1);
+        ck_assert(cs_events_get(q.evs, RBK_EV_QUARANTINE_RESOLVED, 0, &ev, key,
+                                sizeof(key)));
+        ck_assert_str_eq(key, "g-q/t-q/1/100");
+        ck_assert_int_eq(ev.offset, 4);
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-q", 1,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_ERR_NOT_QUARANTINED);
+        rbk_consumer_stats(q.c, &st);
+        ck_assert_uint_eq(st.resolutions, 1);
+        qc_stop(&q);
+        ck_assert_int_eq(cs_committed(cl, "g-q", "t-q", 1, NULL, 0), 15);
+
+        /* After a restart the resolved position holds. */
+        cs_produce(cl, "t-q", 1, 15, 3, "q");
+        qc_start(&q, cl, "g-q", "t-q", NULL);
+        ck_assert(CS_WAIT(part_count(q.rec, "t-q", 1) == 3, 20000));
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-q", 1), 15);
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 0);
+        ck_assert_int_eq(part_count(q.rec, "t-q", 0), 0);
+        qc_stop(&q);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ earliest/latest */
+
+START_TEST(resolve_earliest_and_latest) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-el", 2);
+        for (int p = 0; p < 2; p++) {
+                cs_produce(cl, "t-el", p, 0, 10, "el");
+                cs_commit(cl, "g-el", "t-el", p, 50);
+        }
+        qc_t q;
+        qc_start(&q, cl, "g-el", "t-el", NULL);
+        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              2,
+                          20000));
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 2);
+        /* Earliest for partition 0, while partition 1 stays quarantined. */
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-el", 0,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_OK);
+        ck_assert(CS_WAIT(part_count(q.rec, "t-el", 0) == 10, 10000));
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-el", 0), 0);
+        ck_assert_int_eq(part_count(q.rec, "t-el", 1), 0);
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 1);
+        /* The re-assign did not report partition 1 again. */
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 2);
+        /* Latest for partition 1: only what comes after. */
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-el", 1,
+                                              RBK_RESOLVE_LATEST, 0, e,
+                                              sizeof(e)),
+                         RBK_OK);
+        ck_assert_int_eq(cs_committed(cl, "g-el", "t-el", 1, NULL, 0), 10);
+        ck_assert(!CS_WAIT(part_count(q.rec, "t-el", 1) > 0, 500));
+        cs_produce(cl, "t-el", 1, 10, 3, "el");
+        ck_assert(CS_WAIT(part_count(q.rec, "t-el", 1) == 3, 10000));
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-el", 1), 10);
+        /* Partition 0 kept its place through the second re-assign. */
+        ck_assert_int_eq(part_count(q.rec, "t-el", 0), 10);
+        qc_stop(&q);
+        ck_assert_int_eq(cs_committed(cl, "g-el", "t-el", 0, NULL, 0), 10);
+        ck_assert_int_eq(cs_committed(cl, "g-el", "t-el", 1, NULL, 0), 13);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ fetch error */
+
+START_TEST(fetch_out_of_range_then_retry_committed) {
+        char e[512], key[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-fe", 3);
+        for (int p = 0; p < 3; p++) {
+                ck_assert_int_eq(rd_kafka_mock_partition_set_leader(
+                                     cl->mc, "t-fe", p, p + 1),
+                                 0);
+                cs_produce(cl, "t-fe", p, 0, 10, "fe");
+                cs_commit(cl, "g-fe", "t-fe", p, 5);
+        }
+        /* Broker 3 leads only partition 2: its next Fetch fails. */
+        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             cl->mc, 3, 1 /* Fetch */, 1,
+                             RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE, 0),
+                         0);
+        qc_t q;
+        qc_start(&q, cl, "g-fe", "t-fe", NULL);
+        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              1,
+                          20000));
+        rbk_event_t ev;
+        ck_assert(cs_events_get(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key,
+                                sizeof(key)));
+        ck_assert_int_eq(ev.partition, 2);
+        ck_assert_int_eq(ev.offset, 5);
+        ck_assert_int_eq(ev.committed_offset, 5);
+        ck_assert_int_eq(ev.low_watermark, 0);
+        ck_assert_int_eq(ev.high_watermark, 10);
+        ck_assert_int_eq(ev.gap, 0);
+        ck_assert_int_eq(ev.replay_if_earliest, 5);
+        ck_assert_int_eq(ev.skip_if_latest, 5);
+        ck_assert_str_eq(key, "g-fe/t-fe/2/5");
+        ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 0) == 5 &&
+                              part_count(q.rec, "t-fe", 1) == 5,
+                          10000));
+        ck_assert_int_eq(part_count(q.rec, "t-fe", 2), 0);
+        /* The condition was transient: try the committed offset again. */
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-fe", 2,
+                                              RBK_RESOLVE_COMMITTED, 0, e,
+                                              sizeof(e)),
+                         RBK_OK);
+        ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 2) == 5, 10000));
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-fe", 2), 5);
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 1);
+        qc_stop(&q);
+        for (int p = 0; p < 3; p++)
+                ck_assert_int_eq(cs_committed(cl, "g-fe", "t-fe", p, NULL, 0),
+                                 10);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ new groups */
+
+START_TEST(new_group_starts_at_initial_position) {
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-new", 2);
+        for (int p = 0; p < 2; p++)
+                cs_produce(cl, "t-new", p, 0, 5, "n");
+        /* earliest (the default) */
+        qc_t q;
+        qc_start(&q, cl, "g-new-e", "t-new", NULL);
+        ck_assert(CS_WAIT(cs_rec_distinct(q.rec) == 10, 20000));
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_INITIAL_POSITION), 2);
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 0);
+        rbk_event_t ev;
+        ck_assert(cs_events_get(q.evs, RBK_EV_INITIAL_POSITION, 0, &ev, NULL,
+                                0));
+        ck_assert_int_eq(ev.severity, RBK_SEV_INFO);
+        ck_assert_int_eq(ev.offset, 0);
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-new", 0), 0);
+        rbk_consumer_stats_t st;
+        rbk_consumer_stats(q.c, &st);
+        ck_assert_uint_eq(st.initial_positions, 2);
+        ck_assert_uint_eq(st.quarantines, 0);
+        qc_stop(&q);
+
+        /* latest: only what is produced afterwards; the position is
+         * committed at once so a crash cannot skip what comes next. */
+        qc_start(&q, cl, "g-new-l", "t-new", "latest");
+        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_INITIAL_POSITION) == 2,
+                          20000));
+        ck_assert_int_eq(cs_committed(cl, "g-new-l", "t-new", 0, NULL, 0), 5);
+        cs_produce(cl, "t-new", 0, 5, 2, "n");
+        ck_assert(CS_WAIT(cs_rec_distinct(q.rec) == 2, 10000));
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-new", 0), 5);
+        qc_stop(&q);
+
+        /* error: a new group is quarantined too. */
+        qc_start(&q, cl, "g-new-x", "t-new", "error");
+        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              2,
+                          20000));
+        ck_assert(cs_events_get(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, NULL,
+                                0));
+        ck_assert_int_eq(ev.committed_offset, RBK_NO_VALUE);
+        ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_INITIAL_POSITION), 0);
+        char e[512];
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-new", 0,
+                                              RBK_RESOLVE_COMMITTED, 0, e,
+                                              sizeof(e)),
+                         RBK_ERR_STATE);
+        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-new", 0,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_OK);
+        ck_assert(CS_WAIT(part_count(q.rec, "t-new", 0) == 7, 10000));
+        ck_assert_int_eq(part_count(q.rec, "t-new", 1), 0);
+        qc_stop(&q);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ repeat */
+
+START_TEST(next_owner_reports_the_same_incident_as_repeat) {
+        char key1[512], key2[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-rep", 1);
+        cs_produce(cl, "t-rep", 0, 0, 10, "rp");
+        cs_commit(cl, "g-rep", "t-rep", 0, 77);
+        qc_t a;
+        qc_start(&a, cl, "g-rep", "t-rep", NULL);
+        ck_assert(CS_WAIT(cs_events_count(a.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              1,
+                          20000));
+        rbk_event_t ev;
+        ck_assert(cs_events_get(a.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key1,
+                                sizeof(key1)));
+        ck_assert_int_eq(ev.repeat, 0);
+        qc_stop(&a); /* hands the partition back unresolved */
+
+        /* Another consumer (its own hook history) takes it over. */
+        qc_t b;
+        qc_start(&b, cl, "g-rep", "t-rep", NULL);
+        ck_assert(CS_WAIT(cs_events_count(b.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              1,
+                          30000));
+        ck_assert(cs_events_get(b.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key2,
+                                sizeof(key2)));
+        ck_assert_str_eq(key2, key1);
+        ck_assert_int_eq(ev.repeat, 1);
+        ck_assert_int_eq(ev.offset, 77);
+        ck_assert_int_eq(cs_rec_distinct(b.rec), 0);
+        qc_stop(&b);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("quarantine");
+        RBK_TCASE(s, beyond_log_end_quarantines_only_that_partition, 90);
+        RBK_TCASE(s, resolve_earliest_and_latest, 60);
+        RBK_TCASE(s, fetch_out_of_range_then_retry_committed, 60);
+        RBK_TCASE(s, new_group_starts_at_initial_position, 90);
+        RBK_TCASE(s, next_owner_reports_the_same_incident_as_repeat, 90);
+        return s;
+}
+
+RBK_TEST_MAIN()

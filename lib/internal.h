@@ -120,4 +120,12 @@ uint64_t rbk__msgid_new_producer_id(void);
 rbk_err_t rbk__producer_test_fatal(rbk_producer_t *p, int kafka_err,
                                    const char *reason);
 
+/* ------------------------------------------------------------ registry.c */
+
+/* Clients the registry has created so far (for tests and statistics). */
+uint64_t rbk__registry_created(void);
+/* For tests: after rbk_shutdown() has finished, opens the registry again
+ * (owned by the calling process). Does nothing otherwise. */
+void rbk__registry_reset(void);
+
 #endif /* RBK_INTERNAL_H */

@@ -58,6 +58,10 @@ TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(sort $(wildcard tests/*.c)))
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
+# Programs driven by the real-Kafka suites (tests/kafka/*.sh).
+KAFKA_TEST_SRCS := $(sort $(wildcard tests/kafka/*.c))
+KAFKA_TEST_BINS := $(patsubst tests/kafka/%.c,$(BUILD)/tests/kafka/%,$(KAFKA_TEST_SRCS))
+
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 TOOL_SRCS    := $(sort $(wildcard tools/*.c))
@@ -95,6 +99,10 @@ $(STLIB): $(LIB_OBJS)
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) $(wildcard tests/*.h) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests -o $@ $< $(TEST_SUPPORT) $(STLIB) $(CHECK_LIBS) $(LDLIBS_ALL)
+
+$(BUILD)/tests/kafka/%: tests/kafka/%.c $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(LDLIBS_ALL)
 
 $(BUILD)/examples/%: examples/%.c $(STLIB)
 	@mkdir -p $(@D)
@@ -139,7 +147,7 @@ check-asan:
 check-valgrind: $(TEST_BINS)
 	@RBK_VALGRIND=1 scripts/run-tests $(BUILD) $(TEST_BINS)
 
-check-kafka: $(TOOL_BINS) $(EXAMPLE_BINS) $(TEST_BINS)
+check-kafka: $(TOOL_BINS) $(EXAMPLE_BINS) $(TEST_BINS) $(KAFKA_TEST_BINS)
 	@scripts/install-deps kafka
 	@scripts/run-kafka-tests $(BUILD)
 

@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Chaos suite: librobustkafka against a real 3-node Kafka cluster whose
+# partition leaders are killed with kill -9 while messages flow.
+#
+#  1. start the cluster (own data dir and ports), topic with 6 partitions, RF 3
+#  2. produce >= 200,000 keyed messages through the singleton producer while
+#     the leader of a partition is killed and restarted, again and again
+#     (>= 5 kills, every node at least once, each kill only once every
+#     partition is back to ISR 3); every delivery report is recorded by id
+#  3. consume with a group of 2 processes that UPSERT into one SQLite store;
+#     one of them is killed with kill -9 mid-run and restarted
+#  4. offset out of range for real: stop the group, DeleteRecords past its
+#     committed offset, start a consumer: the partition must be quarantined,
+#     the hook must fire with the right watermarks, nothing of it handled
+#     until rbk_consumer_resolve(EARLIEST), then it resumes at the log start
+#  5. verify by id, as sets; the last line is
+#     chaos: acked=N failed=0 lost=0 duplicates_to_handler=0 redelivered=R reordered=0 auto_resets=0 kills=K quarantines=Q
+#
+# docs/kafka-cluster.md describes it. Knobs (environment):
+#   RBK_CHAOS_MESSAGES (200000)  RBK_CHAOS_RATE (2000 msg/s while killing)
+#   RBK_CHAOS_KILLS (6)  RBK_CHAOS_DOWN_S (3, how long a killed node stays down)
+#   RBK_CHAOS_DEADLINE (840 s for the whole suite)  RBK_CHAOS_KEEP=1 keeps the work dir
+#   RBK_KAFKA_DIR / RBK_KAFKA_PORT_BASE (default: a free base from 19592 up)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+KC=$ROOT/scripts/kafka-cluster
+BUILD=${RBK_BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+CHAOS=$BUILD/tests/kafka/chaos
+
+MESSAGES=${RBK_CHAOS_MESSAGES:-200000}
+RATE=${RBK_CHAOS_RATE:-2000}
+KILLS=${RBK_CHAOS_KILLS:-6}
+DOWN_S=${RBK_CHAOS_DOWN_S:-3}
+DEADLINE_S=${RBK_CHAOS_DEADLINE:-840}
+TOPIC=chaos-$$
+GROUP=chaos-group-$$
+OOR_PARTITION=2
+T0=$SECONDS
+STEP=setup
+WORK=
+CHAOS_LINE=
+CLUSTER_STARTED=0
+declare -A PIDS=()   # name -> pid of background programs we started
+
+say() { echo "[chaos +$((SECONDS - T0))s] $*" >&2; }
+fail() { say "FAIL: $*"; exit 1; }
+remaining() { echo $((DEADLINE_S - (SECONDS - T0))); }
+check_deadline() { (($(remaining) > 0)) || fail "suite deadline of ${DEADLINE_S} s reached (step: $STEP)"; }
+
+# ------------------------------------------------------------ cleanup ---
+
+stop_programs() {
+  local name pid
+  for name in "${!PIDS[@]}"; do
+    pid=${PIDS[$name]}
+    if running "$pid"; then
+      say "killing leftover $name (pid $pid)"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_programs
+  if ((CLUSTER_STARTED)); then
+    say "stopping cluster"
+    "$KC" stop --clean --kill >&2 || rc=1
+  fi
+  if [[ -n $WORK && -d $WORK ]]; then
+    if ((rc == 0)) && [[ -z ${RBK_CHAOS_KEEP:-} ]]; then
+      rm -rf "$WORK"
+    else
+      say "work files kept in $WORK"
+    fi
+  fi
+  if ((rc == 0)); then
+    echo "PASS: chaos suite ($((SECONDS - T0)) s)"
+  else
+    echo "FAIL: chaos suite (step: $STEP, exit $rc, $((SECONDS - T0)) s)"
+  fi
+  if [[ -n $CHAOS_LINE ]]; then
+    echo "$CHAOS_LINE"
+  else
+    echo "chaos: FAILED before verification (step: $STEP)"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------- checks ---
+
+[[ -x $CHAOS ]] || fail "$CHAOS is missing: build it with 'make check-kafka' (or 'make $BUILD/tests/kafka/chaos')"
+command -v kcat >/dev/null || fail "kcat not found (apt-get install -y kcat)"
+
+# A port base nobody else uses: a lock per base, held for the whole run,
+# plus a check that the ports are free (other suites, other work trees).
+ports_free() {
+  local b=$1 p
+  for p in $b $((b + 1)) $((b + 2)) $((b + 100)) $((b + 101)) $((b + 102)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 1
+  done
+  return 0
+}
+if [[ -z ${RBK_KAFKA_PORT_BASE:-} ]]; then
+  for base in $(seq 19592 200 25592); do
+    exec {PORTLOCK}>"/tmp/rbk-chaos-ports-$base.lock"
+    if flock -n "$PORTLOCK" && ports_free "$base"; then
+      export RBK_KAFKA_PORT_BASE=$base
+      break
+    fi
+    exec {PORTLOCK}>&-
+  done
+  [[ -n ${RBK_KAFKA_PORT_BASE:-} ]] || fail "no free port base between 19592 and 25592"
+fi
+export RBK_KAFKA_DIR=${RBK_KAFKA_DIR:-/tmp/rbk-kafka-chaos-$RBK_KAFKA_PORT_BASE}
+WORK=$(mktemp -d /tmp/rbk-chaos.XXXXXX)
+DB=$WORK/store.db
+STOP=$WORK/chaos.stop
+say "work dir $WORK, cluster dir $RBK_KAFKA_DIR, port base $RBK_KAFKA_PORT_BASE"
+
+# A pid that exists and is not a zombie (kill -0 succeeds on zombies).
+running() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z && $st != X ]]
+}
+alive() { [[ -n ${PIDS[$1]:-} ]] && running "${PIDS[$1]}"; }
+
+# wait_exit NAME TIMEOUT: waits for a background program, returns its status.
+wait_exit() {
+  local name=$1 to=$2 pid=${PIDS[$1]} end=$((SECONDS + $2)) rc
+  while running "$pid"; do
+    if ((SECONDS >= end)); then
+      say "$name (pid $pid) still running after $to s"
+      return 124
+    fi
+    sleep 0.5
+  done
+  rc=0
+  wait "$pid" || rc=$?
+  unset "PIDS[$name]"
+  return "$rc"
+}
+
+start_consumer() { # name instance
+  "$CHAOS" consume -b "$BOOTSTRAP" -t "$TOPIC" -g "$GROUP" -d "$DB" \
+    -l "$WORK/$2.hlog" -i "$2" >"$WORK/$2.out" 2>&1 &
+  PIDS[$1]=$!
+  say "consumer $1 started as $2 (pid $!)"
+}
+
+handled_lines() {
+  local n
+  n=$(grep -c '^H ' "$1" 2>/dev/null) || true
+  echo "${n:-0}"
+}
+
+# ------------------------------------------------------------ cluster ---
+
+STEP=start-cluster
+CLUSTER_STARTED=1
+BOOTSTRAP=$("$KC" start | tail -n 1) || fail "the cluster did not start (see above)"
+[[ $BOOTSTRAP == *,*,* ]] || fail "kafka-cluster start printed no bootstrap list (got '$BOOTSTRAP')"
+say "cluster up: $BOOTSTRAP"
+
+STEP=create-topic
+"$KC" create-topic "$TOPIC" 6 3 >&2
+"$KC" wait-isr "$TOPIC" 3 120 >&2
+"$CHAOS" store-init -d "$DB"
+
+# ------------------------------------------------ produce and consume ---
+
+STEP=produce
+"$CHAOS" produce -b "$BOOTSTRAP" -t "$TOPIC" -o "$WORK" -s "$STOP" -n "$MESSAGES" \
+  -r "$RATE" -T $(($(remaining) - 120)) >"$WORK/producer.out" 2>&1 &
+PIDS[producer]=$!
+say "producer started (pid $!)"
+start_consumer c1 c1a
+start_consumer c2 c2a
+
+# The consumers must be in business before the chaos starts (their group
+# coordinator is one of the brokers that will be killed).
+STEP=consumers-start
+end=$((SECONDS + 120))
+until (($(handled_lines "$WORK/c1a.hlog") > 0 && $(handled_lines "$WORK/c2a.hlog") > 0)); do
+  alive c1 && alive c2 && alive producer || fail "a program exited early (see $WORK/*.out)"
+  ((SECONDS < end)) || fail "consumers handled nothing within 120 s"
+  sleep 0.5
+done
+say "both consumers are handling messages"
+
+# ------------------------------------------------------------- chaos ----
+
+STEP=chaos
+declare -A KILLED=([1]=0 [2]=0 [3]=0)
+CONSUMER_KILLED=0
+: >"$WORK/kills"
+for ((i = 1; i <= KILLS; i++)); do
+  check_deadline
+  # Each kill only once every partition (ours and the group's offsets) is
+  # fully replicated again.
+  "$KC" wait-isr "$TOPIC" 3 180 >&2
+  "$KC" wait-isr __consumer_offsets 3 180 >&2
+  alive producer || fail "the producer exited during the chaos (see $WORK/producer.out)"
+  # Target: among the nodes that lead a partition, the one killed least.
+  best='' bestpart=''
+  for ((p = 0; p < 6; p++)); do
+    l=$("$KC" leader "$TOPIC" "$p")
+    if [[ -z $best ]] || ((KILLED[$l] < KILLED[$best])); then best=$l bestpart=$p; fi
+  done
+  # Make sure every node gets its turn: prefer a never-killed leader.
+  "$KC" fail "$best" >&2
+  KILLED[$best]=$((KILLED[$best] + 1))
+  echo "$(date +%s) $best $bestpart" >>"$WORK/kills"
+  say "kill $i/$KILLS: node $best (leader of $TOPIC/$bestpart) killed with SIGKILL"
+  # Mid-run consumer kill, while the second broker kill is in progress.
+  if ((i == 2)); then
+    say "consumer c1a has handled $(handled_lines "$WORK/c1a.hlog") messages; kill -9"
+    kill -KILL "${PIDS[c1]}"
+    wait "${PIDS[c1]}" 2>/dev/null || true
+    unset "PIDS[c1]"
+    CONSUMER_KILLED=1
+    start_consumer c1 c1b
+  fi
+  sleep "$DOWN_S"   # chaos timing: let clients run into the dead leader
+  "$KC" restore "$best" >&2
+done
+"$KC" wait-isr "$TOPIC" 3 180 >&2
+touch "$STOP"
+say "chaos over: kills per node: 1=${KILLED[1]} 2=${KILLED[2]} 3=${KILLED[3]}"
+((CONSUMER_KILLED)) || fail "the consumer was never killed"
+
+STEP=flush
+wait_exit producer $(($(remaining) - 60)) || fail "the producer failed (see $WORK/producer.out)"
+tail -n 3 "$WORK/producer.out" >&2
+
+STEP=drain
+# Wait until every acked id is in the store (by id; bounded, with a stall limit).
+last='' since=$SECONDS
+while :; do
+  check_deadline
+  alive c1 && alive c2 || fail "a consumer exited (see $WORK/c*.out)"
+  st=$("$CHAOS" missing -o "$WORK" -d "$DB")
+  missing=${st#missing=}; missing=${missing%% *}
+  [[ $missing == 0 ]] && break
+  if [[ $st != "$last" ]]; then last=$st since=$SECONDS; fi
+  ((SECONDS - since < 120)) || fail "no progress for 120 s: $st"
+  sleep 2
+done
+say "store holds every acked id ($st)"
+
+STEP=stop-consumers
+kill -TERM "${PIDS[c1]}" "${PIDS[c2]}"
+wait_exit c1 60 || fail "consumer c1 did not stop cleanly (see $WORK/c1b.out)"
+wait_exit c2 60 || fail "consumer c2 did not stop cleanly (see $WORK/c2a.out)"
+for f in "$WORK"/c*.out; do grep -h 'stats:' "$f" >&2 || true; done
+
+# ------------------------------------------------- offset out of range ---
+
+STEP=offset-out-of-range
+timeout --signal=KILL 400 "$CHAOS" oor -b "$BOOTSTRAP" -t "$TOPIC" -g "$GROUP" -d "$DB" \
+  -l "$WORK/oor.hlog" -i oor -o "$WORK" -p "$OOR_PARTITION" -n 2000 >"$WORK/oor.out" 2>&1 \
+  || { cat "$WORK/oor.out" >&2; fail "offset-out-of-range phase failed"; }
+grep -E 'offset_out_of_range|resumed|DeleteRecords' "$WORK/oor.out" >&2 || true
+
+# -------------------------------------------------------------- verify ---
+
+STEP=verify
+set +e
+"$CHAOS" verify -o "$WORK" -d "$DB" >"$WORK/verify.out" 2>"$WORK/verify.err"
+vrc=$?
+set -e
+cat "$WORK/verify.err" >&2
+grep -v '^chaos: ' "$WORK/verify.out" >&2 || true
+CHAOS_LINE=$(grep '^chaos: ' "$WORK/verify.out" | tail -n 1)
+((vrc == 0)) || fail "verification failed"
+STEP=finished

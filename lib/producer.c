@@ -393,7 +393,10 @@ static rd_kafka_resp_err_t rbk__produce(rbk_producer_t *p, rbk__rec_t *rec) {
                 p->rk_pending++;
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
         }
-        rd_kafka_resp_err_t err = rd_kafka_error_code(error);
+        /* A fatal instance refuses with the cause's code, flagged fatal. */
+        rd_kafka_resp_err_t err = rd_kafka_error_is_fatal(error)
+                                      ? RD_KAFKA_RESP_ERR__FATAL
+                                      : rd_kafka_error_code(error);
         rd_kafka_error_destroy(error);
         return err;
 }

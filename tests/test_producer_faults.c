@@ -1,0 +1,499 @@
+/* The producer under faults injected into the mock cluster: leader moves,
+ * broker loss, pushed Produce errors, slow responses, fatal idempotence
+ * errors while several threads send, delivery timeouts. Every message is
+ * counted by its index and id, and the topic is read back and compared. */
+#include <unistd.h>
+
+#include "harness.h"
+#include "producer_support.h"
+
+#define T_PARTS 3
+#define T_KEYS 40
+
+static char *topic_name(const char *base) {
+        static int n;
+        return g_strdup_printf("%s-%d-%d", base, (int)getpid(), ++n);
+}
+
+/* A fault applied while the stream runs: phase 1 at half, phase 2 at three
+ * quarters of the messages. */
+typedef void(fault_fn)(rbk_testcluster_t *tc, const char *topic, int phase);
+
+typedef struct {
+        const char *name;
+        size_t n;
+        fault_fn *fault;
+        int allow_dups; /* the fault makes real duplicates (same id) */
+        const char *conf[8][2];
+} scenario_t;
+
+static void pin_leaders(rbk_testcluster_t *tc, const char *topic) {
+        for (int p = 0; p < T_PARTS; p++)
+                ck_assert_int_eq(rbk_testcluster_set_leader(tc, topic, p, p + 1),
+                                 RBK_OK);
+}
+
+/* Runs one scenario: N keyed messages from one thread, paced so the fault
+ * meets messages in flight; then flush, count by id, read back, compare. */
+static void run_scenario(const scenario_t *sc) {
+        char *topic = topic_name(sc->name);
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        pin_leaders(tc, topic);
+        ps_track_t *t = ps_track_new(sc->n);
+        int *acc = g_new0(int, sc->n);
+        rbk_conf_t *conf = ps_conf(tc, t);
+        for (int i = 0; i < 8 && sc->conf[i][0]; i++)
+                ps_set(conf, sc->conf[i][0], sc->conf[i][1]);
+        ps_set(conf, "rbk.metadata.warm.topics", topic);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        int seq[T_KEYS] = {0};
+        for (size_t i = 0; i < sc->n; i++) {
+                if (i == sc->n / 2)
+                        sc->fault(tc, topic, 1);
+                if (i == sc->n * 3 / 4)
+                        sc->fault(tc, topic, 2);
+                int key = (int)(i % T_KEYS);
+                rbk_err_t err = ps_send(p, topic, i, key, seq[key]++, errstr,
+                                        sizeof(errstr));
+                ck_assert_msg(err == RBK_OK, "%s: send %zu: %s", sc->name, i,
+                              errstr);
+                acc[i] = 1;
+                if (i % 500 == 499)
+                        g_usleep(2000); /* pacing, not synchronisation */
+        }
+        ck_assert_int_eq(rbk_producer_flush(p, 60000), RBK_OK);
+        ps_counts_t c = ps_track_counts(t, acc);
+        ck_assert_uint_eq(c.accepted, sc->n);
+        ck_assert_uint_eq(c.unreported, 0);
+        ck_assert_uint_eq(c.double_reported, 0);
+        ck_assert_uint_eq(c.accepted, c.delivered + c.failed);
+        ck_assert_msg(c.failed == 0, "%s: %zu failed, e.g. %s", sc->name,
+                      c.failed, t->reason[0] ? t->reason[0] : "");
+        GPtrArray *log = ps_read_topic(rbk_testcluster_bootstrap(tc), topic,
+                                       T_PARTS);
+        ps_check_t k = ps_check_log(t, log);
+        ck_assert_uint_eq(k.missing, 0);
+        ck_assert_uint_eq(k.unknown, 0);
+        ck_assert_uint_eq(k.no_id, 0);
+        ck_assert_uint_eq(k.order_errors, 0);
+        if (!sc->allow_dups) {
+                ck_assert_msg(k.dup_ids == 0, "%s: %zu duplicate ids",
+                              sc->name, k.dup_ids);
+                ck_assert_uint_eq(k.records, sc->n);
+        } else {
+                ck_assert_uint_eq(k.records, sc->n + k.dup_ids);
+        }
+        rbk_producer_stats_t st;
+        rbk_producer_stats(p, &st);
+        ck_assert_int_eq(st.generation, 1);
+        ck_assert_uint_eq(st.delivered, sc->n);
+        fprintf(stderr, "%s: %zu sent, %zu records in the log, %zu duplicate "
+                        "ids\n",
+                sc->name, sc->n, k.records, k.dup_ids);
+        g_ptr_array_free(log, TRUE);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        ps_track_free(t);
+        g_free(acc);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+
+static void fault_leader_move(rbk_testcluster_t *tc, const char *topic,
+                              int phase) {
+        for (int p = 0; p < T_PARTS; p++)
+                ck_assert_int_eq(rbk_testcluster_set_leader(
+                                     tc, topic, p, (p + phase) % T_PARTS + 1),
+                                 RBK_OK);
+}
+
+START_TEST(leader_moves_mid_stream) {
+        scenario_t sc = {"leadermove", 20000, fault_leader_move, 0, {{NULL}}};
+        run_scenario(&sc);
+}
+END_TEST
+
+static void fault_leader_down_up(rbk_testcluster_t *tc, const char *topic,
+                                 int phase) {
+        (void)topic;
+        if (phase == 1)
+                ck_assert_int_eq(rbk_testcluster_broker_down(tc, 1), RBK_OK);
+        else
+                ck_assert_int_eq(rbk_testcluster_broker_up(tc, 1), RBK_OK);
+}
+
+START_TEST(leader_down_then_up) {
+        scenario_t sc = {"downup", 20000, fault_leader_down_up, 0, {{NULL}}};
+        run_scenario(&sc);
+}
+END_TEST
+
+static int pushed_err;
+static void fault_push(rbk_testcluster_t *tc, const char *topic, int phase) {
+        (void)topic;
+        if (phase == 1)
+                ck_assert_int_eq(
+                    rbk_testcluster_push_produce_errors(tc, 3, pushed_err),
+                    RBK_OK);
+}
+
+START_TEST(pushed_not_leader_for_partition) {
+        pushed_err = RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION;
+        scenario_t sc = {"notleader", 6000, fault_push, 0, {{NULL}}};
+        run_scenario(&sc);
+}
+END_TEST
+
+START_TEST(pushed_request_timed_out) {
+        pushed_err = RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT;
+        scenario_t sc = {"reqtimeout", 6000, fault_push, 0, {{NULL}}};
+        run_scenario(&sc);
+}
+END_TEST
+
+START_TEST(pushed_leader_not_available) {
+        pushed_err = RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE;
+        scenario_t sc = {"leadernotavail", 6000, fault_push, 0, {{NULL}}};
+        run_scenario(&sc);
+}
+END_TEST
+
+static void fault_delay(rbk_testcluster_t *tc, const char *topic, int phase) {
+        (void)topic;
+        if (phase == 1)
+                ck_assert_int_eq(rbk_testcluster_delay_produce(tc, 1, 2500, 1),
+                                 RBK_OK);
+}
+
+/* A response slower than socket.timeout.ms: the client retries, the mock
+ * (no sequence checks) may write the batch twice. Duplicates are allowed,
+ * but only as the same id; nothing is lost and per-key order holds. */
+START_TEST(delayed_produce_response) {
+        scenario_t sc = {"delayed",
+                         6000,
+                         fault_delay,
+                         1,
+                         {{"socket.timeout.ms", "1000"}, {NULL, NULL}}};
+        run_scenario(&sc);
+}
+END_TEST
+
+/* ------------------------------------------------------------ fatal */
+
+typedef struct {
+        rbk_producer_t *p;
+        const char *topic;
+        ps_track_t *t;
+        int *acc;
+        size_t first, count;
+        int thread;
+        gint *sent; /* shared progress counter */
+        int failures;
+        char err[512];
+} sender_t;
+
+static gpointer sender_main(gpointer arg) {
+        sender_t *s = arg;
+        int seq[10] = {0};
+        for (size_t j = 0; j < s->count; j++) {
+                size_t i = s->first + j;
+                int k = (int)(j % 10);
+                char errstr[512];
+                rbk_err_t err = ps_send(s->p, s->topic, i, s->thread * 10 + k,
+                                        seq[k]++, errstr, sizeof(errstr));
+                if (err == RBK_OK) {
+                        s->acc[i] = 1;
+                } else {
+                        seq[k]--; /* not accepted: the key's order skips it */
+                        if (!s->failures++)
+                                g_strlcpy(s->err, errstr, sizeof(s->err));
+                }
+                g_atomic_int_inc(s->sent);
+                if (j % 250 == 249)
+                        g_usleep(2000);
+        }
+        return NULL;
+}
+
+typedef void(fatal_fn)(rbk_testcluster_t *tc, rbk_producer_t *p);
+
+/* 4 threads send keyed messages (each thread owns its keys); half way the
+ * fatal error strikes. The instance is replaced, everything accepted is
+ * delivered, per-key order of first occurrences holds, the generation
+ * advanced and the hook fired once. */
+static void run_fatal(const char *name, fatal_fn *fatal, const char *inflight) {
+        char *topic = topic_name(name);
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        pin_leaders(tc, topic);
+        const size_t N = 20000, THREADS = 4;
+        ps_track_t *t = ps_track_new(N);
+        int *acc = g_new0(int, N);
+        ps_hooks_t h;
+        memset(&h, 0, sizeof(h));
+        g_mutex_init(&h.lock);
+        rbk_conf_t *conf = ps_conf(tc, t);
+        rbk_conf_set_hook(conf, ps_hook_cb, &h);
+        ps_set(conf, "rbk.metadata.warm.topics", topic);
+        if (inflight)
+                ps_set(conf, "max.in.flight.requests.per.connection", inflight);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        gint sent = 0;
+        sender_t s[4];
+        GThread *th[4];
+        for (size_t i = 0; i < THREADS; i++) {
+                s[i] = (sender_t){p, topic, t, acc, i * (N / THREADS),
+                                  N / THREADS, (int)i, &sent, 0, ""};
+                th[i] = g_thread_new("sender", sender_main, &s[i]);
+        }
+        gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+        while (g_atomic_int_get(&sent) < (gint)(N / 2) &&
+               g_get_monotonic_time() < end)
+                g_usleep(1000);
+        fatal(tc, p);
+        for (size_t i = 0; i < THREADS; i++) {
+                g_thread_join(th[i]);
+                ck_assert_msg(s[i].failures == 0, "thread %zu: %d sends failed: %s",
+                              i, s[i].failures, s[i].err);
+        }
+        ck_assert_int_eq(rbk_producer_flush(p, 60000), RBK_OK);
+
+        ps_counts_t c = ps_track_counts(t, acc);
+        ck_assert_uint_eq(c.accepted, N);
+        ck_assert_uint_eq(c.unreported, 0);
+        ck_assert_uint_eq(c.double_reported, 0);
+        ck_assert_uint_eq(t->bad_opaque, 0);
+        ck_assert_msg(c.delivered == N, "%zu delivered, %zu failed (%s)",
+                      c.delivered, c.failed, t->reason[0] ? t->reason[0] : "");
+        rbk_producer_stats_t st;
+        rbk_producer_stats(p, &st);
+        ck_assert_int_eq(st.generation, 2);
+        ck_assert_uint_eq(st.fatal_errors, 1);
+        ck_assert_int_eq(ps_hook_count(&h, RBK_EV_FATAL_RECOVERED), 1);
+        ck_assert_int_eq(ps_hook_count(&h, RBK_EV_FATAL_GAVE_UP), 0);
+        ck_assert_int_eq(ps_hook_count(&h, RBK_EV_DELIVERY_FAILED), 0);
+        g_mutex_lock(&h.lock);
+        ck_assert_int_eq(h.generation, 2);
+        g_mutex_unlock(&h.lock);
+        char *json = rbk_producer_stats_json(p);
+        ck_assert_msg(strstr(json, "\"generation\":2"), "%s", json);
+        rbk_free(json);
+
+        GPtrArray *log = ps_read_topic(rbk_testcluster_bootstrap(tc), topic,
+                                       T_PARTS);
+        ps_check_t k = ps_check_log(t, log);
+        ck_assert_uint_eq(k.missing, 0);
+        ck_assert_uint_eq(k.unknown, 0);
+        ck_assert_uint_eq(k.no_id, 0);
+        ck_assert_uint_eq(k.order_errors, 0);
+        /* A second copy exists only where the first attempt was possibly
+         * persisted, and then it says so. */
+        ck_assert_uint_eq(k.dup_unflagged, 0);
+        size_t resent = 0;
+        for (size_t i = 0; i < N; i++)
+                resent += t->resent[i] > 0;
+        fprintf(stderr,
+                "%s: %zu delivered, %zu re-sent, %zu records, %zu duplicate "
+                "ids (flagged)\n",
+                name, c.delivered, resent, k.records, k.dup_ids);
+        ck_assert_uint_eq(st.resent, resent);
+        g_ptr_array_free(log, TRUE);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        ps_track_free(t);
+        g_free(acc);
+        g_mutex_clear(&h.lock);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+
+static void fatal_pushed_oosn(rbk_testcluster_t *tc, rbk_producer_t *p) {
+        (void)p;
+        ck_assert_int_eq(rbk_testcluster_push_produce_errors(
+                             tc, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER),
+                         RBK_OK);
+}
+
+/* The mock checks no sequence numbers, so with more than one request in
+ * flight it accepts requests behind the failed one that a real broker would
+ * reject; one request in flight keeps the test about the library. */
+START_TEST(fatal_pushed_out_of_order_sequence) {
+        run_fatal("fataloosn", fatal_pushed_oosn, "1");
+}
+END_TEST
+
+static void fatal_test_error(rbk_testcluster_t *tc, rbk_producer_t *p) {
+        (void)tc;
+        ck_assert_int_eq(
+            rbk_testing_fatal_error(p, RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
+                                    "injected by the test"),
+            RBK_OK);
+}
+
+START_TEST(fatal_test_fatal_error) {
+        run_fatal("fataltest", fatal_test_error, NULL);
+}
+END_TEST
+
+/* Too many fatal errors: the producer gives up, outstanding messages fail
+ * with RBK_ERR_FATAL and a reason, later sends fail at once. */
+START_TEST(fatal_gives_up) {
+        char *topic = topic_name("giveup");
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        const size_t N = 100;
+        ps_track_t *t = ps_track_new(N);
+        int *acc = g_new0(int, N);
+        ps_hooks_t h;
+        memset(&h, 0, sizeof(h));
+        g_mutex_init(&h.lock);
+        rbk_conf_t *conf = ps_conf(tc, t);
+        rbk_conf_set_hook(conf, ps_hook_cb, &h);
+        ps_set(conf, "rbk.producer.fatal.max.recoveries", "1");
+        ps_set(conf, "rbk.producer.fatal.drain.ms", "200");
+        ps_set(conf, "rbk.metadata.warm.topics", topic);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        ck_assert_int_eq(ps_send(p, topic, 0, 0, 0, errstr, sizeof(errstr)),
+                         RBK_OK);
+        acc[0] = 1;
+        ck_assert_int_eq(rbk_producer_flush(p, 10000), RBK_OK);
+        ck_assert_int_eq(rbk_testing_fatal_error(p, 45, "first"), RBK_OK);
+        rbk_producer_stats_t st;
+        gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+        do {
+                g_usleep(10000);
+                rbk_producer_stats(p, &st);
+        } while (st.generation < 2 && g_get_monotonic_time() < end);
+        ck_assert_int_eq(st.generation, 2);
+        /* Sends held during the recovery went through. */
+        ck_assert_int_eq(ps_send(p, topic, 1, 0, 1, errstr, sizeof(errstr)),
+                         RBK_OK);
+        acc[1] = 1;
+        ck_assert_int_eq(rbk_producer_flush(p, 10000), RBK_OK);
+        /* Now with messages stuck behind downed brokers. */
+        for (int b = 1; b <= 3; b++)
+                ck_assert_int_eq(rbk_testcluster_broker_down(tc, b), RBK_OK);
+        for (size_t i = 2; i < N; i++) {
+                ck_assert_int_eq(ps_send(p, topic, i, (int)i % 5, (int)i,
+                                         errstr, sizeof(errstr)),
+                                 RBK_OK);
+                acc[i] = 1;
+        }
+        ck_assert_int_eq(rbk_testing_fatal_error(p, 45, "second"), RBK_OK);
+        ck_assert(ps_track_wait(t, N, 20000));
+        ps_counts_t c = ps_track_counts(t, acc);
+        ck_assert_uint_eq(c.unreported, 0);
+        ck_assert_uint_eq(c.delivered, 2);
+        ck_assert_uint_eq(c.failed, N - 2);
+        for (size_t i = 2; i < N; i++) {
+                ck_assert_int_eq(t->err[i], RBK_ERR_FATAL);
+                ck_assert_msg(strstr(t->reason[i], "not recovered") &&
+                                  strstr(t->reason[i], "second"),
+                              "%s", t->reason[i]);
+        }
+        ck_assert_int_eq(ps_hook_count(&h, RBK_EV_FATAL_RECOVERED), 1);
+        ck_assert_int_eq(ps_hook_count(&h, RBK_EV_FATAL_GAVE_UP), 1);
+        ck_assert_int_eq(ps_send(p, topic, 0, 0, 0, errstr, sizeof(errstr)),
+                         RBK_ERR_FATAL);
+        ck_assert_msg(strstr(errstr, "gave up"), "%s", errstr);
+        ck_assert_int_eq(rbk_testing_fatal_error(p, 45, "third"), RBK_ERR_STATE);
+        rbk_producer_stats(p, &st);
+        ck_assert_uint_eq(st.fatal_errors, 2);
+        ck_assert_int_eq(rbk_producer_close(p, 1000), RBK_OK);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        ps_track_free(t);
+        g_free(acc);
+        g_mutex_clear(&h.lock);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
+/* All brokers down longer than the delivery timeout: every message fails
+ * with a clear reason; none is silent. */
+START_TEST(all_brokers_down_past_delivery_timeout) {
+        char *topic = topic_name("alldown");
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        const size_t N = 200;
+        ps_track_t *t = ps_track_new(N);
+        int *acc = g_new0(int, N);
+        ps_hooks_t h;
+        memset(&h, 0, sizeof(h));
+        g_mutex_init(&h.lock);
+        rbk_conf_t *conf = ps_conf(tc, t);
+        rbk_conf_set_hook(conf, ps_hook_cb, &h);
+        ps_set(conf, "message.timeout.ms", "1500");
+        ps_set(conf, "rbk.metadata.warm.topics", topic);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        for (int b = 1; b <= 3; b++)
+                ck_assert_int_eq(rbk_testcluster_broker_down(tc, b), RBK_OK);
+        for (size_t i = 0; i < N; i++) {
+                ck_assert_int_eq(ps_send(p, topic, i, (int)i % 7, (int)i,
+                                         errstr, sizeof(errstr)),
+                                 RBK_OK);
+                acc[i] = 1;
+        }
+        ck_assert(ps_track_wait(t, N, 20000));
+        ps_counts_t c = ps_track_counts(t, acc);
+        ck_assert_uint_eq(c.unreported, 0);
+        ck_assert_uint_eq(c.double_reported, 0);
+        ck_assert_uint_eq(c.failed, N);
+        for (size_t i = 0; i < N; i++) {
+                ck_assert_int_eq(t->err[i], RBK_ERR_DELIVERY);
+                ck_assert_msg(strstr(t->reason[i], "_MSG_TIMED_OUT"), "%s",
+                              t->reason[i]);
+                ck_assert_int_eq(t->pp[i], 0); /* never sent */
+        }
+        ck_assert_int_ge(ps_hook_count(&h, RBK_EV_DELIVERY_FAILED), 1);
+        /* Counters settle once the last callback of the batch returned. */
+        ck_assert_int_eq(rbk_producer_flush(p, 5000), RBK_OK);
+        rbk_producer_stats_t st;
+        rbk_producer_stats(p, &st);
+        ck_assert_uint_eq(st.failed, N);
+        ck_assert_uint_eq(st.in_flight, 0);
+        ck_assert_int_eq(st.generation, 1);
+        /* The handle is still good once the brokers are back. */
+        for (int b = 1; b <= 3; b++)
+                ck_assert_int_eq(rbk_testcluster_broker_up(tc, b), RBK_OK);
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = topic;
+        /* Reconnecting may take longer than the 1.5 s delivery timeout. */
+        rbk_err_t err = RBK_ERR_DELIVERY;
+        gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+        while (err == RBK_ERR_DELIVERY && g_get_monotonic_time() < end)
+                err = rbk_producer_send_sync(p, &m, 20000, NULL, errstr,
+                                             sizeof(errstr));
+        ck_assert_msg(err == RBK_OK, "%s", errstr);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        ps_track_free(t);
+        g_free(acc);
+        g_mutex_clear(&h.lock);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("producer_faults");
+        RBK_TCASE(s, leader_moves_mid_stream, 90);
+        RBK_TCASE(s, leader_down_then_up, 90);
+        RBK_TCASE(s, pushed_not_leader_for_partition, 60);
+        RBK_TCASE(s, pushed_request_timed_out, 60);
+        RBK_TCASE(s, pushed_leader_not_available, 60);
+        RBK_TCASE(s, delayed_produce_response, 60);
+        RBK_TCASE(s, fatal_pushed_out_of_order_sequence, 90);
+        RBK_TCASE(s, fatal_test_fatal_error, 90);
+        RBK_TCASE(s, fatal_gives_up, 60);
+        RBK_TCASE(s, all_brokers_down_past_delivery_timeout, 60);
+        return s;
+}
+
+RBK_TEST_MAIN()

@@ -193,12 +193,23 @@ static PS_UNUSED void ps_set(rbk_conf_t *conf, const char *name,
                       errstr);
 }
 
+/* Faults make librdkafka log connection errors by design: keep the test
+ * output to what matters (critical and worse, or everything with
+ * RBK_TEST_VERBOSE set). */
+static PS_UNUSED void ps_log_cb(int level, const char *fac, const char *line,
+                                void *opaque) {
+        (void)opaque;
+        if (level <= 2 || getenv("RBK_TEST_VERBOSE"))
+                fprintf(stderr, "%%%d|%s|%s\n", level, fac, line);
+}
+
 /* A producer configuration for the cluster, reporting to t. */
 static PS_UNUSED rbk_conf_t *ps_conf(rbk_testcluster_t *tc, ps_track_t *t) {
         rbk_conf_t *conf = rbk_conf_new();
         ps_set(conf, "bootstrap.servers", rbk_testcluster_bootstrap(tc));
         if (t)
                 rbk_conf_set_delivery_cb(conf, ps_dr_cb, t);
+        rbk_conf_set_log_cb(conf, ps_log_cb, NULL);
         return conf;
 }
 

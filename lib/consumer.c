@@ -332,6 +332,9 @@ static void rbk__on_assign(rbk_consumer_t *c,
         }
         rd_kafka_topic_partition_list_destroy(q);
 
+        /* A stale application pause (from a previous owner in this
+         * process) would keep the partition from fetching. */
+        rd_kafka_resume_partitions(c->rk, parts);
         rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, parts);
         if (err)
                 rbk__log(c->hooks, 3, "consumer", "assign failed: %s",
@@ -393,9 +396,17 @@ static void rbk__on_revoke(rbk_consumer_t *c,
         if (!lost)
                 rbk__consumer_commit_stored(c);
 
+        /* librdkafka keeps an application pause across assignments: lift
+         * ours, or a later assignment of the partition never fetches. */
+        rd_kafka_topic_partition_list_t *resume =
+            rd_kafka_topic_partition_list_new(parts->cnt > 0 ? parts->cnt : 1);
         g_mutex_lock(&c->lock);
         for (guint i = 0; i < mine->len; i++) {
                 rbk__part_t *p = g_ptr_array_index(mine, i);
+                if (p->fetch_paused)
+                        rd_kafka_topic_partition_list_add(resume, p->topic,
+                                                          p->partition);
+                p->fetch_paused = 0;
                 p->assigned = 0;
                 if (!p->busy)
                         rbk__part_drop_queue(p);
@@ -405,6 +416,9 @@ static void rbk__on_revoke(rbk_consumer_t *c,
                 g_free(k);
         }
         g_mutex_unlock(&c->lock);
+        if (resume->cnt)
+                rd_kafka_resume_partitions(c->rk, resume);
+        rd_kafka_topic_partition_list_destroy(resume);
         rbk__q_clear_resets(c, 1);
 
         for (guint i = 0; c->dedup && i < mine->len; i++) {

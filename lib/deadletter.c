@@ -90,12 +90,44 @@ static void rbk__dlq_dr(const rbk_delivery_t *dr, void *opaque) {
                          dr->reason ? dr->reason : "");
 }
 
+/* Consumer-only librdkafka properties of the consumer's configuration
+ * are dropped from the dead-letter producer's copy (librdkafka would warn
+ * about each of them). */
+static void rbk__dlq_strip_consumer_props(rbk_conf_t *pc) {
+        static const char *const names[] = {
+            "group.id", "group.instance.id", "session.timeout.ms",
+            "heartbeat.interval.ms", "group.protocol.type",
+            "coordinator.query.interval.ms", "max.poll.interval.ms",
+            "enable.auto.commit", "auto.commit.interval.ms",
+            "enable.auto.offset.store", "queued.min.messages",
+            "queued.max.messages.kbytes", "enable.partition.eof",
+            "check.crcs", "isolation.level", "auto.offset.reset",
+            "partition.assignment.strategy", "offset.store.method",
+            "consume.callback.max.messages", NULL};
+        GPtrArray *drop = g_ptr_array_new_with_free_func(g_free);
+        GHashTableIter it;
+        gpointer k;
+        g_hash_table_iter_init(&it, pc->props);
+        while (g_hash_table_iter_next(&it, &k, NULL)) {
+                const char *n = k;
+                int consumer_only = g_str_has_prefix(n, "fetch.");
+                for (int i = 0; !consumer_only && names[i]; i++)
+                        consumer_only = !strcmp(n, names[i]);
+                if (consumer_only)
+                        g_ptr_array_add(drop, g_strdup(n));
+        }
+        for (guint i = 0; i < drop->len; i++)
+                g_hash_table_remove(pc->props, g_ptr_array_index(drop, i));
+        g_ptr_array_free(drop, TRUE);
+}
+
 /* The producer, created on first use. */
 static rbk_producer_t *rbk__dlq_producer(rbk_consumer_t *c, char *errstr,
                                          size_t errstr_size) {
         g_mutex_lock(&c->dlq_mu);
         if (!c->dlq) {
                 rbk_conf_t *pc = rbk_conf_dup(c->conf);
+                rbk__dlq_strip_consumer_props(pc);
                 rbk_conf_set_delivery_cb(pc, rbk__dlq_dr, c);
                 c->dlq = rbk_producer_new(pc, errstr, errstr_size);
                 rbk_conf_destroy(pc);
@@ -143,9 +175,17 @@ void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
                      i++) {
                         if (!strcmp(name, RBK_MSGID_HEADER)) {
                                 g_free(x->id);
-                                x->id = g_strndup(val, sz);
+                                x->id = val && sz && sz <= RBK_MSGID_MAX_LEN
+                                            ? g_strndup(val, sz)
+                                            : NULL;
+                                if (x->id && strlen(x->id) != sz) {
+                                        g_free(x->id); /* embedded NUL */
+                                        x->id = NULL;
+                                }
                                 continue;
                         }
+                        if (!strcmp(name, RBK_RESENT_HEADER))
+                                continue; /* the producer's own marker */
                         hdrs[n].name = name;
                         hdrs[n].value = val;
                         hdrs[n].size = sz;

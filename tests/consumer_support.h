@@ -29,7 +29,7 @@ typedef struct cs_cluster_s {
 
 static CS_UNUSED void cs_log_quiet(const rd_kafka_t *rk, int level,
                                    const char *fac, const char *buf) {
-        if (level <= 3 && getenv("CS_VERBOSE"))
+        if ((level <= 3 || getenv("CS_DEBUG")) && getenv("CS_VERBOSE"))
                 fprintf(stderr, "%%%d %s %s\n", level, fac, buf);
 }
 

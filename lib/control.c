@@ -14,13 +14,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "consumer_internal.h"
 #include "control.h"
+
+#include <librdkafka/rdkafka_mock.h>
 
 #define RBK__CTL_GROUP "rbk-control"
 /* Bound of one consume call (the stop latency). */
 #define RBK__CTL_POLL_MS 200
-/* Bound of metadata and watermark queries. */
-#define RBK__CTL_QUERY_MS 5000
+/* Bound of the listener's metadata and watermark queries (it bounds how
+ * long stopping a consumer can wait for the listener). */
+#define RBK__CTL_QUERY_MS 2000
+/* Retry after a query failed (cluster unreachable). */
+#define RBK__CTL_RETRY_ERR_MS 2000
 /* Delivery bound of an acknowledgement. */
 #define RBK__CTL_ACK_TIMEOUT_MS 10000
 
@@ -698,7 +704,8 @@ static void rbk__ctl_handle(rbk__control_t *ctl, const rd_kafka_message_t *m) {
         rbk__ctl_ack(ctl, &cmd, err, err ? e : NULL);
 }
 
-/* Starts reading the control topic at its current end, if it exists. */
+/* Starts reading the control topic at its current end, if it exists:
+ * 1 reading, 0 the topic does not exist, -1 the cluster did not answer. */
 static int rbk__ctl_try_start(rbk__control_t *ctl, int *warned) {
         char e[512];
         int parts = 0;
@@ -718,7 +725,7 @@ static int rbk__ctl_try_start(rbk__control_t *ctl, int *warned) {
                 } else if (r < 0) {
                         rbk__log(ctl->hooks, 7, "control", "%s", e);
                 }
-                return 0;
+                return r;
         }
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
@@ -727,7 +734,7 @@ static int rbk__ctl_try_start(rbk__control_t *ctl, int *warned) {
                 rbk__log(ctl->hooks, 7, "control",
                          "reading the end of %s failed: %s", ctl->topic,
                          rd_kafka_err2str(err));
-                return 0;
+                return -1;
         }
         if (!ctl->rkt)
                 ctl->rkt = rd_kafka_topic_new(ctl->rk, ctl->topic, NULL);
@@ -735,7 +742,7 @@ static int rbk__ctl_try_start(rbk__control_t *ctl, int *warned) {
                 rbk__log(ctl->hooks, 4, "control",
                          "cannot read control topic %s: %s", ctl->topic,
                          rd_kafka_err2str(rd_kafka_last_error()));
-                return 0;
+                return -1;
         }
         if (*warned)
                 rbk__log(ctl->hooks, 5, "control",
@@ -764,10 +771,13 @@ static gpointer rbk__ctl_main(gpointer arg) {
                 if (!consuming) {
                         int64_t now = rbk__now_ms();
                         if (now >= next_try) {
-                                consuming = rbk__ctl_try_start(ctl, &warned);
-                                next_try = now + rbk__control_retry_ms;
+                                int r = rbk__ctl_try_start(ctl, &warned);
+                                consuming = r > 0;
                                 if (consuming)
                                         continue;
+                                next_try = rbk__now_ms() +
+                                           (r < 0 ? RBK__CTL_RETRY_ERR_MS
+                                                  : rbk__control_retry_ms);
                         }
                         g_mutex_lock(&ctl->lock);
                         if (!ctl->stop)
@@ -906,6 +916,51 @@ rbk__control_t *rbk__control_start_ops(const rbk__control_ops_t *ops,
 fail:
         rbk__ctl_free(ctl);
         return NULL;
+}
+
+static size_t rbk__ctl_c_quarantined(void *target, rbk_quarantine_t *out,
+                                     size_t max) {
+        return rbk_consumer_quarantined(target, out, max);
+}
+
+static rbk_err_t rbk__ctl_c_resolve(void *target, const rbk__control_msg_t *cmd,
+                                    const char *applied_by, char *errstr,
+                                    size_t errstr_size) {
+        return rbk__consumer_resolve_by_incident(target, cmd->incident_key,
+                                                 cmd->how, cmd->offset,
+                                                 applied_by, errstr,
+                                                 errstr_size);
+}
+
+static char *rbk__ctl_c_member(void *target) {
+        rbk_consumer_t *c = target;
+        if (!c->rk)
+                return NULL;
+        char *m = rd_kafka_memberid(c->rk);
+        char *r = m && *m ? g_strdup(m) : NULL;
+        if (m)
+                rd_kafka_mem_free(c->rk, m);
+        return r;
+}
+
+static const rbk__control_ops_t rbk__ctl_consumer_ops = {
+    rbk__ctl_c_quarantined, rbk__ctl_c_resolve, rbk__ctl_c_member};
+
+rbk__control_t *rbk__control_start(rbk_consumer_t *c, const rbk_conf_t *conf,
+                                   const char *group, char *errstr,
+                                   size_t errstr_size) {
+        rd_kafka_mock_cluster_t *mc =
+            c && c->rk ? rd_kafka_handle_mock_cluster(c->rk) : NULL;
+        if (!mc || !conf)
+                return rbk__control_start_ops(&rbk__ctl_consumer_ops, c, conf,
+                                              group, errstr, errstr_size);
+        rbk_conf_t *dup = rbk_conf_dup(conf);
+        rbk__conf_set_raw(dup, "bootstrap.servers",
+                          rd_kafka_mock_cluster_bootstraps(mc));
+        rbk__control_t *ctl = rbk__control_start_ops(
+            &rbk__ctl_consumer_ops, c, dup, group, errstr, errstr_size);
+        rbk_conf_destroy(dup);
+        return ctl;
 }
 
 void rbk__control_stop(rbk__control_t *ctl) {

@@ -128,6 +128,15 @@ rbk__control_t *rbk__control_start_ops(const rbk__control_ops_t *ops,
                                        const char *group, char *errstr,
                                        size_t errstr_size);
 
+/* The same for a group consumer (rbk_consumer_new() calls it last, with
+ * the group as the application names it; rbk_consumer_close() stops it
+ * first): resolves by incident key through the consumer's poll thread and
+ * reports the consumer's member id. A consumer on an embedded mock cluster
+ * (test.mock.num.brokers) gets a listener on that cluster. */
+rbk__control_t *rbk__control_start(rbk_consumer_t *c, const rbk_conf_t *conf,
+                                   const char *group, char *errstr,
+                                   size_t errstr_size);
+
 /* Stops the listener (waits for a command being applied to finish) and
  * frees it. Accepts NULL. */
 void rbk__control_stop(rbk__control_t *ctl);

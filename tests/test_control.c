@@ -588,6 +588,33 @@ START_TEST(listener_waits_for_missing_topic) {
 }
 END_TEST
 
+/* A listener on an unreachable cluster stops promptly (a consumer's close
+ * waits for it). */
+START_TEST(listener_stops_promptly_when_unreachable) {
+        rbk_conf_t *c = rbk_conf_new();
+        set(c, "bootstrap.servers", "127.0.0.1:1");
+        set(c, "group.id", "g");
+        set(c, "log_level", "0");
+        fake_t f;
+        fake_init(&f, "g/t/0/1");
+        rbk__control_t *ctl = rbk__control_start_ops(&fake_ops, &f, c, "g",
+                                                     errstr, sizeof(errstr));
+        ck_assert_msg(ctl != NULL, "%s", errstr);
+        for (int i = 0; i < 3; i++) {
+                g_usleep(700000);
+                int64_t t0 = rbk__now_ms();
+                if (i == 2) {
+                        rbk__control_stop(ctl);
+                        int64_t took = rbk__now_ms() - t0;
+                        ck_assert_msg(took < 3000, "stop took %" PRId64 " ms",
+                                      took);
+                }
+        }
+        rbk_conf_destroy(c);
+        g_mutex_clear(&f.lock);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("control");
         RBK_TCASE(s, command_round_trip, 10);
@@ -599,6 +626,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, rd_conf_copies_connection_only, 10);
         RBK_TCASE(s, listener_applies_and_acks, 90);
         RBK_TCASE(s, listener_waits_for_missing_topic, 60);
+        RBK_TCASE(s, listener_stops_promptly_when_unreachable, 30);
         return s;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "consumer_internal.h"
+#include "control.h"
 
 __thread rbk_consumer_t *rbk__tl_poller;
 
@@ -937,6 +938,8 @@ static void rbk__conf_settings(rbk_consumer_t *c) {
 }
 
 static void rbk__consumer_free(rbk_consumer_t *c) {
+        rbk__control_stop(c->control);
+        c->control = NULL;
         if (c->parts)
                 g_hash_table_destroy(c->parts);
         rbk__part_t *p;
@@ -1059,6 +1062,13 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
                 rbk__dedup_set_error_cb(c->dedup, rbk__dedup_error, c);
         }
         rbk__version_check(c->hooks);
+        /* Operator commands (rbk-admin); NULL with no error when disabled. */
+        e[0] = '\0';
+        c->control = rbk__control_start(c, conf, c->ugroup, e, sizeof(e));
+        if (!c->control && *e) {
+                rbk__seterr(errstr, errstr_size, RBK_ERR_CONF, "%s", e);
+                goto fail;
+        }
         return c;
 fail:
         c->close_ok = 1;
@@ -1361,6 +1371,13 @@ rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms) {
         int64_t deadline = rbk__now_ms() + (timeout_ms < 0
                                                 ? c->shutdown_timeout_ms
                                                 : timeout_ms);
+        /* No operator command starts once closing begins; one being
+         * applied finishes first (the poll thread still serves it). */
+        g_mutex_lock(&c->lock);
+        rbk__control_t *ctl = c->control;
+        c->control = NULL;
+        g_mutex_unlock(&c->lock);
+        rbk__control_stop(ctl);
         g_mutex_lock(&c->lock);
         if (c->closed) {
                 g_mutex_unlock(&c->lock);

@@ -159,6 +159,9 @@ struct rbk_consumer_s {
         int dlq_inflight; /* dead letters sent, not yet reported */
         int64_t next_stall_check_ms;
 
+        /* The operator control listener (control.c), or NULL. */
+        struct rbk__control_s *control;
+
         /* Dead letters. */
         GMutex dlq_mu;
         rbk_producer_t *dlq;

@@ -1213,7 +1213,7 @@ out:
                    full, gen, resent, flagged, refused);
         rbk__log(p->hooks, 4, "rbk", "%s", msg);
         rbk_event_t ev;
-        rbk__event_init(&ev, RBK_EV_FATAL_RECOVERED, RBK_SEV_ERROR);
+        rbk__event_init(&ev, RBK_EV_FATAL_RECOVERED, RBK_SEV_WARNING);
         ev.err = RBK_ERR_FATAL;
         ev.kafka_err = ferr;
         ev.message = msg;

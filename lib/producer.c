@@ -623,6 +623,8 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                                         p->st.queue_full_waits++;
                                 }
                         } else if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
+                                if (!p->fatal_pending && p->mainq)
+                                        rd_kafka_queue_yield(p->mainq);
                                 p->fatal_pending = 1;
                                 why = "fatal-error recovery";
                         } else if (kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
@@ -1403,6 +1405,8 @@ rbk_err_t rbk_producer_close(rbk_producer_t *p, int timeout_ms) {
                 g_cond_wait_until(&p->cond, &p->lock, end);
         p->stop = 1;
         g_cond_broadcast(&p->cond);
+        if (p->mainq)
+                rd_kafka_queue_yield(p->mainq); /* wake the poll thread */
         g_mutex_unlock(&p->lock);
         g_thread_join(p->thread);
         p->thread = NULL;

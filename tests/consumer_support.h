@@ -280,11 +280,18 @@ static CS_UNUSED int cs_rec_missing(cs_rec_t *r, const char *tag, int parts,
 
 /* ------------------------------------------------------------ waiting */
 
+/* Bounds grow fivefold under valgrind (RBK_TEST_SLOW=1). */
+static CS_UNUSED gint64 cs_ms(gint64 ms) {
+        const char *slow = getenv("RBK_TEST_SLOW");
+        return slow && *slow == '1' ? ms * 5 : ms;
+}
+
+
 typedef int(cs_cond_fn)(void *arg);
 
 /* Polls @fn every 20 ms until it is true or @timeout_ms passes. */
 static CS_UNUSED int cs_wait(cs_cond_fn *fn, void *arg, int timeout_ms) {
-        gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+        gint64 deadline = g_get_monotonic_time() + cs_ms(timeout_ms) * 1000;
         while (!fn(arg)) {
                 if (g_get_monotonic_time() >= deadline)
                         return 0;
@@ -296,7 +303,7 @@ static CS_UNUSED int cs_wait(cs_cond_fn *fn, void *arg, int timeout_ms) {
 #define CS_WAIT(expr, timeout_ms)                                           \
         ({                                                                   \
                 gint64 cs_dl_ = g_get_monotonic_time() +                     \
-                                (gint64)(timeout_ms) * 1000;                 \
+                                cs_ms(timeout_ms) * 1000;                    \
                 int cs_ok_;                                                  \
                 while (!(cs_ok_ = !!(expr)) &&                               \
                        g_get_monotonic_time() < cs_dl_)                      \

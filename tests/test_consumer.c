@@ -281,7 +281,7 @@ typedef struct {
 static rbk_verdict_t h_block_p0(const rbk_message_t *m, void *opaque) {
         block_t *b = opaque;
         if (m->partition == 0 && m->offset == 0) {
-                gint64 end = g_get_monotonic_time() + 10 * G_TIME_SPAN_SECOND;
+                gint64 end = g_get_monotonic_time() + cs_ms(10000) * 1000;
                 g_mutex_lock(&b->lock);
                 b->blocked = 1;
                 while (!b->released &&

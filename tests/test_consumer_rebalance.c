@@ -111,23 +111,24 @@ static size_t union_count(member_t *a, member_t *b, cs_rec_t *into) {
 }
 
 START_TEST(member_leaves_mid_stream) {
+        const int n = (int)rbk_test_scale(1000, 150);
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-two", 4);
         for (int p = 0; p < 4; p++)
-                cs_produce(cl, "t-two", p, 0, 1000, "m");
+                cs_produce(cl, "t-two", p, 0, n, "m");
         member_t a, b;
         rbk_consumer_t *ca = member_new(&a, cl, "a");
-        ck_assert(CS_WAIT(cs_rec_total(a.rec) >= 200, 20000));
+        ck_assert(CS_WAIT(cs_rec_total(a.rec) >= (uint64_t)n / 5, 20000));
         rbk_consumer_t *cb = member_new(&b, cl, "b");
         /* B joins: A hands everything back, then both share. */
-        ck_assert(CS_WAIT(cs_rec_total(b.rec) >= 100, 30000));
+        ck_assert(CS_WAIT(cs_rec_total(b.rec) >= (uint64_t)n / 10, 30000));
         ck_assert_int_ge(a.revoked, 1);
         /* A leaves mid-stream. */
         a.leaving = 1;
         rbk_consumer_stop(ca);
         ck_assert_int_eq(rbk_consumer_close(ca, 15000), RBK_OK);
         cs_rec_t *all = cs_rec_new();
-        int ok_ = CS_WAIT(union_count(&a, &b, all) == 4000, 60000);
+        int ok_ = CS_WAIT(union_count(&a, &b, all) == (size_t)(4 * n), 60000);
         if (!ok_) {
                 char *j = rbk_consumer_stats_json(cb);
                 fprintf(stderr, "union %u; b: %s\n",
@@ -142,7 +143,7 @@ START_TEST(member_leaves_mid_stream) {
         ck_assert_int_gt(a.revoke_checked, 0);
         ck_assert_int_eq(a.lost + b.lost, 0);
         char miss[160] = "";
-        ck_assert_msg(cs_rec_missing(all, "m", 4, 1000, miss, sizeof(miss)) ==
+        ck_assert_msg(cs_rec_missing(all, "m", 4, n, miss, sizeof(miss)) ==
                           0,
                       "missing %s", miss);
         /* (A partition handed back and forth restarts at its committed
@@ -150,13 +151,13 @@ START_TEST(member_leaves_mid_stream) {
          * one assignment is checked by test_consumer.) */
         /* At least once: what the mock refused to commit when B joined is
          * handled again by its new owner; nothing after A's clean leave. */
-        uint64_t dup = cs_rec_total(a.rec) + cs_rec_total(b.rec) - 4000;
-        fprintf(stderr, "rebalance: 4000 ids, %" G_GUINT64_FORMAT
+        uint64_t dup = cs_rec_total(a.rec) + cs_rec_total(b.rec) - 4 * n;
+        fprintf(stderr, "rebalance: %d ids, %" G_GUINT64_FORMAT
                         " handled twice across two hand-overs\n",
-                dup);
+                4 * n, dup);
         for (int p = 0; p < 4; p++)
                 ck_assert_int_eq(cs_committed(cl, "g-two", "t-two", p, NULL, 0),
-                                 1000);
+                                 n);
         rbk_consumer_destroy(ca);
         rbk_consumer_destroy(cb);
         cs_rec_free(all);

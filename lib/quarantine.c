@@ -508,9 +508,16 @@ static rbk__part_t *rbk__find_by_key(rbk_consumer_t *c, const char *key) {
                 if (p->quarantined && !strcmp(p->q.incident_key, key))
                         return p;
                 if (!p->quarantined && p->hold != RBK__HOLD_NONE) {
+                        /* The gave-up key, or the dead-letter one. */
+                        rd_kafka_message_t *head = g_queue_peek_head(&p->msgs);
                         char *k = rbk__hold_key(c, p);
-                        int eq = !strcmp(k, key);
+                        char *k2 = g_strdup_printf(
+                            "%s/%s/%" PRId32 "/deadletter/%" PRId64, c->ugroup,
+                            p->utopic, p->partition,
+                            head ? head->offset : (int64_t)-1);
+                        int eq = !strcmp(k, key) || !strcmp(k2, key);
                         g_free(k);
+                        g_free(k2);
                         if (eq)
                                 return p;
                 }

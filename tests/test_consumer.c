@@ -795,6 +795,51 @@ START_TEST(run_returns_after_sigterm) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ dedup */
+
+START_TEST(duplicates_are_dropped_but_committed) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-dup", 2);
+        for (int p = 0; p < 2; p++) {
+                cs_produce(cl, "t-dup", p, 0, 10, "u");
+                cs_produce(cl, "t-dup", p, 2, 5, "u"); /* ids 2..6 again */
+                cs_produce(cl, "t-dup", p, 10, 3, "u");
+        }
+        rbk_conf_t *conf = cs_conf(cl, "g-dup");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-dup"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        rbk_consumer_stats_t st;
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
+        ck_assert(CS_WAIT(({
+                                  rbk_consumer_stats(c, &st);
+                                  st.handled + st.duplicates_dropped == 36;
+                          }),
+                          20000));
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        /* Every id once; the duplicates never reached the handler, yet
+         * their offsets were stored and committed. */
+        ck_assert_uint_eq(cs_rec_distinct(rec), 26);
+        ck_assert_uint_eq(cs_rec_total(rec), 26);
+        ck_assert_uint_eq(st.duplicates_dropped, 10);
+        for (int p = 0; p < 2; p++)
+                ck_assert_int_eq(cs_committed(cl, "g-dup", "t-dup", p, NULL, 0),
+                                 18);
+        char *js = rbk_consumer_stats_json(c);
+        ck_assert_ptr_nonnull(js);
+        rbk_free(js);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("consumer");
         RBK_TCASE(s, bad_input, 30);
@@ -807,6 +852,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, poll_api, 60);
         RBK_TCASE(s, stall_watchdog_and_stats, 60);
         RBK_TCASE(s, run_returns_after_sigterm, 60);
+        RBK_TCASE(s, duplicates_are_dropped_but_committed, 60);
         return s;
 }
 

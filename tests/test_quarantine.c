@@ -3,6 +3,7 @@
  * where asked and are committed; new groups start at the initial position
  * without an incident; the next owner reports the same incident as a
  * repeat. */
+#include "consumer_internal.h" /* rbk__consumer_resolve_by_incident */
 #include "consumer_support.h"
 #include "harness.h"
 
@@ -194,11 +195,29 @@ START_TEST(resolve_earliest_and_latest) {
                               2,
                           20000));
         ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 2);
-        /* Earliest for partition 0, while partition 1 stays quarantined. */
-        ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-el", 0,
-                                              RBK_RESOLVE_EARLIEST, 0, e,
-                                              sizeof(e)),
+        /* Earliest for partition 0, while partition 1 stays quarantined,
+         * by incident key as the operator tool does. */
+        ck_assert_int_eq(rbk__consumer_resolve_by_incident(
+                             q.c, "g-el/t-el/0/99", RBK_RESOLVE_EARLIEST, 0,
+                             "ops", e, sizeof(e)),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_int_eq(rbk__consumer_resolve_by_incident(
+                             q.c, "g-el/t-el/0/50", RBK_RESOLVE_EARLIEST, 0,
+                             "ops@example", e, sizeof(e)),
                          RBK_OK);
+        ck_assert_int_eq(rbk__consumer_resolve_by_incident(
+                             q.c, "g-el/t-el/0/50", RBK_RESOLVE_EARLIEST, 0,
+                             "ops@example", e, sizeof(e)),
+                         RBK_ERR_ALREADY_RESOLVED);
+        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_QUARANTINE_RESOLVED) ==
+                              1,
+                          5000));
+        g_mutex_lock(&q.evs->lock);
+        const char *msg =
+            ((cs_ev_t *)g_ptr_array_index(q.evs->evs, q.evs->evs->len - 1))
+                ->message;
+        ck_assert_msg(strstr(msg, "ops@example") != NULL, "%s", msg);
+        g_mutex_unlock(&q.evs->lock);
         ck_assert(CS_WAIT(part_count(q.rec, "t-el", 0) == 10, 10000));
         ck_assert_int_eq(cs_rec_first(q.rec, "t-el", 0), 0);
         ck_assert_int_eq(part_count(q.rec, "t-el", 1), 0);

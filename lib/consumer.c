@@ -207,9 +207,44 @@ void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
                 c->want_resume = 1;
 }
 
+rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
+                                     rd_kafka_topic_partition_list_t *offsets,
+                                     int timeout_ms) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+        rd_kafka_resp_err_t err = rd_kafka_commit_queue(c->rk, offsets, q,
+                                                        NULL, NULL);
+        if (!err) {
+                int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
+                err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+                for (;;) {
+                        int64_t left = deadline - rbk__now_ms();
+                        rd_kafka_event_t *ev =
+                            rd_kafka_queue_poll(q, (int)MAX(left, 0));
+                        if (ev && rd_kafka_event_type(ev) ==
+                                      RD_KAFKA_EVENT_OFFSET_COMMIT) {
+                                err = rd_kafka_event_error(ev);
+                                const rd_kafka_topic_partition_list_t *r =
+                                    rd_kafka_event_topic_partition_list(ev);
+                                for (int i = 0; !err && r && i < r->cnt; i++)
+                                        if (r->elems[i].err)
+                                                err = r->elems[i].err;
+                                rd_kafka_event_destroy(ev);
+                                break;
+                        }
+                        if (ev)
+                                rd_kafka_event_destroy(ev);
+                        if (left <= 0)
+                                break;
+                }
+        }
+        rd_kafka_queue_destroy(q);
+        return err;
+}
+
 /* Persists dedup windows of every assigned partition with a stored offset
  * above the committed one, then commits stored offsets synchronously. */
-rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c) {
+rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
+                                                int timeout_ms) {
         if (c->dedup) {
                 GPtrArray *todo = g_ptr_array_new_with_free_func(
                     (GDestroyNotify)rbk__part_unref);
@@ -233,7 +268,7 @@ rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c) {
                 }
                 g_ptr_array_free(todo, TRUE);
         }
-        rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+        rd_kafka_resp_err_t err = rbk__commit_wait(c, NULL, timeout_ms);
         if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
                 err = RD_KAFKA_RESP_ERR_NO_ERROR;
         if (err)
@@ -395,7 +430,7 @@ static void rbk__on_revoke(rbk_consumer_t *c,
         g_mutex_unlock(&c->lock);
 
         if (!lost)
-                rbk__consumer_commit_stored(c);
+                rbk__consumer_commit_stored(c, (int)c->revoke_timeout_ms);
 
         /* librdkafka keeps an application pause across assignments: lift
          * ours, or a later assignment of the partition never fetches. */
@@ -1191,7 +1226,8 @@ static void rbk__run_loop(rbk_consumer_t *c) {
 
         g_mutex_lock(&c->poll_mu);
         rbk__tl_poller = c;
-        rbk__consumer_commit_stored(c);
+        rbk__consumer_commit_stored(c,
+                                    (int)MAX(1000, deadline - rbk__now_ms()));
         rbk__tl_poller = NULL;
         g_mutex_unlock(&c->poll_mu);
 
@@ -1407,7 +1443,7 @@ rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms) {
         g_mutex_lock(&c->poll_mu);
         rbk__tl_poller = c;
         rbk__dlq_flush(c, (int)MAX(0, deadline - rbk__now_ms()));
-        rbk__consumer_commit_stored(c);
+        rbk__consumer_commit_stored(c, (int)MAX(0, deadline - rbk__now_ms()));
         rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
         rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
         int ok = 0;
@@ -1460,10 +1496,8 @@ void rbk_consumer_destroy(rbk_consumer_t *c) {
         g_mutex_unlock(&c->lock);
         if (t)
                 g_thread_join(t);
-        if (!c->closed) {
-                /* close timed out waiting for run: finish it now. */
-                rbk_consumer_close(c, 0);
-        }
+        if (!c->closed) /* close timed out waiting for run: finish it */
+                rbk_consumer_close(c, -1);
         rbk__dlq_close(c, 0);
         rbk__q_clear_resets(c, 0);
         rbk__consumer_free(c);

@@ -190,9 +190,17 @@ void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p);
 void rbk__part_drop_queue(rbk__part_t *p);
 /* Fires an event (no lock held). */
 void rbk__consumer_emit(rbk_consumer_t *c, rbk_event_t *ev);
-/* Synchronous commit of stored offsets; returns the librdkafka error
- * (_NO_OFFSET when nothing was to commit counts as success). */
-rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c);
+/* Commit of stored offsets, waited for at most timeout_ms; returns the
+ * librdkafka error (_NO_OFFSET when nothing was to commit counts as
+ * success, _TIMED_OUT when the wait expired). Dedup windows are saved
+ * first. */
+rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
+                                                int timeout_ms);
+/* Commits @offsets (NULL: the stored offsets of the assignment) and waits
+ * at most timeout_ms for the result (the first per-partition error counts). */
+rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
+                                     rd_kafka_topic_partition_list_t *offsets,
+                                     int timeout_ms);
 /* Finishes the head message of p as handled (or dead-lettered): stores
  * offset+1, records the id with dedup, pops and frees the message, marks
  * progress. Caller holds c->lock. */

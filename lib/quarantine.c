@@ -20,6 +20,7 @@
 
 #define RBK__QUERY_TIMEOUT_MS 5000
 #define RBK__RESOLVE_WAIT_MS 30000
+#define RBK__COMMIT_TIMEOUT_MS 10000
 #define RBK__QMARK "rbk-quarantine:"
 
 static void rbk__reset_free(rbk__reset_t *r) {
@@ -90,10 +91,8 @@ static rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
                         t->metadata_size = strlen(metas[i]);
                 }
         }
-        rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, l, 0);
-        for (int i = 0; !err && i < l->cnt; i++)
-                if (l->elems[i].err)
-                        err = l->elems[i].err;
+        rd_kafka_resp_err_t err =
+            rbk__commit_wait(c, l, RBK__COMMIT_TIMEOUT_MS);
         rd_kafka_topic_partition_list_destroy(l);
         if (!err) {
                 g_mutex_lock(&c->lock);
@@ -114,7 +113,7 @@ rd_kafka_resp_err_t rbk__q_reassign_commit(rbk_consumer_t *c,
         g_mutex_unlock(&c->lock);
 
         /* 1. Commit what is stored (the re-assign drops stored offsets). */
-        rbk__consumer_commit_stored(c);
+        rbk__consumer_commit_stored(c, RBK__COMMIT_TIMEOUT_MS);
 
         /* 2. Targets forget their stored offset (librdkafka commits stored
          * offsets of removed partitions asynchronously), then their new

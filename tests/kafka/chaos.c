@@ -26,7 +26,11 @@
  *   chaos oor      -b BS -t TOPIC -g GROUP -d DB -l LOG -o DIR -p PARTITION [-n EXTRA]
  *   chaos store-init -d DB
  *   chaos missing  -o DIR -d DB
- *   chaos verify   -o DIR -d DB
+ *   chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q]
+ *
+ * verify exits 0 only if every must-be-zero count is zero, at least
+ * MIN_ACKED (200000) ids were acked, at least MIN_KILLS (5) broker kills hit
+ * every node, and the offset-out-of-range phase passed (-Q: there was none).
  */
 #include <robustkafka.h>
 
@@ -109,7 +113,7 @@ static int parse_value(const void *v, size_t len, char *key, long *kseq) {
 struct opts {
         const char *bootstrap, *topic, *group, *db, *log, *dir, *stopfile, *inst;
         long min, rate, extra;
-        int keys, partition, max_seconds;
+        int keys, partition, max_seconds, min_kills, no_oor;
 };
 
 static void conf_set(rbk_conf_t *c, const char *name, const char *value) {
@@ -225,10 +229,11 @@ static int mode_produce(const struct opts *o) {
         long *kseq = g_new0(long, o->keys);
         long n = 0, retries = 0;
         int stopping = 0, send_failed = 0;
-        int64_t t0 = now_ns(), last_report = t0;
+        int64_t t0 = now_ns(), last_report = t0, trickle_from = 0;
+        long trickle = o->rate / 10 > 100 ? o->rate / 10 : 100;
         GRand *rnd = g_rand_new_with_seed((guint32)getpid());
-        say("producing at %ld msg/s until the stop file appears and at least %ld are sent",
-            o->rate, o->min);
+        say("producing at %ld msg/s up to %ld, then %ld msg/s until the stop file appears",
+            o->rate, o->min, trickle);
         while (!send_failed) {
                 if ((n & 255) == 0 && !stopping && access(o->stopfile, F_OK) == 0) {
                         stopping = 1;
@@ -241,11 +246,23 @@ static int mode_produce(const struct opts *o) {
                         send_failed = 1;
                         break;
                 }
-                /* Pacing: the chaos has to happen while messages flow. Once
-                 * the chaos is over, the rest goes unthrottled. */
-                if (!stopping && (double)n >= since_s(t0) * (double)o->rate) {
-                        sleep_ms(2);
-                        continue;
+                /* Pacing: the chaos has to happen while messages flow, so
+                 * they are spread at o->rate; past the minimum, a trickle
+                 * keeps flowing until the driver's last kill is over. Once
+                 * the stop file is there, the rest goes unthrottled. */
+                if (!stopping) {
+                        if (n == o->min && !trickle_from) {
+                                trickle_from = now_ns();
+                                say("%ld sent after %.1f s; trickling until the stop file",
+                                    n, since_s(t0));
+                        }
+                        double due = trickle_from
+                                         ? (double)o->min + since_s(trickle_from) * (double)trickle
+                                         : since_s(t0) * (double)o->rate;
+                        if ((double)n >= due) {
+                                sleep_ms(2);
+                                continue;
+                        }
                 }
                 int k = g_rand_int_range(rnd, 0, o->keys);
                 char key[KEY_MAX], val[128];
@@ -987,7 +1004,7 @@ static int mode_missing(const struct opts *o) {
 
 /* One record of a consumer log. */
 struct rec {
-        char type; /* 'H' handled, 'X' resolved */
+        char type; /* 'H' handled, 'X' resolved, 'R' rebalance (kseq: 2 revoked, 3 lost) */
         int64_t ns;
         int inst;  /* index into the instance names */
         int32_t part;
@@ -1070,12 +1087,22 @@ static GPtrArray *read_hlog(const char *path, GPtrArray *into) {
                                 g_vs->bad_lines++;
                                 continue;
                         }
-                        if (!strcmp(what, "lost"))
+                        struct rec *r = g_new0(struct rec, 1);
+                        r->type = 'R';
+                        r->ns = ns;
+                        r->inst = inst_index(inst, pid);
+                        r->part = part;
+                        if (!strcmp(what, "lost")) {
                                 g_vs->lost_events++;
-                        else if (!strcmp(what, "revoked"))
+                                r->kseq = 3;
+                        } else if (!strcmp(what, "revoked")) {
                                 g_vs->revoked_events++;
-                        else
+                                r->kseq = 2;
+                        } else {
                                 g_vs->assigned_events++;
+                                r->kseq = 1;
+                        }
+                        g_ptr_array_add(into, r);
                 } else if (line[0] == 'E') {
                         if (sscanf(line, "E %lld %d %63s %63s %d %lld %lld %lld %lld %599s",
                                    &ns, &pid, inst, cls, &part, &off, &a, &x, &y, ik) != 10) {
@@ -1174,10 +1201,20 @@ static int mode_verify(const struct opts *o) {
         GHashTable *first = g_hash_table_new(g_str_hash, g_str_equal); /* id -> rec */
         GHashTable *pairs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         GHashTable *id_insts = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, NULL);
+        /* Per (process, partition): revocations and losses so far, to tell
+         * why a process saw an id twice. */
+        GHashTable *epochs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        GHashTable *pair_epoch = g_hash_table_new(g_str_hash, g_str_equal);
         long dup_handler = 0, redelivered = 0, handled_recs = 0, unacked_handled = 0,
-             deleted_handled = 0;
+             deleted_handled = 0, dup_after_lost = 0, dup_after_revoke = 0;
         for (guint i = 0; i < vs.recs->len; i++) {
                 struct rec *r = vs.recs->pdata[i];
+                if (r->type == 'R' && r->kseq >= 2) {
+                        char *ek = g_strdup_printf("%d %d", r->inst, (int)r->part);
+                        guint64 e = (guint64)(gsize)g_hash_table_lookup(epochs, ek);
+                        e += r->kseq == 3 ? ((guint64)1 << 32) : 1;
+                        g_hash_table_insert(epochs, ek, (gpointer)(gsize)e);
+                }
                 if (r->type != 'H')
                         continue;
                 handled_recs++;
@@ -1195,8 +1232,22 @@ static int mode_verify(const struct opts *o) {
                 }
                 char *pk = g_strdup_printf("%d %s", r->inst, r->id);
                 guint n = GPOINTER_TO_UINT(g_hash_table_lookup(pairs, pk));
-                if (n == 1)
+                char ek[64];
+                g_snprintf(ek, sizeof(ek), "%d %d", r->inst, (int)r->part);
+                guint64 epoch = (guint64)(gsize)g_hash_table_lookup(epochs, ek);
+                if (n == 1) {
                         dup_handler++; /* counted once per (process, id) */
+                        guint64 was = (guint64)(gsize)g_hash_table_lookup(pair_epoch, pk);
+                        if ((epoch >> 32) != (was >> 32))
+                                dup_after_lost++;
+                        else if ((epoch & 0xffffffffu) != (was & 0xffffffffu))
+                                dup_after_revoke++;
+                        else if (dup_handler - dup_after_lost - dup_after_revoke <= 10)
+                                say("handed twice within one assignment: %s to %s (%d/%" PRId64 ")",
+                                    r->id, (char *)vs.insts->pdata[r->inst], r->part, r->off);
+                }
+                if (n == 0)
+                        g_hash_table_insert(pair_epoch, pk, (gpointer)(gsize)epoch);
                 if (n == 0) {
                         /* A new process for this id: a redelivery if it is not the first. */
                         guint ni = GPOINTER_TO_UINT(g_hash_table_lookup(id_insts, r->id));
@@ -1257,6 +1308,7 @@ static int mode_verify(const struct opts *o) {
                 struct rec *r = vs.recs->pdata[i];
                 if (r->type != 'H' || g_hash_table_lookup(first, r->id) != r)
                         continue;
+                /* (first occurrences only) */
                 glong prev = GPOINTER_TO_SIZE(g_hash_table_lookup(last_kseq, r->key));
                 if (prev && r->kseq < prev) {
                         if (reordered < 10)
@@ -1286,6 +1338,8 @@ static int mode_verify(const struct opts *o) {
         GHashTable *allowed = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         for (guint i = 0; i < vs.recs->len; i++) {
                 struct rec *r = vs.recs->pdata[i];
+                if (r->type == 'R')
+                        continue;
                 gpointer pk = GINT_TO_POINTER(r->part + 1);
                 int64_t *mx = g_hash_table_lookup(maxoff, pk);
                 if (!mx) {
@@ -1354,11 +1408,12 @@ static int mode_verify(const struct opts *o) {
                " handled_records=%ld store_rows=%ld store_missing=%ld store_extra=%ld"
                " unacked_handled=%ld ack_dups=%ld no_id=%ld deleted_handled=%ld"
                " log_reorders=%ld explained_jumps=%ld processes=%u rebalance_lost=%ld"
+               " dup_after_lost=%ld dup_after_revoke=%ld"
                " kills_per_node=%d,%d,%d bad_lines=%ld\n",
                g_hash_table_size(A), deleted_by_test, expected, g_hash_table_size(first),
                handled_recs, rows, store_missing, store_extra, unacked_handled,
                ack_dups, no_id, deleted_handled, log_reorders, explained_jumps,
-               vs.insts->len, vs.lost_events, nodes_killed[1], nodes_killed[2],
+               vs.insts->len, vs.lost_events, dup_after_lost, dup_after_revoke, nodes_killed[1], nodes_killed[2],
                nodes_killed[3], vs.bad_lines);
         printf("%s\n", *oor_line ? oor_line : "oor: no result (phase did not run)");
 
@@ -1378,11 +1433,15 @@ static int mode_verify(const struct opts *o) {
         MUST(store_missing == 0 && store_extra == 0, "the store does not hold exactly the acked set");
         MUST(unacked_handled == 0, "handled ids never reported delivered");
         MUST(ack_dups == 0 && no_id == 0, "delivery reports without an id or reported twice");
-        MUST(g_hash_table_size(A) >= 200000 || getenv("RBK_CHAOS_SMALL"), "fewer than 200000 acked messages");
-        MUST(kills >= 5 && nodes_killed[1] && nodes_killed[2] && nodes_killed[3],
-             "fewer than 5 kills, or a node never killed");
-        MUST(oor_failed == 0 && explained_jumps == 1 && quarantines == 1,
-             "the offset-out-of-range phase");
+        MUST((long)g_hash_table_size(A) >= o->min, "fewer acked messages than -n asks");
+        MUST(kills >= o->min_kills &&
+                 (o->min_kills == 0 || (nodes_killed[1] && nodes_killed[2] && nodes_killed[3])),
+             "fewer kills than -K asks, or a node never killed");
+        if (o->no_oor)
+                MUST(explained_jumps == 0 && quarantines == 0, "quarantines without an -Q phase");
+        else
+                MUST(oor_failed == 0 && explained_jumps == 1 && quarantines == 1,
+                     "the offset-out-of-range phase");
 #undef MUST
 
         printf("chaos: acked=%u failed=%ld lost=%ld duplicates_to_handler=%ld redelivered=%ld"
@@ -1395,6 +1454,8 @@ static int mode_verify(const struct opts *o) {
         g_hash_table_destroy(first);
         g_hash_table_destroy(pairs);
         g_hash_table_destroy(id_insts);
+        g_hash_table_destroy(epochs);
+        g_hash_table_destroy(pair_epoch);
         g_hash_table_destroy(last_kseq);
         g_hash_table_destroy(maxoff);
         g_hash_table_destroy(allowed);
@@ -1418,7 +1479,7 @@ static void usage(void) {
                 "       chaos oor      -b BS -t TOPIC -g GROUP -d DB -l LOG -o DIR -p PARTITION [-n EXTRA]\n"
                 "       chaos store-init -d DB\n"
                 "       chaos missing  -o DIR -d DB\n"
-                "       chaos verify   -o DIR -d DB\n");
+                "       chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q]\n");
         exit(2);
 }
 
@@ -1426,11 +1487,11 @@ int main(int argc, char **argv) {
         if (argc < 2)
                 usage();
         g_mode = argv[1];
-        struct opts o = {.min = 200000, .rate = 3000, .extra = 2000, .keys = 2000,
-                         .partition = -1, .max_seconds = 480};
+        struct opts o = {.min = 200000, .rate = 2500, .extra = 2000, .keys = 2000,
+                         .partition = -1, .max_seconds = 480, .min_kills = 5};
         int c;
         optind = 2;
-        while ((c = getopt(argc, argv, "b:t:g:d:l:o:s:i:n:r:k:p:T:")) != -1) {
+        while ((c = getopt(argc, argv, "b:t:g:d:l:o:s:i:n:r:k:p:T:K:Q")) != -1) {
                 switch (c) {
                 case 'b': o.bootstrap = optarg; break;
                 case 't': o.topic = optarg; break;
@@ -1445,10 +1506,12 @@ int main(int argc, char **argv) {
                 case 'k': o.keys = atoi(optarg); break;
                 case 'p': o.partition = atoi(optarg); break;
                 case 'T': o.max_seconds = atoi(optarg); break;
+                case 'K': o.min_kills = atoi(optarg); break;
+                case 'Q': o.no_oor = 1; break;
                 default: usage();
                 }
         }
-        if (o.keys < 1 || o.rate < 1 || o.min < 0 || o.extra < 4)
+        if (o.keys < 1 || o.rate < 1 || o.min < 0 || o.extra < 4 || o.min_kills < 0)
                 die("bad numeric option");
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (!strcmp(argv[1], "produce"))

@@ -562,6 +562,45 @@ START_TEST(queue_full_unblocks_on_room) {
 }
 END_TEST
 
+/* send_sync() timing out leaves the message accepted: it is still reported
+ * to the delivery callback, once, when it is delivered. */
+START_TEST(send_sync_timeout_keeps_message) {
+        char *topic = topic_name("synctmo");
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        ps_track_t *t = ps_track_new(4);
+        rbk_conf_t *conf = ps_conf(tc, t);
+        ps_set(conf, "rbk.metadata.warm.topics", topic);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        for (int b = 1; b <= 3; b++)
+                ck_assert_int_eq(rbk_testcluster_broker_down(tc, b), RBK_OK);
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = topic;
+        m.value = "v";
+        m.value_len = 1;
+        m.opaque = (void *)(uintptr_t)1;
+        int64_t off = -7;
+        gint64 t0 = g_get_monotonic_time();
+        ck_assert_int_eq(rbk_producer_send_sync(p, &m, 200, &off, errstr,
+                                                sizeof(errstr)),
+                         RBK_ERR_TIMED_OUT);
+        ck_assert(g_get_monotonic_time() - t0 >= 190000);
+        ck_assert_int_eq(off, -7);
+        ck_assert_msg(strstr(errstr, "still in flight"), "%s", errstr);
+        for (int b = 1; b <= 3; b++)
+                ck_assert_int_eq(rbk_testcluster_broker_up(tc, b), RBK_OK);
+        ck_assert_int_eq(rbk_producer_flush(p, 30000), RBK_OK);
+        ck_assert_int_eq(t->reports[0], 1);
+        ck_assert_int_eq(t->state[0], PS_DELIVERED);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        ps_track_free(t);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
 /* Close with messages in flight reports each as RBK_ERR_SHUTDOWN. */
 START_TEST(close_reports_undelivered) {
         char *topic = topic_name("close");
@@ -696,6 +735,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, send_from_delivery_callback_never_blocks, 30);
         RBK_TCASE(s, queue_full_blocks_then_errors, 60);
         RBK_TCASE(s, queue_full_unblocks_on_room, 60);
+        RBK_TCASE(s, send_sync_timeout_keeps_message, 60);
         RBK_TCASE(s, close_reports_undelivered, 30);
         RBK_TCASE(s, forked_child_gets_forked, 30);
         RBK_TCASE(s, creation_errors, 30);

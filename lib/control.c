@@ -147,6 +147,12 @@ static int rbk__kf_str(GKeyFile *kf, const char *key, char *dst, size_t size,
                        int required, char *errstr, size_t errstr_size) {
         GError *gerr = NULL;
         char *v = g_key_file_get_string(kf, RBK__CTL_GROUP, key, &gerr);
+        if (v && gerr) {
+                /* A bad escape: GLib returns the partial value and an
+                 * error. */
+                g_free(v);
+                v = NULL;
+        }
         if (!v) {
                 int missing = gerr && gerr->domain == G_KEY_FILE_ERROR &&
                               gerr->code == G_KEY_FILE_ERROR_KEY_NOT_FOUND;

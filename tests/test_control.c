@@ -147,6 +147,9 @@ START_TEST(parse_refuses_malformed) {
         expect_refused("[rbk-control]\nversion=1\ntype=command\nid=\n",
                        "\"id\" is empty");
         expect_refused(CMD_HEAD "group=g\n", "\"action\" is missing");
+        /* A bad escape (GLib returns a partial value with an error). */
+        expect_refused(CMD_HEAD "action=res\\qolve\n",
+                       "\"action\" is not a valid string");
         expect_refused(CMD_HEAD CMD_BODY, "\"choice\" is missing");
         expect_refused(CMD_HEAD CMD_BODY "choice=sideways\n",
                        "unknown choice");

@@ -424,9 +424,10 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
         size_t total = sizeof(rbk__rec_t) + msg->header_cnt * sizeof(rbk__hdr_t) +
                        p->prefix_len + topic_len + 1 + id_len + 1 +
                        msg->key_len + msg->value_len + hdr_bytes;
-        rbk__rec_t *rec = g_try_malloc0(total);
+        rbk__rec_t *rec = g_try_malloc(total);
         if (!rec)
                 return NULL;
+        memset(rec, 0, sizeof(*rec)); /* the bytes behind it are all written */
         rec->link.data = rec;
         rec->hdrs = (rbk__hdr_t *)(rec + 1);
         char *b = (char *)(rec->hdrs + msg->header_cnt);
@@ -440,6 +441,8 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
         if (id_len) {
                 if (msg->id)
                         memcpy(b, msg->id, id_len + 1);
+                else
+                        b[0] = '\0'; /* formatted when sent */
                 rec->id = b;
                 b += id_len + 1;
         }
@@ -461,6 +464,8 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                 memcpy(b, h->name, nl);
                 rec->hdrs[i].name = b;
                 b += nl;
+                rec->hdrs[i].value = NULL;
+                rec->hdrs[i].size = 0;
                 if (h->value) {
                         memcpy(b, h->value, h->size);
                         rec->hdrs[i].value = b;

@@ -223,7 +223,8 @@ typedef void(fatal_fn)(rbk_testcluster_t *tc, rbk_producer_t *p);
  * fatal error strikes. The instance is replaced, everything accepted is
  * delivered, per-key order of first occurrences holds, the generation
  * advanced and the hook fired once. */
-static void run_fatal(const char *name, fatal_fn *fatal, const char *inflight) {
+static void run_fatal(const char *name, fatal_fn *fatal, const char *inflight,
+                      int expect_flagged) {
         char *topic = topic_name(name);
         rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
         pin_leaders(tc, topic);
@@ -292,13 +293,19 @@ static void run_fatal(const char *name, fatal_fn *fatal, const char *inflight) {
         /* A second copy exists only where the first attempt was possibly
          * persisted, and then it says so. */
         ck_assert_uint_eq(k.dup_unflagged, 0);
-        size_t resent = 0;
+        size_t resent = 0, flagged = 0;
         for (size_t i = 0; i < N; i++)
                 resent += t->resent[i] > 0;
+        for (guint j = 0; j < log->len; j++)
+                flagged += ((ps_rec_t *)g_ptr_array_index(log, j))->resent;
+        ck_assert_uint_gt(resent, 0);
+        /* The batch that failed was possibly persisted: its copies say so. */
+        if (expect_flagged)
+                ck_assert_uint_gt(flagged, 0);
         fprintf(stderr,
-                "%s: %zu delivered, %zu re-sent, %zu records, %zu duplicate "
-                "ids (flagged)\n",
-                name, c.delivered, resent, k.records, k.dup_ids);
+                "%s: %zu delivered, %zu re-sent (%zu flagged rbk-resent), %zu "
+                "records, %zu duplicate ids\n",
+                name, c.delivered, resent, flagged, k.records, k.dup_ids);
         ck_assert_uint_eq(st.resent, resent);
         g_ptr_array_free(log, TRUE);
         rbk_producer_destroy(p);
@@ -321,7 +328,7 @@ static void fatal_pushed_oosn(rbk_testcluster_t *tc, rbk_producer_t *p) {
  * flight it accepts requests behind the failed one that a real broker would
  * reject; one request in flight keeps the test about the library. */
 START_TEST(fatal_pushed_out_of_order_sequence) {
-        run_fatal("fataloosn", fatal_pushed_oosn, "1");
+        run_fatal("fataloosn", fatal_pushed_oosn, "1", 1);
 }
 END_TEST
 
@@ -334,7 +341,7 @@ static void fatal_test_error(rbk_testcluster_t *tc, rbk_producer_t *p) {
 }
 
 START_TEST(fatal_test_fatal_error) {
-        run_fatal("fataltest", fatal_test_error, NULL);
+        run_fatal("fataltest", fatal_test_error, NULL, 0);
 }
 END_TEST
 

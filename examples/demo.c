@@ -279,8 +279,10 @@ static void on_delivery(const rbk_delivery_t *dr, void *opaque) {
         atomic_fetch_add(&cnt.delivered, 1);
         if (!dr->id)
                 return;
-        char nbuf[24];
-        snprintf(nbuf, sizeof(nbuf), "%" PRIuPTR, (uintptr_t)dr->msg_opaque);
+        /* n, and where the broker said it wrote the message. */
+        char nbuf[64];
+        snprintf(nbuf, sizeof(nbuf), "%" PRIuPTR " %" PRId32 ":%" PRId64,
+                 (uintptr_t)dr->msg_opaque, dr->partition, dr->offset);
         pthread_mutex_lock(&state.lock);
         entry_t *e = map_add(&state.acked, dr->id);
         if (!e->val)
@@ -312,10 +314,18 @@ static void on_event(const rbk_event_t *ev, void *opaque) {
         }
         pthread_mutex_lock(&out_lock);
         clear_progress_locked();
-        fflush(stdout);
-        fprintf(stderr, "  hook: ");
-        page_hook(ev, NULL);
-        fflush(stderr);
+        if (ev->severity == RBK_SEV_INFO &&
+            ev->cls != RBK_EV_QUARANTINE_RESOLVED) {
+                /* For the record only: one short line instead of JSON. */
+                printf("  hook: info %s: %.160s%s\n",
+                       rbk_event_class_name(ev->cls), ev->message,
+                       strlen(ev->message) > 160 ? "..." : "");
+        } else {
+                fflush(stdout);
+                fprintf(stderr, "  hook: ");
+                page_hook(ev, NULL);
+                fflush(stderr);
+        }
         redraw_progress_locked();
         pthread_mutex_unlock(&out_lock);
 }
@@ -937,10 +947,17 @@ int main(int argc, char **argv) {
         pthread_mutex_lock(&state.lock);
         for (size_t i = 0; i < state.acked.cap; i++) {
                 entry_t *e = &state.acked.e[i];
-                if (e->key && !map_find(&state.handled, e->key)) {
-                        if (lost++ < 5)
-                                printf("demo: LOST: id %s (n=%s)\n", e->key,
-                                       e->val ? e->val : "?");
+                if (e->key && !map_find(&state.handled, e->key) &&
+                    lost++ < 10) {
+                        /* val: "n partition:offset" of the report. */
+                        const char *pos = e->val ? strchr(e->val, ' ') : NULL;
+                        entry_t *at = pos ? map_find(&state.log, pos + 1)
+                                          : NULL;
+                        printf("demo: LOST: id %s (n=%.*s), acknowledged at "
+                               "%s; the log holds %s there\n", e->key,
+                               pos ? (int)(pos - e->val) : 1,
+                               e->val ? e->val : "?", pos ? pos + 1 : "?",
+                               at ? at->val : "nothing");
                 }
         }
         /* Every offset the handler did not see must hold a copy of a

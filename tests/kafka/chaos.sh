@@ -21,7 +21,7 @@
 #   RBK_CHAOS_MESSAGES (200000)  RBK_CHAOS_RATE (2500 msg/s while killing)
 #   RBK_CHAOS_KILLS (6, at least)  RBK_CHAOS_DOWN_S (3, how long a killed node stays down)
 #   RBK_CHAOS_DEADLINE (840 s for the whole suite)  RBK_CHAOS_KEEP=1 keeps the work dir
-#   RBK_KAFKA_DIR / RBK_KAFKA_PORT_BASE (default: a free base from 19592 up)
+#   RBK_KAFKA_DIR / RBK_KAFKA_PORT_BASE (default: a free base from 19550 up)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -114,6 +114,8 @@ command -v kcat >/dev/null || fail "kcat not found (apt-get install -y kcat)"
 
 # A port base nobody else uses: a lock per base, held for the whole run,
 # plus a check that the ports are free (other suites, other work trees).
+# Bases end in 50, so our ports (..50-52 in two hundreds) never overlap the
+# ..92-94 ports of the default cluster, the smoke test and the admin suite.
 ports_free() {
   local b=$1 p
   for p in $b $((b + 1)) $((b + 2)) $((b + 100)) $((b + 101)) $((b + 102)); do
@@ -122,7 +124,7 @@ ports_free() {
   return 0
 }
 if [[ -z ${RBK_KAFKA_PORT_BASE:-} ]]; then
-  for base in $(seq 19592 200 25592); do
+  for base in $(seq 19550 200 25550); do
     exec {PORTLOCK}>"/tmp/rbk-chaos-ports-$base.lock"
     if flock -n "$PORTLOCK" && ports_free "$base"; then
       export RBK_KAFKA_PORT_BASE=$base
@@ -130,7 +132,7 @@ if [[ -z ${RBK_KAFKA_PORT_BASE:-} ]]; then
     fi
     exec {PORTLOCK}>&-
   done
-  [[ -n ${RBK_KAFKA_PORT_BASE:-} ]] || fail "no free port base between 19592 and 25592"
+  [[ -n ${RBK_KAFKA_PORT_BASE:-} ]] || fail "no free port base between 19550 and 25550"
 fi
 export RBK_KAFKA_DIR=${RBK_KAFKA_DIR:-/tmp/rbk-kafka-chaos-$RBK_KAFKA_PORT_BASE}
 # Restarted brokers come back faster on a busy 2-core machine with the

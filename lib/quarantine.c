@@ -359,6 +359,7 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
             rd_kafka_committed(c->rk, l, RBK__QUERY_TIMEOUT_MS);
 
         GPtrArray *init = g_ptr_array_new(); /* rbk__part_t* (borrowed) */
+        GPtrArray *init_r = g_ptr_array_new(); /* their reports */
         GArray *init_off = g_array_new(FALSE, FALSE, sizeof(int64_t));
         GArray *init_lo = g_array_new(FALSE, FALSE, sizeof(int64_t));
         GArray *init_hi = g_array_new(FALSE, FALSE, sizeof(int64_t));
@@ -404,6 +405,7 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                         int64_t off =
                             !strcmp(c->initial_offset, "latest") ? hi : lo;
                         g_ptr_array_add(init, p);
+                        g_ptr_array_add(init_r, r);
                         g_array_append_val(init_off, off);
                         g_array_append_val(init_lo, lo);
                         g_array_append_val(init_hi, hi);
@@ -432,12 +434,25 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                 for (guint i = 0; i < init->len; i++) {
                         rbk__part_t *p = g_ptr_array_index(init, i);
                         if (err) {
+                                /* Try again shortly; after five failures
+                                 * page someone rather than stay silent. */
+                                rbk__reset_t *r = g_ptr_array_index(init_r, i);
                                 rbk__log(c->hooks, 3, "quarantine",
                                          "%s [%" PRId32
                                          "]: applying the initial position "
                                          "failed: %s",
                                          p->utopic, p->partition,
                                          rd_kafka_err2str(err));
+                                if (++r->tries < 5) {
+                                        r->next_try_ms = now + 1000;
+                                        g_ptr_array_add(again, r);
+                                } else {
+                                        rbk__quarantine(
+                                            c, p, r->failed_offset,
+                                            RBK_NO_VALUE, NULL,
+                                            "the initial position could not "
+                                            "be committed");
+                                }
                                 continue;
                         }
                         g_mutex_lock(&c->lock);
@@ -465,6 +480,7 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
         g_ptr_array_free(again, TRUE);
         g_ptr_array_free(keep, TRUE);
         g_ptr_array_free(init, TRUE);
+        g_ptr_array_free(init_r, TRUE);
         g_array_free(init_off, TRUE);
         g_array_free(init_lo, TRUE);
         g_array_free(init_hi, TRUE);

@@ -56,6 +56,10 @@ void rbk__part_unref(rbk__part_t *p) {
         rd_kafka_message_t *rkm;
         while ((rkm = g_queue_pop_head(&p->msgs)))
                 rd_kafka_message_destroy(rkm);
+        if (p->pq) {
+                rd_kafka_queue_cb_event_enable(p->pq, NULL, NULL);
+                rd_kafka_queue_destroy(p->pq);
+        }
         g_free(p->hold_reason);
         g_free(p->topic);
         g_free(p);
@@ -203,8 +207,10 @@ void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
         p->last_progress_ms = rbk__now_ms();
         p->stall_reported = 0;
         if (p->fetch_paused &&
-            (int64_t)g_queue_get_length(&p->msgs) <= c->queue_max / 2)
-                c->want_resume = 1;
+            (int64_t)g_queue_get_length(&p->msgs) <= c->queue_max / 2) {
+                p->fetch_paused = 0;
+                rd_kafka_queue_yield(c->cq); /* the poll thread refills */
+        }
 }
 
 rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
@@ -329,6 +335,13 @@ static void rbk__app_rebalance(rbk_consumer_t *c, rbk_rebalance_t what,
                                       c->conf->rebalance_opaque);
 }
 
+/* A partition queue became non-empty (librdkafka thread): wake the poll
+ * thread out of rd_kafka_consumer_poll(). */
+static void rbk__pq_event(rd_kafka_t *rk, void *opaque) {
+        rbk_consumer_t *c = opaque;
+        rd_kafka_queue_yield(c->cq);
+}
+
 static void rbk__on_assign(rbk_consumer_t *c,
                            rd_kafka_topic_partition_list_t *parts) {
         GPtrArray *mine = g_ptr_array_new_with_free_func(
@@ -368,9 +381,22 @@ static void rbk__on_assign(rbk_consumer_t *c,
         }
         rd_kafka_topic_partition_list_destroy(q);
 
-        /* A stale application pause (from a previous owner in this
-         * process) would keep the partition from fetching. */
-        rd_kafka_resume_partitions(c->rk, parts);
+        /* Each partition's messages stay in its own queue, read by the
+         * poll thread as room allows (set up before the fetch starts). */
+        for (guint i = 0; i < mine->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(mine, i);
+                if (p->pq)
+                        continue;
+                rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(
+                    c->rk, p->topic, p->partition);
+                if (!pq)
+                        continue;
+                rd_kafka_queue_forward(pq, NULL);
+                rd_kafka_queue_cb_event_enable(pq, rbk__pq_event, c);
+                g_mutex_lock(&c->lock);
+                p->pq = pq;
+                g_mutex_unlock(&c->lock);
+        }
         rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, parts);
         if (err)
                 rbk__log(c->hooks, 3, "consumer", "assign failed: %s",
@@ -432,16 +458,15 @@ static void rbk__on_revoke(rbk_consumer_t *c,
         if (!lost)
                 rbk__consumer_commit_stored(c, (int)c->revoke_timeout_ms);
 
-        /* librdkafka keeps an application pause across assignments: lift
-         * ours, or a later assignment of the partition never fetches. */
-        rd_kafka_topic_partition_list_t *resume =
-            rd_kafka_topic_partition_list_new(parts->cnt > 0 ? parts->cnt : 1);
+        GPtrArray *pqs = g_ptr_array_new();
         g_mutex_lock(&c->lock);
         for (guint i = 0; i < mine->len; i++) {
                 rbk__part_t *p = g_ptr_array_index(mine, i);
-                if (p->fetch_paused)
-                        rd_kafka_topic_partition_list_add(resume, p->topic,
-                                                          p->partition);
+                /* The partition queue goes now: its event callback lives on
+                 * librdkafka's queue, which a new assignment shares. */
+                if (p->pq)
+                        g_ptr_array_add(pqs, p->pq);
+                p->pq = NULL;
                 p->fetch_paused = 0;
                 p->assigned = 0;
                 if (!p->busy)
@@ -452,9 +477,12 @@ static void rbk__on_revoke(rbk_consumer_t *c,
                 g_free(k);
         }
         g_mutex_unlock(&c->lock);
-        if (resume->cnt)
-                rd_kafka_resume_partitions(c->rk, resume);
-        rd_kafka_topic_partition_list_destroy(resume);
+        for (guint i = 0; i < pqs->len; i++) {
+                rd_kafka_queue_cb_event_enable(g_ptr_array_index(pqs, i), NULL,
+                                               NULL);
+                rd_kafka_queue_destroy(g_ptr_array_index(pqs, i));
+        }
+        g_ptr_array_free(pqs, TRUE);
         rbk__q_clear_resets(c, 1);
 
         for (guint i = 0; c->dedup && i < mine->len; i++) {
@@ -561,15 +589,6 @@ static void rbk__dispatch(rbk_consumer_t *c, rd_kafka_message_t *rkm) {
         g_queue_push_tail(&p->msgs, rkm);
         p->fetch_next = rkm->offset + 1;
         c->consumed++;
-        if (!p->fetch_paused &&
-            (int64_t)g_queue_get_length(&p->msgs) >= c->queue_max) {
-                rd_kafka_topic_partition_list_t *l =
-                    rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-                if (!rd_kafka_pause_partitions(c->rk, l))
-                        p->fetch_paused = 1;
-                rd_kafka_topic_partition_list_destroy(l);
-        }
         rbk__part_maybe_ready(c, p);
         g_mutex_unlock(&c->lock);
 }
@@ -625,7 +644,6 @@ static void rbk__timers(rbk_consumer_t *c) {
         int64_t now = rbk__now_ms();
         GPtrArray *stalled = NULL;
         GArray *stall_info = NULL;
-        rd_kafka_topic_partition_list_t *resume = NULL;
         int check_stall = c->stall_timeout_ms > 0 &&
                           now >= c->next_stall_check_ms;
         if (check_stall)
@@ -633,8 +651,6 @@ static void rbk__timers(rbk_consumer_t *c) {
                     now + MIN(1000, MAX(c->stall_timeout_ms / 4, 10));
 
         g_mutex_lock(&c->lock);
-        int want_resume = c->want_resume;
-        c->want_resume = 0;
         GHashTableIter it;
         gpointer v;
         g_hash_table_iter_init(&it, c->parts);
@@ -642,15 +658,6 @@ static void rbk__timers(rbk_consumer_t *c) {
                 rbk__part_t *p = v;
                 if (p->retry_at && now >= p->retry_at)
                         rbk__part_maybe_ready(c, p);
-                if (want_resume && p->fetch_paused &&
-                    (int64_t)g_queue_get_length(&p->msgs) <=
-                        c->queue_max / 2) {
-                        if (!resume)
-                                resume = rd_kafka_topic_partition_list_new(4);
-                        rd_kafka_topic_partition_list_add(resume, p->topic,
-                                                          p->partition);
-                        p->fetch_paused = 0;
-                }
                 if (!check_stall || p->stall_reported || p->quarantined ||
                     p->hold != RBK__HOLD_NONE || p->retry_at || p->revoking)
                         continue;
@@ -674,10 +681,6 @@ static void rbk__timers(rbk_consumer_t *c) {
                 g_array_append_val(stall_info, idle);
         }
         g_mutex_unlock(&c->lock);
-        if (resume) {
-                rd_kafka_resume_partitions(c->rk, resume);
-                rd_kafka_topic_partition_list_destroy(resume);
-        }
         if (stalled) {
                 for (guint i = 0; i < stalled->len; i++)
                         rbk__emit_stall(c, g_ptr_array_index(stalled, i),
@@ -702,15 +705,61 @@ static int rbk__next_timer_ms(rbk_consumer_t *c, int max) {
                 if (p->retry_at && p->retry_at - now < best)
                         best = MAX(0, p->retry_at - now);
         }
-        if (c->want_resume)
-                best = 0;
         g_mutex_unlock(&c->lock);
         return (int)best;
 }
 
+/* Moves messages from each partition's librdkafka queue to its library
+ * queue, as much as there is room for. Returns how many. Poll thread. */
+static int rbk__fill(rbk_consumer_t *c) {
+        GPtrArray *todo = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)rbk__part_unref);
+        GArray *room = g_array_new(FALSE, FALSE, sizeof(int));
+        g_mutex_lock(&c->lock);
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, c->parts);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+                rbk__part_t *p = v;
+                if (!p->pq || !p->assigned || p->revoking)
+                        continue;
+                int64_t r = c->queue_max - (int64_t)g_queue_get_length(&p->msgs);
+                if (r <= 0) {
+                        p->fetch_paused = 1;
+                        continue;
+                }
+                int ri = (int)MIN(r, RBK__POLL_BATCH);
+                g_ptr_array_add(todo, rbk__part_ref(p));
+                g_array_append_val(room, ri);
+        }
+        g_mutex_unlock(&c->lock);
+        int total = 0;
+        rd_kafka_message_t *buf[RBK__POLL_BATCH];
+        for (guint i = 0; i < todo->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(todo, i);
+                ssize_t n = rd_kafka_consume_batch_queue(
+                    p->pq, 0, buf, (size_t)g_array_index(room, int, i));
+                for (ssize_t j = 0; j < n; j++)
+                        rbk__dispatch(c, buf[j]);
+                if (n > 0)
+                        total += (int)n;
+                if (n == g_array_index(room, int, i)) {
+                        g_mutex_lock(&c->lock);
+                        if ((int64_t)g_queue_get_length(&p->msgs) >=
+                            c->queue_max)
+                                p->fetch_paused = 1;
+                        g_mutex_unlock(&c->lock);
+                }
+        }
+        g_ptr_array_free(todo, TRUE);
+        g_array_free(room, TRUE);
+        return total;
+}
+
 /* One iteration of the poll thread. Caller holds poll_mu. */
 static void rbk__poll_iteration(rbk_consumer_t *c, int timeout_ms) {
-        int t = rbk__next_timer_ms(c, timeout_ms);
+        /* Messages already waiting first: then the wait below is short. */
+        int t = rbk__fill(c) > 0 ? 0 : rbk__next_timer_ms(c, timeout_ms);
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, t);
         for (int n = 0; rkm; n++) {
                 rbk__dispatch(c, rkm);
@@ -718,6 +767,7 @@ static void rbk__poll_iteration(rbk_consumer_t *c, int timeout_ms) {
                         break;
                 rkm = rd_kafka_consumer_poll(c->rk, 0);
         }
+        rbk__fill(c);
         rbk__q_process_resets(c);
         rbk__q_process_requests(c);
         rbk__timers(c);
@@ -988,6 +1038,8 @@ static void rbk__consumer_free(rbk_consumer_t *c) {
                 g_hash_table_destroy(c->resolved_keys);
         if (c->dedup)
                 rbk__dedup_destroy(c->dedup);
+        if (c->cq)
+                rd_kafka_queue_destroy(c->cq);
         if (c->rk)
                 rd_kafka_destroy_flags(c->rk,
                                        c->close_ok
@@ -1091,6 +1143,7 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
                 goto fail;
         }
         rd_kafka_poll_set_consumer(c->rk);
+        c->cq = rd_kafka_queue_get_consumer(c->rk);
         c->close_ok = 0;
         if (rbk__conf_bool(conf, "rbk.dedup.enable")) {
                 c->dedup = rbk__dedup_new(conf, c->ugroup);

@@ -7,9 +7,15 @@
  *   - the poll thread: the thread inside rbk_consumer_run() (or the one
  *     rbk_consumer_start() created), or the application's thread inside
  *     rbk_consumer_poll()/rbk_consumer_close(). It alone calls
- *     rd_kafka_consumer_poll(), so librdkafka's rebalance and offset-commit
- *     callbacks run on it. Every rd_kafka_assign() happens while holding
- *     c->poll_mu, which serialises "being the poll thread".
+ *     rd_kafka_consumer_poll() (events: rebalances, commits, errors) and
+ *     reads each partition's own queue (messages), taking from a partition
+ *     only as much as its library queue has room for: that is the
+ *     backpressure (no pause/resume, which would make librdkafka drop and
+ *     fetch again what it had prefetched). A partition queue turning
+ *     non-empty, or a full library queue draining to half, wakes the poll
+ *     thread with rd_kafka_queue_yield() on the consumer queue. Every
+ *     rd_kafka_assign() happens while holding c->poll_mu, which serialises
+ *     "being the poll thread".
  *   - worker threads (run API only, rbk.consumer.workers of them): take one
  *     partition at a time from the ready queue and run the handler on the
  *     head message of that partition.
@@ -54,7 +60,11 @@ typedef struct rbk__part_s {
         int64_t committed;   /* last known committed offset, or -1 */
         int busy;            /* the head message is out with a handler */
         int in_ready;        /* queued in c->ready */
-        int fetch_paused;    /* fetch paused: queue at rbk.consumer.queue.max */
+        rd_kafka_queue_t *pq; /* the partition's own librdkafka queue (not
+                               * forwarded to the consumer queue), or NULL */
+        int fetch_paused;    /* our queue is at rbk.consumer.queue.max: the
+                              * partition queue is not read (librdkafka then
+                              * stops fetching at queued.min.messages) */
         int attempts;        /* handler attempts of the head message */
         int64_t retry_at;    /* monotonic ms the head may be retried; 0: no */
         rbk__hold_t hold;
@@ -155,7 +165,7 @@ struct rbk_consumer_s {
         void *handler_opaque;
         GThread **workers;
         int workers_live;
-        int want_resume; /* some fetch-paused partition drained */
+        rd_kafka_queue_t *cq; /* the consumer queue (events), for yield */
         int dlq_inflight; /* dead letters sent, not yet reported */
         int64_t next_stall_check_ms;
 

@@ -140,11 +140,10 @@ rd_kafka_resp_err_t rbk__q_reassign_commit(rbk_consumer_t *c,
          * quarantined partitions at their failed offset (they report the
          * same, known, incident and stay stopped), the rest at the
          * library's own next offset (not position(): the library holds
-         * messages librdkafka has already handed over). */
+         * messages librdkafka has already handed over). Partition queues
+         * and their settings survive the re-assign. */
         rd_kafka_topic_partition_list_t *all =
             rd_kafka_topic_partition_list_new(8);
-        rd_kafka_topic_partition_list_t *pause =
-            rd_kafka_topic_partition_list_new(4);
         rd_kafka_topic_partition_list_t *restore =
             rd_kafka_topic_partition_list_new(8);
         g_mutex_lock(&c->lock);
@@ -178,21 +177,15 @@ rd_kafka_resp_err_t rbk__q_reassign_commit(rbk_consumer_t *c,
                 }
                 rd_kafka_topic_partition_list_add(all, p->topic, p->partition)
                     ->offset = off;
-                if (p->fetch_paused)
-                        rd_kafka_topic_partition_list_add(pause, p->topic,
-                                                          p->partition);
         }
         g_mutex_unlock(&c->lock);
         err = rd_kafka_assign(c->rk, all);
         if (err)
                 rbk__log(c->hooks, 3, "quarantine", "re-assign failed: %s",
                          rd_kafka_err2str(err));
-        if (pause->cnt)
-                rd_kafka_pause_partitions(c->rk, pause);
         if (restore->cnt)
                 rd_kafka_offsets_store(c->rk, restore);
         rd_kafka_topic_partition_list_destroy(all);
-        rd_kafka_topic_partition_list_destroy(pause);
         rd_kafka_topic_partition_list_destroy(restore);
 done:
         g_mutex_lock(&c->lock);

@@ -145,6 +145,8 @@ END_TEST
 
 static int crash_after;
 static int crash_fd;
+/* Reachable at the crash, so memory checkers do not call it lost. */
+static rbk_consumer_t *crash_consumer;
 
 static rbk_verdict_t h_crash(const rbk_message_t *m, void *opaque) {
         static int n;
@@ -182,8 +184,10 @@ START_TEST(at_least_once_across_a_crash) {
                              sizeof(e));
                 rbk_conf_set(conf, "fetch.wait.max.ms", "50", e, sizeof(e));
                 rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+                rbk_conf_destroy(conf);
                 if (!c)
                         _exit(4);
+                crash_consumer = c;
                 const char *topics[] = {"t-alo"};
                 rbk_consumer_subscribe(c, topics, 1, e, sizeof(e));
                 crash_fd = ids[1];
@@ -311,6 +315,7 @@ START_TEST(blocked_partition_does_not_block_others) {
         cs_produce(cl, "t-iso", 0, 0, 100, "i");
         rbk_conf_t *conf = cs_conf(cl, "g-iso");
         cs_set(conf, "rbk.consumer.workers", "2"); /* fewer than partitions */
+        cs_set(conf, "rbk.consumer.queue.max", "10");
         rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
         ck_assert_msg(c != NULL, "%s", e);
         const char *topics[] = {"t-iso"};
@@ -338,6 +343,16 @@ START_TEST(blocked_partition_does_not_block_others) {
                           9000));
         double during_ms = (double)(g_get_monotonic_time() - t0) / 1000.0;
         ck_assert_int_eq(count_partition(b.rec, "t-iso", 0), 0);
+        /* The blocked partition holds at most rbk.consumer.queue.max. */
+        char *js = rbk_consumer_stats_json(c);
+        const char *p0 = strstr(js, "\"partition\":0,");
+        ck_assert_ptr_nonnull(p0);
+        const char *end = strchr(p0, '}');
+        char obj[1024];
+        snprintf(obj, sizeof(obj), "%.*s", (int)(end - p0), p0);
+        ck_assert_msg(strstr(obj, "\"queued\":10,") != NULL, "%s", obj);
+        ck_assert_msg(strstr(obj, "\"fetch_paused\":true") != NULL, "%s", obj);
+        rbk_free(js);
         g_mutex_lock(&b.lock);
         int still_blocked = !b.released;
         b.released = 1;
@@ -694,6 +709,18 @@ static rbk_verdict_t h_stall(const rbk_message_t *m, void *opaque) {
         return RBK_HANDLED;
 }
 
+static int stalls_of(cs_events_t *h, int32_t partition) {
+        int n = 0;
+        g_mutex_lock(&h->lock);
+        for (guint i = 0; i < h->evs->len; i++) {
+                cs_ev_t *e = g_ptr_array_index(h->evs, i);
+                n += e->ev.cls == RBK_EV_PARTITION_STALLED &&
+                     e->ev.partition == partition;
+        }
+        g_mutex_unlock(&h->lock);
+        return n;
+}
+
 START_TEST(stall_watchdog_and_stats) {
         char e[512];
         cs_cluster_t *cl = cs_cluster_new();
@@ -713,14 +740,12 @@ START_TEST(stall_watchdog_and_stats) {
         g_mutex_init(&s.lock);
         g_cond_init(&s.cond);
         ck_assert_int_eq(rbk_consumer_start(c, h_stall, &s), RBK_OK);
-        ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_PARTITION_STALLED) >= 1,
-                          20000));
+        ck_assert(CS_WAIT(stalls_of(evs, 0) >= 1, 20000));
         /* Once per stall, not every check. */
-        ck_assert(!CS_WAIT(cs_events_count(evs, RBK_EV_PARTITION_STALLED) > 1,
-                           1500));
-        rbk_event_t ev;
-        ck_assert(cs_events_get(evs, RBK_EV_PARTITION_STALLED, 0, &ev, NULL, 0));
-        ck_assert_int_eq(ev.partition, 0);
+        ck_assert(!CS_WAIT(stalls_of(evs, 0) > 1, 1500));
+        /* Partition 1 is fine (a very slow machine may have reported it
+         * while its first fetch was pending, once). */
+        ck_assert_int_le(stalls_of(evs, 1), 1);
         char *js = rbk_consumer_stats_json(c);
         ck_assert_ptr_nonnull(js);
         ck_assert_msg(strstr(js, "\"partitions\":[{\"topic\":\"t-stall\"") !=
@@ -730,7 +755,8 @@ START_TEST(stall_watchdog_and_stats) {
         rbk_free(js);
         rbk_consumer_stats_t st;
         rbk_consumer_stats(c, &st);
-        ck_assert_uint_eq(st.stalls, 1);
+        ck_assert_uint_eq(st.stalls, (uint64_t)(stalls_of(evs, 0) +
+                                                stalls_of(evs, 1)));
         ck_assert_uint_eq(st.assigned_partitions, 2);
         g_mutex_lock(&s.lock);
         s.go = 1;

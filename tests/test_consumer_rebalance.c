@@ -128,7 +128,13 @@ START_TEST(member_leaves_mid_stream) {
         rbk_consumer_stop(ca);
         ck_assert_int_eq(rbk_consumer_close(ca, 15000), RBK_OK);
         cs_rec_t *all = cs_rec_new();
-        int ok_ = CS_WAIT(union_count(&a, &b, all) == (size_t)(4 * n), 60000);
+        /* Every id handled by someone, and B caught up on everything it
+         * handles again (what the mock refused to commit). */
+        rbk_consumer_stats_t bst;
+        int ok_ = CS_WAIT(union_count(&a, &b, all) == (size_t)(4 * n) &&
+                              rbk_consumer_stats(cb, &bst) == RBK_OK &&
+                              bst.assigned_partitions == 4 && bst.lag == 0,
+                          60000);
         if (!ok_) {
                 char *j = rbk_consumer_stats_json(cb);
                 fprintf(stderr, "union %u; b: %s\n",

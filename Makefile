@@ -172,7 +172,7 @@ demo: lib tools $(BUILD)/examples/demo
 
 bench:
 	@scripts/install-deps bench
-	$(MAKE) CFLAGS="-O2 -g" $(BUILD)/bench/rbk-bench lib tools
+	$(MAKE) CFLAGS="-O2 -g" $(BUILD)/bench/rbk-bench $(BUILD)/bench/mockcluster lib tools
 	@scripts/run-bench $(BUILD)
 
 $(BUILD)/bench/%: bench/%.c $(STLIB)

@@ -508,6 +508,20 @@ int rbk__control_topic_exists(rd_kafka_t *rk, const char *full_topic,
         return ret;
 }
 
+/* Fetches a producer's metadata for a topic known to exist, so that the
+ * first message does not wait for it (a fresh producer otherwise stalls
+ * about a second on its first send, librdkafka issue 3202). */
+static void rbk__ctl_warm(rd_kafka_t *producer, const char *topic,
+                          int timeout_ms) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(producer, topic, NULL);
+        if (!rkt)
+                return;
+        const struct rd_kafka_metadata *md = NULL;
+        if (!rd_kafka_metadata(producer, 0, rkt, &md, timeout_ms))
+                rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+}
+
 /* ------------------------------------------------------------ listener */
 
 int rbk__control_retry_ms = 30000;
@@ -554,6 +568,27 @@ static void rbk__ctl_seen_add(rbk__control_t *ctl, const char *id) {
         }
 }
 
+/* The acknowledgement producer, created (and its metadata fetched) when
+ * the control topic is found, or on first use. NULL if it cannot be
+ * created (logged). */
+static rd_kafka_t *rbk__ctl_producer(rbk__control_t *ctl) {
+        if (ctl->producer)
+                return ctl->producer;
+        char e[512];
+        rd_kafka_conf_t *pc = rd_kafka_conf_dup(ctl->pconf);
+        rd_kafka_conf_set_opaque(pc, ctl);
+        rd_kafka_conf_set_log_cb(pc, rbk__ctl_rd_log);
+        ctl->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, e, sizeof(e));
+        if (!ctl->producer) {
+                rd_kafka_conf_destroy(pc);
+                rbk__log(ctl->hooks, 3, "control",
+                         "cannot create the acknowledgement producer: %s", e);
+                return NULL;
+        }
+        rbk__ctl_warm(ctl->producer, ctl->topic, RBK__CTL_QUERY_MS);
+        return ctl->producer;
+}
+
 /* Publishes an acknowledgement and waits (bounded) for its delivery. */
 static void rbk__ctl_ack(rbk__control_t *ctl, const rbk__control_msg_t *cmd,
                          rbk_err_t result, const char *error) {
@@ -586,21 +621,9 @@ static void rbk__ctl_ack(rbk__control_t *ctl, const rbk__control_msg_t *cmd,
                          cmd->id, e);
                 return;
         }
-        if (!ctl->producer) {
-                rd_kafka_conf_t *pc = rd_kafka_conf_dup(ctl->pconf);
-                rd_kafka_conf_set_opaque(pc, ctl);
-                rd_kafka_conf_set_log_cb(pc, rbk__ctl_rd_log);
-                ctl->producer =
-                    rd_kafka_new(RD_KAFKA_PRODUCER, pc, e, sizeof(e));
-                if (!ctl->producer) {
-                        rd_kafka_conf_destroy(pc);
-                        rbk__log(ctl->hooks, 3, "control",
-                                 "cannot create the acknowledgement "
-                                 "producer: %s",
-                                 e);
-                        g_free(buf);
-                        return;
-                }
+        if (!rbk__ctl_producer(ctl)) {
+                g_free(buf);
+                return;
         }
         rd_kafka_resp_err_t err = rd_kafka_producev(
             ctl->producer, RD_KAFKA_V_TOPIC(ctl->topic),
@@ -750,6 +773,7 @@ static int rbk__ctl_try_start(rbk__control_t *ctl, int *warned) {
                          rd_kafka_err2str(rd_kafka_last_error()));
                 return -1;
         }
+        rbk__ctl_producer(ctl);
         if (*warned)
                 rbk__log(ctl->hooks, 5, "control",
                          "control topic %s found: listening for operator "
@@ -1101,6 +1125,7 @@ rbk__control_client_t *rbk__control_client_new(const rbk_conf_t *conf,
                             cl->topic, rd_kafka_err2str(err));
                 goto fail;
         }
+        rbk__ctl_warm(cl->producer, cl->topic, timeout_ms);
         cl->rkt = rd_kafka_topic_new(cl->consumer, cl->topic, NULL);
         if (!cl->rkt || rd_kafka_consume_start(cl->rkt, 0, hi) == -1) {
                 *errp = RBK_ERR_KAFKA;

@@ -319,6 +319,13 @@ START_TEST(resolve_group_without_members) {
         r = run_tool("resolve", group, topic, "0", "latest", NULL);
         ASSERT_RUN(r, 2, err, "no cluster given");
         run_clear(&r);
+        /* An unreachable cluster: a timeout, promptly. */
+        int64_t t0 = g_get_monotonic_time();
+        r = run_tool("--bootstrap", "127.0.0.1:1", "--timeout", "2", "status",
+                     group, topic, NULL);
+        ASSERT_RUN(r, 5, err, "cannot reach the cluster");
+        ck_assert_int_lt(g_get_monotonic_time() - t0, 8 * G_USEC_PER_SEC);
+        run_clear(&r);
         r = run_tool("frobnicate", NULL);
         ASSERT_RUN(r, 2, err, "unknown command");
         run_clear(&r);

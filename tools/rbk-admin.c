@@ -148,9 +148,11 @@ static const char *const usage_cluster =
 
 /* ------------------------------------------------------------ clients */
 
+/* librdkafka's lines only with --verbose: connection errors repeat many
+ * times, and the tool says itself what failed. */
 static void tool_rd_log(const rd_kafka_t *rk, int level, const char *fac,
                         const char *buf) {
-        if (o.verbose || level <= 3) {
+        if (o.verbose) {
                 char *line = g_strdup(buf);
                 rbk__redact(line);
                 fprintf(stderr, "%s: kafka: %s\n", prog, line);
@@ -228,8 +230,10 @@ static rd_kafka_t *tool_client(const rbk_conf_t *conf) {
         return rk;
 }
 
+/* Bound of each metadata, offset and watermark query: 10 s, or --timeout
+ * when shorter (at least 2 s). */
 static int query_ms(void) {
-        return MAX(5000, MIN(o.timeout_s, 30) * 1000);
+        return MAX(2000, MIN(o.timeout_s, 10) * 1000);
 }
 
 /* Exit code for a failed librdkafka call. */
@@ -241,22 +245,33 @@ static int kafka_exit(rd_kafka_resp_err_t e) {
                    : EX_ERROR;
 }
 
-/* Number of partitions of a topic (full name): >0, 0 unknown topic, <0
- * error (exit code negated). Reads all topics' metadata: never creates. */
+/* The metadata of all topics, read once when the tool connects (asking
+ * for all topics never creates one). */
+static const struct rd_kafka_metadata *g_md;
+
+/* Reads the metadata; 0, or the exit code after saying why. */
+static int cluster_connect(rd_kafka_t *rk, const rbk_conf_t *conf) {
+        rd_kafka_resp_err_t e =
+            rd_kafka_metadata(rk, 1, NULL, &g_md, query_ms());
+        if (!e)
+                return EX_OK_;
+        char bs[512] = "?";
+        size_t sz = sizeof(bs);
+        rbk_conf_get(conf, "bootstrap.servers", bs, &sz);
+        err("cannot reach the cluster (%s) within %d ms: %s%s", bs,
+            query_ms(), rd_kafka_err2str(e),
+            o.verbose ? "" : " (-v shows librdkafka's messages)");
+        g_md = NULL;
+        return kafka_exit(e);
+}
+
+/* Number of partitions of a topic (full name), 0 for an unknown topic. */
 static int topic_partitions(rd_kafka_t *rk, const char *topic) {
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, query_ms());
-        if (e) {
-                err("reading the cluster metadata failed: %s",
-                    rd_kafka_err2str(e));
-                return -kafka_exit(e);
-        }
         int n = 0;
-        for (int i = 0; i < md->topic_cnt; i++)
-                if (!strcmp(md->topics[i].topic, topic) &&
-                    !md->topics[i].err)
-                        n = md->topics[i].partition_cnt;
-        rd_kafka_metadata_destroy(md);
+        for (int i = 0; g_md && i < g_md->topic_cnt; i++)
+                if (!strcmp(g_md->topics[i].topic, topic) &&
+                    !g_md->topics[i].err)
+                        n = g_md->topics[i].partition_cnt;
         return n;
 }
 
@@ -508,10 +523,6 @@ static int cmd_status(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
 
         if (topic) {
                 int n = topic_partitions(rk, topic);
-                if (n < 0) {
-                        rc = -n;
-                        goto out;
-                }
                 if (n == 0) {
                         err("unknown topic %s", argv[2]);
                         rc = EX_NOTFOUND;
@@ -795,10 +806,6 @@ static int cmd_resolve(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
         memset(&gi, 0, sizeof(gi));
 
         int n = topic_partitions(rk, topic);
-        if (n < 0) {
-                rc = -n;
-                goto out;
-        }
         if (n == 0) {
                 err("unknown topic %s", utopic);
                 rc = EX_NOTFOUND;
@@ -1216,8 +1223,12 @@ int main(int argc, char **argv) {
                 rbk_conf_destroy(conf);
                 return EX_ERROR;
         }
-        rc = is_status ? cmd_status(rk, conf, nargs, args)
-                       : cmd_resolve(rk, conf, nargs, args);
+        rc = cluster_connect(rk, conf);
+        if (rc == EX_OK_)
+                rc = is_status ? cmd_status(rk, conf, nargs, args)
+                               : cmd_resolve(rk, conf, nargs, args);
+        if (g_md)
+                rd_kafka_metadata_destroy(g_md);
         rd_kafka_destroy(rk);
         rbk_conf_destroy(conf);
         return rc;

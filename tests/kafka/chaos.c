@@ -26,6 +26,7 @@
  *   chaos oor      -b BS -t TOPIC -g GROUP -d DB -l LOG -o DIR -p PARTITION [-n EXTRA]
  *   chaos store-init -d DB
  *   chaos missing  -o DIR -d DB
+ *   chaos merge    -d DB -l LOG
  *   chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q]
  *
  * verify exits 0 only if every must-be-zero count is zero, at least
@@ -717,6 +718,8 @@ static int wait_handled(GPtrArray *ids, int timeout_s, const char *what) {
 static int mode_oor(const struct opts *o) {
         if (!o->dir || o->partition < 0)
                 die("oor needs -o and -p");
+        if (o->extra < 4)
+                die("oor needs -n of at least 4 extra messages");
         int32_t P = o->partition;
         int fails = 0;
 #define CHECK(cond, ...)                                                        \
@@ -981,6 +984,36 @@ static GPtrArray *read_glob(const char *dir, const char *prefix, const char *suf
                 *files = (int)names->len;
         g_ptr_array_free(names, TRUE);
         return into;
+}
+
+/* UPSERTs every handled record of a consumer log into the store: the
+ * "per-process log, merged at the end" alternative to a shared store. */
+static int mode_merge(const struct opts *o) {
+        if (!o->db || !o->log)
+                die("merge needs -d -l");
+        FILE *f = fopen(o->log, "r");
+        if (!f)
+                die("cannot read %s: %s", o->log, strerror(errno));
+        g_db = open_db(o->db);
+        store_prepare();
+        char line[4096];
+        long n = 0;
+        while (fgets(line, sizeof(line), f)) {
+                char inst[64], id[300], key[KEY_MAX];
+                long long ns, off;
+                int part, attempt;
+                long kseq;
+                if (line[0] != 'H' || line[strlen(line) - 1] != '\n' ||
+                    sscanf(line, "H %lld %d %63s %d %lld %299s %63s %ld %d", &ns, &g_pid,
+                           inst, &part, &off, id, key, &kseq, &attempt) != 9)
+                        continue;
+                store_upsert(id, key, kseq, part, off);
+                n++;
+        }
+        fclose(f);
+        store_close();
+        say("%ld records of %s merged into %s", n, o->log, o->db);
+        return 0;
 }
 
 static int mode_missing(const struct opts *o) {
@@ -1479,6 +1512,7 @@ static void usage(void) {
                 "       chaos oor      -b BS -t TOPIC -g GROUP -d DB -l LOG -o DIR -p PARTITION [-n EXTRA]\n"
                 "       chaos store-init -d DB\n"
                 "       chaos missing  -o DIR -d DB\n"
+                "       chaos merge    -d DB -l LOG\n"
                 "       chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q]\n");
         exit(2);
 }
@@ -1511,7 +1545,7 @@ int main(int argc, char **argv) {
                 default: usage();
                 }
         }
-        if (o.keys < 1 || o.rate < 1 || o.min < 0 || o.extra < 4 || o.min_kills < 0)
+        if (o.keys < 1 || o.rate < 1 || o.min < 0 || o.min_kills < 0)
                 die("bad numeric option");
         setvbuf(stdout, NULL, _IOLBF, 0);
         if (!strcmp(argv[1], "produce"))
@@ -1524,6 +1558,8 @@ int main(int argc, char **argv) {
                 return mode_store_init(&o);
         if (!strcmp(argv[1], "missing"))
                 return mode_missing(&o);
+        if (!strcmp(argv[1], "merge"))
+                return mode_merge(&o);
         if (!strcmp(argv[1], "verify"))
                 return mode_verify(&o);
         usage();

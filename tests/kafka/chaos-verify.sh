@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Self-test of the chaos suite's checker (`chaos verify`), no cluster needed:
+# synthetic delivery reports and consumer logs, clean and with one fault
+# each (a lost id, an id handed twice to one process, a redelivery to another
+# process, a reordered key, a skipped offset range, a quarantine resolved
+# past a deleted range and the same without the resolve, a failed delivery,
+# a store that does not match, too few kills). Each fault must show in its own count and
+# decide the exit code; a checker that always passes fails this test.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${RBK_BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+CHAOS=$BUILD/tests/kafka/chaos
+[[ -x $CHAOS ]] || { echo "FAIL: $CHAOS is missing (make check-kafka builds it)"; exit 1; }
+WORK=$(mktemp -d /tmp/rbk-chaos-verify.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+passed=0 failed=0
+
+N=3000      # messages: 50 keys over 3 partitions
+# base DIR: acked-main.log, c1a.hlog (every message handled once, in order), kills
+base() {
+  local d=$1
+  mkdir -p "$d"
+  awk -v n="$N" 'BEGIN {
+    for (i = 1; i <= n; i++) {
+      k = i % 50; p = k % 3; off[p]++; ks[k]++
+      id = sprintf("0123456789abcdef-%d", i)
+      printf "%s %d %d key-%02d %d\n", id, p, off[p] - 1, k, ks[k] > "'"$d"'/acked-main.log"
+      printf "H %d 100 c1a %d %d %s key-%02d %d 1\n", 1000000 + i * 1000, p, off[p] - 1, id, k, ks[k] > "'"$d"'/c1a.hlog"
+    }
+  }'
+  : >"$d/failed-main.log"
+  printf '%s\n' "1 1 0" "2 2 1" "3 3 2" "4 1 0" "5 2 1" "6 3 2" >"$d/kills"
+}
+# store DIR: the shared store, filled from every consumer log of DIR
+store() {
+  local d=$1 f
+  "$CHAOS" store-init -d "$d/store.db"
+  for f in "$d"/*.hlog; do "$CHAOS" merge -d "$d/store.db" -l "$f" 2>/dev/null; done
+}
+# check NAME DIR WANT_RC 'field=value ...': runs verify (-Q unless DIR has an
+# offset-out-of-range result) and compares its exit code and last line
+check() {
+  local name=$1 d=$2 want=$3 fields=$4 rc=0 line f
+  local q=-Q
+  [[ -f $d/oor.result ]] && q=
+  line=$("$CHAOS" verify -o "$d" -d "$d/store.db" -n 0 -K 5 $q 2>"$d/verify.err" | tail -n 1) || rc=$?
+  local ok=1
+  if [[ $want == 0 && $rc != 0 ]] || [[ $want != 0 && $rc == 0 ]]; then ok=0; fi
+  for f in $fields; do [[ " $line " == *" $f "* ]] || ok=0; done
+  if ((ok)); then
+    passed=$((passed + 1))
+    echo "ok   $name: $line"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name (exit $rc, wanted $([[ $want == 0 ]] && echo 0 || echo non-zero); expected $fields)"
+    echo "     $line"
+    sed 's/^/     /' "$d/verify.err"
+  fi
+}
+
+# clean: everything handled once, in order
+d=$WORK/clean; base "$d"; store "$d"
+check clean "$d" 0 "acked=$N failed=0 lost=0 duplicates_to_handler=0 redelivered=0 reordered=0 auto_resets=0 kills=6 quarantines=0"
+
+# lost: the last message of partition 0 never handled
+d=$WORK/lost; base "$d"
+last=$(awk '$2 == 0 {l = $1} END {print l}' "$d/acked-main.log")
+grep -v " $last " "$d/c1a.hlog" >"$d/x" && mv "$d/x" "$d/c1a.hlog"
+store "$d"
+check lost "$d" 1 "lost=1 auto_resets=0"
+
+# duplicate: one message handed to the same process again, later
+d=$WORK/dup; base "$d"
+awk 'NR == 500 {sub(/^H [0-9]+/, "H 9000000000"); print}' "$d/c1a.hlog" >"$d/x"
+cat "$d/x" >>"$d/c1a.hlog"
+store "$d"
+check duplicate "$d" 1 "duplicates_to_handler=1 redelivered=0 lost=0"
+
+# redelivery: messages handled again by a second process (allowed)
+d=$WORK/redeliver; base "$d"
+awk 'NR >= 2000 {sub(/^H [0-9]+ 100 c1a/, sprintf("H %d 200 c2a", 9000000000 + NR)); print}' "$d/c1a.hlog" >"$d/c2a.hlog"
+store "$d"
+check redelivered "$d" 0 "redelivered=1001 duplicates_to_handler=0 lost=0"
+
+# reordered: two messages of one key handled in swapped order
+d=$WORK/reorder; base "$d"
+awk '$8 == "key-07" && ($9 == 3 || $9 == 4) {t[$9] = $2} {r[NR] = $0} END {
+  for (i = 1; i <= NR; i++) { split(r[i], f, " ")
+    if (f[8] == "key-07" && f[9] == 3) sub(/^H [0-9]+/, "H " t[4], r[i])
+    else if (f[8] == "key-07" && f[9] == 4) sub(/^H [0-9]+/, "H " t[3], r[i])
+    print r[i] } }' "$d/c1a.hlog" >"$d/x" && mv "$d/x" "$d/c1a.hlog"
+store "$d"
+check reordered "$d" 1 "reordered=1 lost=0"
+
+# auto reset: process c1a skips offsets 100..199 of partition 1; c2a handles
+# them later, so nothing is lost, but c1a's jump is not explained
+d=$WORK/reset; base "$d"
+awk '$5 == 1 && $6 >= 100 && $6 < 200 {sub(/^H [0-9]+ 100 c1a/, sprintf("H %d 200 c2a", 9000000000 + NR)); print > "'"$d"'/c2a.hlog"; next} {print}' \
+  "$d/c1a.hlog" >"$d/x" && mv "$d/x" "$d/c1a.hlog"
+store "$d"
+check auto-reset "$d" 1 "auto_resets=1 lost=0"
+
+# quarantine: offsets 100..199 of partition 1 deleted by the test, the
+# partition quarantined and resolved to 200: the jump is explained, the
+# deleted ids are not lost
+d=$WORK/quarantine; base "$d"
+t=$(awk '$5 == 1 && $6 == 200 {print $2}' "$d/c1a.hlog")
+awk '!($5 == 1 && $6 >= 100 && $6 < 200)' "$d/c1a.hlog" >"$d/x" && mv "$d/x" "$d/c1a.hlog"
+{
+  echo "E $((t - 2)) 100 c1a offset_out_of_range 1 100 100 200 1000 g/t/1/100"
+  echo "X $((t - 1)) 100 c1a resolved 1 100 200"
+} >>"$d/c1a.hlog"
+echo "1 100 200 1000" >"$d/oor.deleted"
+echo "oor: partition=1 checks_failed=0" >"$d/oor.result"
+store "$d"
+check quarantine "$d" 0 "lost=0 auto_resets=0 quarantines=1"
+d2=$WORK/quarantine-nox; cp -r "$d" "$d2"
+grep -v '^X ' "$d/c1a.hlog" >"$d2/c1a.hlog"
+check quarantine-unresolved "$d2" 1 "lost=0 auto_resets=1 quarantines=1"
+
+# failed: one failed delivery report
+d=$WORK/failed; base "$d"; store "$d"
+echo "0123456789abcdef-99999 0 RBK_ERR_DELIVERY 0 Local: Message timed out" >"$d/failed-main.log"
+check failed "$d" 1 "failed=1 lost=0"
+
+# store: an id in the store that was never acked
+d=$WORK/store; base "$d"; store "$d"
+echo "H 1 100 c9z 0 0 fedcba9876543210-1 key-00 1 1" >"$d/extra.log"
+"$CHAOS" merge -d "$d/store.db" -l "$d/extra.log" 2>/dev/null
+check store-extra "$d" 1 "lost=0 duplicates_to_handler=0"
+
+# kills: fewer than asked for, or a node never killed
+d=$WORK/kills; base "$d"; store "$d"
+printf '%s\n' "1 1 0" "2 2 1" "3 1 0" "4 2 1" "5 1 0" >"$d/kills"
+check kills "$d" 1 "kills=5 lost=0"
+
+echo "$passed passed, $failed failed"
+if ((failed == 0)); then echo "PASS: chaos checker self-test"; else echo "FAIL: chaos checker self-test"; exit 1; fi

@@ -18,6 +18,7 @@
  * per-thread one-entry cache saves the map lookup on the hot path.
  */
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,13 +79,47 @@ typedef struct rbk__pkey_s {
         int32_t partition;
 } rbk__pkey_t;
 
+/* The partition lock. Critical sections are short (a bit test, a bit set,
+ * an encode of at most a few hundred KiB for a save), the common case is
+ * uncontended (calls for one partition are serialized by the consumer), and
+ * it is taken twice per message: an inline test-and-set lock costs a third
+ * of a GMutex pair there. Contended waiters spin briefly, then yield. */
+typedef struct rbk__plock_s {
+        int v;
+} rbk__plock_t;
+
+static inline void rbk__plock_lock(rbk__plock_t *l) {
+        if (G_LIKELY(!__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE)))
+                return;
+        for (unsigned spins = 0;; spins++) {
+                if (!__atomic_load_n(&l->v, __ATOMIC_RELAXED) &&
+                    !__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))
+                        return;
+                if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+                        __builtin_ia32_pause();
+#endif
+                } else
+                        sched_yield();
+        }
+}
+
+static inline void rbk__plock_unlock(rbk__plock_t *l) {
+        __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE);
+}
+
 typedef struct rbk__dpart_s {
         rbk__pkey_t key; /* first: the map's key; topic owned */
-        GMutex lock;
+        rbk__plock_t lock;
         int assigned;
         rbk__win_t win;
         uint64_t rec_gen, saved_gen; /* dirty iff different */
         int64_t last_offset;
+        /* the last id parsed (check then record parse the same id) */
+        unsigned char last_id[RBK_MSGID_STR_SIZE];
+        size_t last_len; /* 0: nothing cached */
+        rbk_msgid_t last_m;
+        int last_ours;
         /* counters, atomic */
         uint64_t dups, unprovable, no_id;
         size_t mem; /* atomic copy of win.mem + shell while assigned */
@@ -791,7 +826,6 @@ static gboolean rbk__pkey_equal(gconstpointer a, gconstpointer b) {
 static void rbk__dpart_free(gpointer p) {
         rbk__dpart_t *part = p;
         rbk__win_clear(&part->win);
-        g_mutex_clear(&part->lock);
         g_free((char *)part->key.topic);
         g_free(part);
 }
@@ -799,6 +833,16 @@ static void rbk__dpart_free(gpointer p) {
 static void rbk__dpart_update_mem(rbk__dpart_t *part) {
         size_t m = part->assigned ? sizeof(*part) + part->win.mem : 0;
         __atomic_store_n(&part->mem, m, __ATOMIC_RELAXED);
+}
+
+/* strcmp()==0, inline: topic names are short and this runs twice per
+ * message. */
+static inline int rbk__streq(const char *a, const char *b) {
+        while (*a && *a == *b) {
+                a++;
+                b++;
+        }
+        return *a == *b;
 }
 
 /* One-entry per-thread cache of the last partition looked up. */
@@ -811,15 +855,10 @@ static __thread struct {
 
 /* The shell of a partition (created if absent and @create). Valid until
  * rbk__dedup_destroy(). */
-static rbk__dpart_t *rbk__dpart_get(rbk__dedup_t *d, const char *topic,
-                                    int32_t partition, int create) {
+static __attribute__((noinline)) rbk__dpart_t *
+rbk__dpart_get_slow(rbk__dedup_t *d, const char *topic, int32_t partition,
+                    int create) {
         rbk__dpart_t *part;
-
-        if (rbk__dedup_tc.d == d && rbk__dedup_tc.serial == d->serial &&
-            rbk__dedup_tc.partition == partition &&
-            !strcmp(rbk__dedup_tc.part->key.topic, topic))
-                return rbk__dedup_tc.part;
-
         rbk__pkey_t k = {topic, partition};
         g_mutex_lock(&d->lock);
         part = g_hash_table_lookup(d->parts, &k);
@@ -828,7 +867,6 @@ static rbk__dpart_t *rbk__dpart_get(rbk__dedup_t *d, const char *topic,
                 part->key.topic = g_strdup(topic);
                 part->key.partition = partition;
                 part->last_offset = -1;
-                g_mutex_init(&part->lock);
                 g_hash_table_add(d->parts, part);
         }
         g_mutex_unlock(&d->lock);
@@ -839,6 +877,16 @@ static rbk__dpart_t *rbk__dpart_get(rbk__dedup_t *d, const char *topic,
                 rbk__dedup_tc.part = part;
         }
         return part;
+}
+
+static inline rbk__dpart_t *rbk__dpart_get(rbk__dedup_t *d, const char *topic,
+                                           int32_t partition, int create) {
+        if (G_LIKELY(rbk__dedup_tc.d == d &&
+                     rbk__dedup_tc.serial == d->serial &&
+                     rbk__dedup_tc.partition == partition &&
+                     rbk__streq(rbk__dedup_tc.part->key.topic, topic)))
+                return rbk__dedup_tc.part;
+        return rbk__dpart_get_slow(d, topic, partition, create);
 }
 
 static void rbk__dedup_report(rbk__dedup_t *d, const char *topic,
@@ -855,9 +903,9 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
         rbk_err_t r = RBK_OK;
 
         rbk__win_init(&w);
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         int already = part->assigned;
-        g_mutex_unlock(&part->lock);
+        rbk__plock_unlock(&part->lock);
         if (already)
                 return;
 
@@ -885,11 +933,11 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
                 free(blob);
         }
 
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         if (!part->assigned) {
                 rbk__win_clear(&part->win);
                 part->win = w;
-                part->assigned = 1;
+                __atomic_store_n(&part->assigned, 1, __ATOMIC_RELEASE);
                 part->saved_gen = part->rec_gen;
                 part->last_offset = -1;
                 __atomic_store_n(&part->dups, 0, __ATOMIC_RELAXED);
@@ -899,7 +947,7 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
         } else {
                 rbk__win_clear(&w);
         }
-        g_mutex_unlock(&part->lock);
+        rbk__plock_unlock(&part->lock);
 
         if (r != RBK_OK)
                 rbk__dedup_report(d, part->key.topic, part->key.partition, r,
@@ -907,17 +955,18 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
 }
 
 /* The partition's shell, locked and assigned (assigned on first use). */
-static rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d, const char *topic,
-                                        int32_t partition) {
+static inline rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d,
+                                               const char *topic,
+                                               int32_t partition) {
         rbk__dpart_t *part = rbk__dpart_get(d, topic, partition, 1);
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         if (G_LIKELY(part->assigned))
                 return part;
-        g_mutex_unlock(&part->lock);
+        rbk__plock_unlock(&part->lock);
         rbk__dpart_assign(d, part);
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         if (!part->assigned) { /* revoked meanwhile: start empty */
-                part->assigned = 1;
+                __atomic_store_n(&part->assigned, 1, __ATOMIC_RELEASE);
                 rbk__dpart_update_mem(part);
         }
         return part;
@@ -980,38 +1029,95 @@ void rbk__dedup_revoke(rbk__dedup_t *d, const char *topic, int32_t partition) {
         rbk__dpart_t *part;
         if (!d || !topic || !(part = rbk__dpart_get(d, topic, partition, 0)))
                 return;
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         rbk__win_clear(&part->win);
-        part->assigned = 0;
+        __atomic_store_n(&part->assigned, 0, __ATOMIC_RELEASE);
         rbk__dpart_update_mem(part);
-        g_mutex_unlock(&part->lock);
+        rbk__plock_unlock(&part->lock);
 }
 
-/* Ids in the library's format parse; anything else is caller-supplied. */
-static inline int rbk__dedup_parse(const void *id, size_t len,
-                                   rbk_msgid_t *m) {
-        return rbk_msgid_parse(id, len, m) == RBK_OK;
-}
-
-rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
-                                      int32_t partition, const void *id,
-                                      size_t id_len) {
-        rbk__dedup_verdict_t v;
-        rbk_msgid_t m;
-        int ours;
-        rbk__dpart_t *part;
-
-        if (!d || !topic)
-                return RBK__DEDUP_UNPROVABLE;
-        part = rbk__dpart_acquire(d, topic, partition);
-        if (!id || id_len == 0) {
-                g_mutex_unlock(&part->lock);
-                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
-                return RBK__DEDUP_NO_ID;
+/* Ids in the library's format parse; anything else is caller-supplied.
+ * Called with the partition locked; remembers the last id parsed, since
+ * record follows check with the same id. */
+static inline int rbk__dedup_parse(rbk__dpart_t *part, const void *id,
+                                   size_t len, rbk_msgid_t *m) {
+        if (len == part->last_len && !memcmp(id, part->last_id, len)) {
+                *m = part->last_m;
+                return part->last_ours;
         }
-        ours = rbk__dedup_parse(id, id_len, &m);
-        if (ours)
-                v = rbk__win_check_seq(d, &part->win, m.producer_id, m.seq);
+        int ours = rbk_msgid_parse(id, len, m) == RBK_OK;
+        if (len < sizeof(part->last_id)) {
+                memcpy(part->last_id, id, len);
+                part->last_len = len;
+                part->last_m = ours ? *m : (rbk_msgid_t){0, 0};
+                part->last_ours = ours;
+        }
+        return ours;
+}
+
+/* The partition's shell, assigned, not locked (for check). */
+static inline rbk__dpart_t *rbk__dpart_ready(rbk__dedup_t *d,
+                                             const char *topic,
+                                             int32_t partition) {
+        rbk__dpart_t *part = rbk__dpart_get(d, topic, partition, 1);
+        if (G_UNLIKELY(!__atomic_load_n(&part->assigned, __ATOMIC_ACQUIRE)))
+                rbk__plock_unlock(
+                    &rbk__dpart_acquire(d, topic, partition)->lock);
+        return part;
+}
+
+/* Asks the store whether the application recorded the id (slow path). */
+static __attribute__((noinline)) rbk__dedup_verdict_t
+rbk__dedup_check_store(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
+                       int32_t partition, const void *id, size_t id_len,
+                       const rbk_msgid_t *m, rbk__dedup_verdict_t v) {
+        const rbk_dedup_store_t *st = &d->holder->store;
+        char serr[400] = "";
+        int s = st->seen(d->group, topic, partition, id, id_len, serr,
+                         sizeof(serr), st->opaque);
+        if (s == 1) {
+                /* Provably recorded (by the application, in its own
+                 * transaction): learn it, so the window proves it from now
+                 * on even after the store prunes it. */
+                rbk__plock_lock(&part->lock);
+                if (part->assigned) {
+                        if (m)
+                                rbk__win_record_seq(d, &part->win,
+                                                    m->producer_id, m->seq);
+                        else if (id_len <= RBK_MSGID_MAX_LEN)
+                                rbk__win_foreign_add(d, &part->win, id,
+                                                     id_len);
+                        part->rec_gen++;
+                        rbk__dpart_update_mem(part);
+                }
+                rbk__plock_unlock(&part->lock);
+                return RBK__DEDUP_DUPLICATE;
+        }
+        if (s != 0) {
+                char msg[512];
+                snprintf(msg, sizeof(msg),
+                         "dedup store: looking up an id failed: %s; "
+                         "the message is passed to the handler",
+                         serr[0] ? serr : "no reason given");
+                rbk__dedup_report(d, topic, partition, RBK_ERR_STORE, msg);
+                return RBK__DEDUP_UNPROVABLE;
+        }
+        return v;
+}
+
+/* check, once the id is known to be ours (@m) or not (@m NULL).
+ *
+ * No lock: check only reads the window, and the only calls that modify it
+ * (record, assign, revoke) are serialized with check by the caller; commit
+ * and the stats only read it. */
+static inline rbk__dedup_verdict_t
+rbk__dedup_check_part(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
+                      int32_t partition, const void *id, size_t id_len,
+                      const rbk_msgid_t *m) {
+        rbk__dedup_verdict_t v;
+
+        if (m)
+                v = rbk__win_check_seq(d, &part->win, m->producer_id, m->seq);
         else if (id_len > RBK_MSGID_MAX_LEN)
                 v = RBK__DEDUP_UNPROVABLE; /* never recorded: unbounded size */
         else
@@ -1019,47 +1125,71 @@ rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
                         ? RBK__DEDUP_DUPLICATE
                         : (d->foreign_window ? RBK__DEDUP_NEW
                                              : RBK__DEDUP_UNPROVABLE);
-        g_mutex_unlock(&part->lock);
 
-        if (v != RBK__DEDUP_DUPLICATE && d->holder && d->holder->store.seen) {
-                const rbk_dedup_store_t *st = &d->holder->store;
-                char serr[400] = "";
-                int s = st->seen(d->group, topic, partition, id, id_len, serr,
-                                 sizeof(serr), st->opaque);
-                if (s == 1) {
-                        /* Provably recorded (by the application, in its own
-                         * transaction): learn it, so the window proves it
-                         * from now on even after the store prunes it. */
-                        g_mutex_lock(&part->lock);
-                        if (part->assigned) {
-                                if (ours)
-                                        rbk__win_record_seq(d, &part->win,
-                                                            m.producer_id,
-                                                            m.seq);
-                                else if (id_len <= RBK_MSGID_MAX_LEN)
-                                        rbk__win_foreign_add(d, &part->win, id,
-                                                             id_len);
-                                part->rec_gen++;
-                                rbk__dpart_update_mem(part);
-                        }
-                        g_mutex_unlock(&part->lock);
-                        v = RBK__DEDUP_DUPLICATE;
-                } else if (s != 0) {
-                        char msg[512];
-                        snprintf(msg, sizeof(msg),
-                                 "dedup store: looking up an id failed: %s; "
-                                 "the message is passed to the handler",
-                                 serr[0] ? serr : "no reason given");
-                        v = RBK__DEDUP_UNPROVABLE;
-                        rbk__dedup_report(d, topic, partition, RBK_ERR_STORE,
-                                          msg);
-                }
-        }
+        if (v != RBK__DEDUP_DUPLICATE && d->holder && d->holder->store.seen)
+                v = rbk__dedup_check_store(d, part, topic, partition, id,
+                                           id_len, m, v);
         if (v == RBK__DEDUP_DUPLICATE)
                 __atomic_fetch_add(&part->dups, 1, __ATOMIC_RELAXED);
         else if (v == RBK__DEDUP_UNPROVABLE)
                 __atomic_fetch_add(&part->unprovable, 1, __ATOMIC_RELAXED);
         return v;
+}
+
+rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
+                                      int32_t partition, const void *id,
+                                      size_t id_len) {
+        rbk_msgid_t m;
+        rbk__dpart_t *part;
+
+        if (!d || !topic)
+                return RBK__DEDUP_UNPROVABLE;
+        part = rbk__dpart_ready(d, topic, partition);
+        if (!id || id_len == 0) {
+                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
+                return RBK__DEDUP_NO_ID;
+        }
+        return rbk__dedup_check_part(
+            d, part, topic, partition, id, id_len,
+            rbk__dedup_parse(part, id, id_len, &m) ? &m : NULL);
+}
+
+rbk__dedup_verdict_t rbk__dedup_check_msgid(rbk__dedup_t *d,
+                                            const char *topic,
+                                            int32_t partition, const void *id,
+                                            size_t id_len,
+                                            const rbk_msgid_t *msgid) {
+        rbk__dpart_t *part;
+
+        if (!d || !topic)
+                return RBK__DEDUP_UNPROVABLE;
+        part = rbk__dpart_ready(d, topic, partition);
+        if (!id || id_len == 0) {
+                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
+                return RBK__DEDUP_NO_ID;
+        }
+        return rbk__dedup_check_part(d, part, topic, partition, id, id_len,
+                                     msgid);
+}
+
+/* record, the partition locked, the id known to be ours (@m) or not. */
+static inline void rbk__dedup_record_part(rbk__dedup_t *d, rbk__dpart_t *part,
+                                          const void *id, size_t id_len,
+                                          const rbk_msgid_t *m,
+                                          int64_t offset) {
+        if (m) {
+                size_t before = part->win.mem;
+                rbk__win_record_seq(d, &part->win, m->producer_id, m->seq);
+                if (part->win.mem != before)
+                        rbk__dpart_update_mem(part);
+        } else if (id_len <= RBK_MSGID_MAX_LEN) {
+                rbk__win_foreign_add(d, &part->win, id, id_len);
+                rbk__dpart_update_mem(part);
+        }
+        part->rec_gen++;
+        if (offset > part->last_offset)
+                part->last_offset = offset;
+        rbk__plock_unlock(&part->lock);
 }
 
 void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
@@ -1070,19 +1200,18 @@ void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
         if (!d || !topic || !id || id_len == 0)
                 return;
         part = rbk__dpart_acquire(d, topic, partition);
-        if (rbk__dedup_parse(id, id_len, &m)) {
-                size_t before = part->win.mem;
-                rbk__win_record_seq(d, &part->win, m.producer_id, m.seq);
-                if (part->win.mem != before)
-                        rbk__dpart_update_mem(part);
-        } else if (id_len <= RBK_MSGID_MAX_LEN) {
-                rbk__win_foreign_add(d, &part->win, id, id_len);
-                rbk__dpart_update_mem(part);
-        }
-        part->rec_gen++;
-        if (offset > part->last_offset)
-                part->last_offset = offset;
-        g_mutex_unlock(&part->lock);
+        rbk__dedup_record_part(
+            d, part, id, id_len,
+            rbk__dedup_parse(part, id, id_len, &m) ? &m : NULL, offset);
+}
+
+void rbk__dedup_record_msgid(rbk__dedup_t *d, const char *topic,
+                             int32_t partition, const void *id, size_t id_len,
+                             const rbk_msgid_t *msgid, int64_t offset) {
+        if (!d || !topic || !id || id_len == 0)
+                return;
+        rbk__dedup_record_part(d, rbk__dpart_acquire(d, topic, partition), id,
+                               id_len, msgid, offset);
 }
 
 rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,
@@ -1099,14 +1228,14 @@ rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,
                                    "rbk__dedup_commit: NULL argument");
         if (!d->holder || !(part = rbk__dpart_get(d, topic, partition, 0)))
                 return RBK_OK;
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         if (!part->assigned || part->rec_gen == part->saved_gen) {
-                g_mutex_unlock(&part->lock);
+                rbk__plock_unlock(&part->lock);
                 return RBK_OK;
         }
         blob = rbk__win_encode(d, &part->win, &size);
         gen = part->rec_gen;
-        g_mutex_unlock(&part->lock);
+        rbk__plock_unlock(&part->lock);
 
         const rbk_dedup_store_t *st = &d->holder->store;
         char serr[400] = "";
@@ -1119,10 +1248,10 @@ rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,
                                    "] failed (%s): %s",
                                    topic, partition, rbk_err2name(r),
                                    serr[0] ? serr : "no reason given");
-        g_mutex_lock(&part->lock);
+        rbk__plock_lock(&part->lock);
         if (part->assigned && part->saved_gen < gen)
                 part->saved_gen = gen;
-        g_mutex_unlock(&part->lock);
+        rbk__plock_unlock(&part->lock);
         return RBK_OK;
 }
 
@@ -1152,13 +1281,13 @@ void rbk__dedup_partition_counts(rbk__dedup_t *d, const char *topic,
         if (d && topic)
                 part = rbk__dpart_get(d, topic, partition, 0);
         if (part) {
-                g_mutex_lock(&part->lock);
+                rbk__plock_lock(&part->lock);
                 if (part->assigned) {
                         a = __atomic_load_n(&part->dups, __ATOMIC_RELAXED);
                         b = __atomic_load_n(&part->unprovable, __ATOMIC_RELAXED);
                         c = __atomic_load_n(&part->no_id, __ATOMIC_RELAXED);
                 }
-                g_mutex_unlock(&part->lock);
+                rbk__plock_unlock(&part->lock);
         }
         if (dups)
                 *dups = a;

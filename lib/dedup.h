@@ -95,6 +95,18 @@ rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
 void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
                        const void *id, size_t id_len, int64_t offset);
 
+/* The same two calls for an id the caller has already parsed (the consumer
+ * fills rbk_message_t.msgid anyway): @msgid is the result of a successful
+ * rbk_msgid_parse(id, id_len), or NULL when that parse failed (a
+ * caller-supplied id). Saves the parse on the per-message path. */
+rbk__dedup_verdict_t rbk__dedup_check_msgid(rbk__dedup_t *d, const char *topic,
+                                            int32_t partition, const void *id,
+                                            size_t id_len,
+                                            const rbk_msgid_t *msgid);
+void rbk__dedup_record_msgid(rbk__dedup_t *d, const char *topic,
+                             int32_t partition, const void *id, size_t id_len,
+                             const rbk_msgid_t *msgid, int64_t offset);
+
 /* Before (or together with) an offset commit of this partition: persists
  * its windows to the store. @next_offset is the offset being committed.
  * No-op (RBK_OK) without a store or when nothing was recorded since the last

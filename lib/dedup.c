@@ -112,6 +112,7 @@ typedef struct rbk__dpart_s {
         rbk__pkey_t key; /* first: the map's key; topic owned */
         rbk__plock_t lock;
         int assigned;
+        int revoked; /* revoked and not assigned again: no auto-assign */
         rbk__win_t win;
         uint64_t rec_gen, saved_gen; /* dirty iff different */
         int64_t last_offset;
@@ -202,10 +203,20 @@ static uint64_t rbk__dedup_conf_get(const rbk_conf_t *conf, const char *name,
         if (!conf || !conf->props)
                 return def;
         value = g_hash_table_lookup(conf->props, name);
-        if (!value ||
-            rbk__dedup_parse_prop(name, value, &v, NULL, 0) != RBK_OK)
+        if (!value)
                 return def;
-        return v;
+        if (rbk__dedup_parse_prop(name, value, &v, NULL, 0) == RBK_OK)
+                return v;
+        /* Accepted by a wider check elsewhere: clamp a number to the bounds
+         * this file supports; anything else gets the default. */
+        guint64 n;
+        if (!g_ascii_string_to_unsigned(value, 10, 0, G_MAXUINT64, &n, NULL))
+                return def;
+        if (!strcmp(name, RBK__DEDUP_MAX_PRODUCERS_PROP))
+                return n < 1 ? 1 : n > RBK__MAX_PRODUCERS_MAX ? RBK__MAX_PRODUCERS_MAX : n;
+        if (!strcmp(name, RBK__DEDUP_FOREIGN_WINDOW_PROP))
+                return n > RBK__FOREIGN_WINDOW_MAX ? RBK__FOREIGN_WINDOW_MAX : n;
+        return def;
 }
 
 /* ---------------------------------------------------------------- store holder */
@@ -937,6 +948,7 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
         if (!part->assigned) {
                 rbk__win_clear(&part->win);
                 part->win = w;
+                part->revoked = 0;
                 __atomic_store_n(&part->assigned, 1, __ATOMIC_RELEASE);
                 part->saved_gen = part->rec_gen;
                 part->last_offset = -1;
@@ -955,6 +967,10 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
 }
 
 /* The partition's shell, locked and assigned (assigned on first use). */
+/* The partition's shell, locked and assigned; a partition never assigned
+ * is assigned on first use. NULL (nothing locked) for a partition revoked
+ * and not assigned again: a handler still finishing after a lost or timed
+ * out revoke must not bring back windows for a partition we no longer own. */
 static inline rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d,
                                                const char *topic,
                                                int32_t partition) {
@@ -962,12 +978,16 @@ static inline rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d,
         rbk__plock_lock(&part->lock);
         if (G_LIKELY(part->assigned))
                 return part;
+        if (part->revoked) {
+                rbk__plock_unlock(&part->lock);
+                return NULL;
+        }
         rbk__plock_unlock(&part->lock);
         rbk__dpart_assign(d, part);
         rbk__plock_lock(&part->lock);
-        if (!part->assigned) { /* revoked meanwhile: start empty */
-                __atomic_store_n(&part->assigned, 1, __ATOMIC_RELEASE);
-                rbk__dpart_update_mem(part);
+        if (!part->assigned) { /* revoked meanwhile */
+                rbk__plock_unlock(&part->lock);
+                return NULL;
         }
         return part;
 }
@@ -1032,6 +1052,8 @@ void rbk__dedup_revoke(rbk__dedup_t *d, const char *topic, int32_t partition) {
         rbk__plock_lock(&part->lock);
         rbk__win_clear(&part->win);
         __atomic_store_n(&part->assigned, 0, __ATOMIC_RELEASE);
+        part->revoked = 1;
+        part->last_len = 0;
         rbk__dpart_update_mem(part);
         rbk__plock_unlock(&part->lock);
 }
@@ -1053,17 +1075,6 @@ static inline int rbk__dedup_parse(rbk__dpart_t *part, const void *id,
                 part->last_ours = ours;
         }
         return ours;
-}
-
-/* The partition's shell, assigned, not locked (for check). */
-static inline rbk__dpart_t *rbk__dpart_ready(rbk__dedup_t *d,
-                                             const char *topic,
-                                             int32_t partition) {
-        rbk__dpart_t *part = rbk__dpart_get(d, topic, partition, 1);
-        if (G_UNLIKELY(!__atomic_load_n(&part->assigned, __ATOMIC_ACQUIRE)))
-                rbk__plock_unlock(
-                    &rbk__dpart_acquire(d, topic, partition)->lock);
-        return part;
 }
 
 /* Asks the store whether the application recorded the id (slow path). */
@@ -1105,11 +1116,8 @@ rbk__dedup_check_store(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
         return v;
 }
 
-/* check, once the id is known to be ours (@m) or not (@m NULL).
- *
- * No lock: check only reads the window, and the only calls that modify it
- * (record, assign, revoke) are serialized with check by the caller; commit
- * and the stats only read it. */
+/* check, the partition locked, the id known to be ours (@m) or not (@m
+ * NULL). Unlocks the partition. */
 static inline rbk__dedup_verdict_t
 rbk__dedup_check_part(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
                       int32_t partition, const void *id, size_t id_len,
@@ -1125,6 +1133,7 @@ rbk__dedup_check_part(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
                         ? RBK__DEDUP_DUPLICATE
                         : (d->foreign_window ? RBK__DEDUP_NEW
                                              : RBK__DEDUP_UNPROVABLE);
+        rbk__plock_unlock(&part->lock);
 
         if (v != RBK__DEDUP_DUPLICATE && d->holder && d->holder->store.seen)
                 v = rbk__dedup_check_store(d, part, topic, partition, id,
@@ -1136,6 +1145,17 @@ rbk__dedup_check_part(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
         return v;
 }
 
+static rbk__dedup_verdict_t rbk__dedup_check_noid(rbk__dedup_t *d,
+                                                  const char *topic,
+                                                  int32_t partition) {
+        rbk__dpart_t *part = rbk__dpart_acquire(d, topic, partition);
+        if (part) {
+                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
+                rbk__plock_unlock(&part->lock);
+        }
+        return RBK__DEDUP_NO_ID;
+}
+
 rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
                                       int32_t partition, const void *id,
                                       size_t id_len) {
@@ -1144,11 +1164,10 @@ rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
 
         if (!d || !topic)
                 return RBK__DEDUP_UNPROVABLE;
-        part = rbk__dpart_ready(d, topic, partition);
-        if (!id || id_len == 0) {
-                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
-                return RBK__DEDUP_NO_ID;
-        }
+        if (!id || id_len == 0)
+                return rbk__dedup_check_noid(d, topic, partition);
+        if (!(part = rbk__dpart_acquire(d, topic, partition)))
+                return RBK__DEDUP_UNPROVABLE; /* revoked */
         return rbk__dedup_check_part(
             d, part, topic, partition, id, id_len,
             rbk__dedup_parse(part, id, id_len, &m) ? &m : NULL);
@@ -1163,11 +1182,10 @@ rbk__dedup_verdict_t rbk__dedup_check_msgid(rbk__dedup_t *d,
 
         if (!d || !topic)
                 return RBK__DEDUP_UNPROVABLE;
-        part = rbk__dpart_ready(d, topic, partition);
-        if (!id || id_len == 0) {
-                __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
-                return RBK__DEDUP_NO_ID;
-        }
+        if (!id || id_len == 0)
+                return rbk__dedup_check_noid(d, topic, partition);
+        if (!(part = rbk__dpart_acquire(d, topic, partition)))
+                return RBK__DEDUP_UNPROVABLE; /* revoked */
         return rbk__dedup_check_part(d, part, topic, partition, id, id_len,
                                      msgid);
 }
@@ -1199,7 +1217,8 @@ void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
 
         if (!d || !topic || !id || id_len == 0)
                 return;
-        part = rbk__dpart_acquire(d, topic, partition);
+        if (!(part = rbk__dpart_acquire(d, topic, partition)))
+                return; /* revoked */
         rbk__dedup_record_part(
             d, part, id, id_len,
             rbk__dedup_parse(part, id, id_len, &m) ? &m : NULL, offset);
@@ -1208,10 +1227,11 @@ void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
 void rbk__dedup_record_msgid(rbk__dedup_t *d, const char *topic,
                              int32_t partition, const void *id, size_t id_len,
                              const rbk_msgid_t *msgid, int64_t offset) {
-        if (!d || !topic || !id || id_len == 0)
+        rbk__dpart_t *part;
+        if (!d || !topic || !id || id_len == 0 ||
+            !(part = rbk__dpart_acquire(d, topic, partition)))
                 return;
-        rbk__dedup_record_part(d, rbk__dpart_acquire(d, topic, partition), id,
-                               id_len, msgid, offset);
+        rbk__dedup_record_part(d, part, id, id_len, msgid, offset);
 }
 
 rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,

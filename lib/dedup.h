@@ -20,10 +20,14 @@
  * and rbk_dedup_sqlite_record_in_txn() is called by the application with them.
  *
  * Thread-safety: calls for different partitions may run concurrently on
- * different threads; calls for one partition should be serialized by the
- * caller (they are nevertheless memory-safe if not: each partition has its own
- * lock and a reference count). rbk__dedup_memory() and
- * rbk__dedup_partition_counts() are safe from any thread at any time.
+ * different threads. Calls for one partition should come in order (check,
+ * then record, of one message after the other), but every call is
+ * memory-safe against any other: each partition has its own lock, and its
+ * entry lives until rbk__dedup_destroy(). In particular a handler finishing
+ * after its partition was revoked (lost, or the revoke timed out) may still
+ * call check/record: check answers UNPROVABLE and record does nothing until
+ * the partition is assigned again. rbk__dedup_commit(), rbk__dedup_memory()
+ * and rbk__dedup_partition_counts() are safe from any thread at any time.
  * rbk__dedup_new()/rbk__dedup_destroy() must not race with other calls.
  */
 #ifndef RBK_DEDUP_INTERNAL_H
@@ -38,7 +42,7 @@
 #define RBK__DEDUP_WINDOW_PROP "rbk.dedup.window"
 #define RBK__DEDUP_WINDOW_DEFAULT 65536 /* sequences; power of two, 64..16777216 */
 #define RBK__DEDUP_MAX_PRODUCERS_PROP "rbk.dedup.max.producers"
-#define RBK__DEDUP_MAX_PRODUCERS_DEFAULT 16 /* 1..1024 per partition */
+#define RBK__DEDUP_MAX_PRODUCERS_DEFAULT 16 /* 1..1024 per partition (larger: 1024) */
 #define RBK__DEDUP_FOREIGN_WINDOW_PROP "rbk.dedup.foreign.window"
 #define RBK__DEDUP_FOREIGN_WINDOW_DEFAULT 10000 /* ids; 0..10000000 (0: off) */
 
@@ -76,7 +80,8 @@ void rbk__dedup_set_error_cb(rbk__dedup_t *d, rbk__dedup_error_cb_t *cb,
  * from the store if any (a missing one is not an error; a corrupt one is
  * reported through the error callback and the partition starts empty).
  * Idempotent: assigning an already-assigned partition keeps its windows.
- * (check/record on a partition that was never assigned assign it first.) */
+ * (check/record on a partition that was never assigned assign it first;
+ * on a revoked one they do not, see above.) */
 void rbk__dedup_assign(rbk__dedup_t *d, const char *topic, int32_t partition);
 /* Drops the partition's windows and counters (they were saved at the last
  * rbk__dedup_commit(); call that first on a clean revoke). */

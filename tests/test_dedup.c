@@ -88,6 +88,7 @@ static void errs_cb(const char *topic, int32_t partition, rbk_err_t err,
 
 /* An in-memory store: blobs by "group/topic/partition". */
 typedef struct memstore_s {
+        GMutex lock; /* store callbacks must be thread-safe */
         GHashTable *blobs; /* key -> GBytes */
         int saves, loads, destroyed;
         rbk_err_t fail_load; /* returned by load when not RBK_OK */
@@ -105,21 +106,25 @@ static rbk_err_t ms_load(const char *group, const char *topic,
                          int64_t *next_offsetp, char *errstr,
                          size_t errstr_size, void *opaque) {
         memstore_t *m = opaque;
-        m->loads++;
+        g_atomic_int_inc(&m->loads);
         if (m->fail_load != RBK_OK) {
                 snprintf(errstr, errstr_size, "disk on fire");
                 return m->fail_load;
         }
         char *k = mkey(group, topic, partition);
+        g_mutex_lock(&m->lock);
         GBytes *b = g_hash_table_lookup(m->blobs, k);
         g_free(k);
-        if (!b)
+        if (!b) {
+                g_mutex_unlock(&m->lock);
                 return RBK_ERR_NOT_FOUND;
+        }
         gsize n;
         const void *p = g_bytes_get_data(b, &n);
         *blobp = malloc(n ? n : 1);
         memcpy(*blobp, p, n);
         *sizep = n;
+        g_mutex_unlock(&m->lock);
         return RBK_OK;
 }
 
@@ -128,13 +133,15 @@ static rbk_err_t ms_save(const char *group, const char *topic,
                          int64_t next_offset, char *errstr,
                          size_t errstr_size, void *opaque) {
         memstore_t *m = opaque;
-        m->saves++;
+        g_atomic_int_inc(&m->saves);
         if (m->fail_save != RBK_OK) {
                 snprintf(errstr, errstr_size, "disk full");
                 return m->fail_save;
         }
+        g_mutex_lock(&m->lock);
         g_hash_table_replace(m->blobs, mkey(group, topic, partition),
                              g_bytes_new(blob, size));
+        g_mutex_unlock(&m->lock);
         return RBK_OK;
 }
 
@@ -211,7 +218,12 @@ START_TEST(no_id_and_basic_verdicts) {
         rbk__dedup_revoke(d, "t", 0);
         rbk__dedup_partition_counts(d, "t", 0, &dups, NULL, NULL);
         ck_assert_uint_eq(dups, 0);
+        /* a revoked partition is not brought back by a late handler */
+        ck_assert_int_eq(chk(d, "t", P, 42), RBK__DEDUP_UNPROVABLE);
+        rec(d, "t", P, 43);
+        ck_assert_uint_lt(rbk__dedup_memory(d), 4 * 1024);
         rbk__dedup_assign(d, "t", 0);
+        ck_assert_int_eq(chk(d, "t", P, 43), RBK__DEDUP_NEW);
         ck_assert_int_eq(chk(d, "t", P, 42), RBK__DEDUP_NEW);
         /* the pre-parsed variants share the windows with the raw calls */
         rbk_msgid_t m = {P, 77};
@@ -395,6 +407,16 @@ START_TEST(conf_values_checked) {
         rec(d, "t", 1, 1);
         rec(d, "t", 1, 65536);
         ck_assert_int_eq(chk(d, "t", 1, 1), RBK__DEDUP_DUPLICATE);
+        rbk__dedup_destroy(d);
+        /* a producer bound above what is supported is clamped, not reset */
+        g_hash_table_replace(c->props, g_strdup(RBK__DEDUP_MAX_PRODUCERS_PROP), g_strdup("5000"));
+        d = rbk__dedup_new(c, "g");
+        for (uint64_t p = 1; p <= 1024; p++)
+                rec(d, "t", p, 1);
+        for (uint64_t p = 1; p <= 1024; p++)
+                ck_assert_int_eq(chk(d, "t", p, 1), RBK__DEDUP_DUPLICATE);
+        rec(d, "t", 1025, 1);
+        ck_assert_int_eq(chk(d, "t", 1, 1), RBK__DEDUP_UNPROVABLE);
         rbk__dedup_destroy(d);
         tconf_free(c);
 }
@@ -1130,6 +1152,51 @@ START_TEST(partitions_in_parallel) {
 }
 END_TEST
 
+/* A handler finishing after its partition was revoked (lost, or revoke
+ * timed out) races with revoke and a new assignment: memory-safe, and never
+ * a false duplicate. */
+typedef struct churn_s {
+        rbk__dedup_t *d;
+        volatile int stop;
+        long falsedup;
+} churn_t;
+
+static gpointer churner(gpointer p) {
+        churn_t *c = p;
+        for (uint64_t s = 1; !c->stop; s++) {
+                char b[RBK_MSGID_STR_SIZE];
+                int n = fmt_id(b, 0xA1, s);
+                if (rbk__dedup_check(c->d, "t", 0, b, (size_t)n) == RBK__DEDUP_DUPLICATE)
+                        c->falsedup++;
+                rbk__dedup_record(c->d, "t", 0, b, (size_t)n, (int64_t)s);
+                char e[128];
+                rbk__dedup_commit(c->d, "t", 0, (int64_t)s, e, sizeof(e));
+        }
+        return NULL;
+}
+
+START_TEST(revoke_races_with_late_handler) {
+        memstore_t m;
+        rbk_conf_t *c = tconf_new();
+        memstore_init(&m);
+        memstore_attach(&m, c, 0);
+        churn_t ch = {rbk__dedup_new(c, "g"), 0, 0};
+        rbk__dedup_assign(ch.d, "t", 0);
+        GThread *th = g_thread_new("churn", churner, &ch);
+        for (int i = 0; i < 2000; i++) {
+                rbk__dedup_revoke(ch.d, "t", 0);
+                (void)rbk__dedup_memory(ch.d);
+                rbk__dedup_assign(ch.d, "t", 0);
+        }
+        ch.stop = 1;
+        g_thread_join(th);
+        ck_assert_int_eq(ch.falsedup, 0);
+        rbk__dedup_destroy(ch.d);
+        tconf_free(c);
+        g_hash_table_destroy(m.blobs);
+}
+END_TEST
+
 START_TEST(memory_bounded) {
         rbk__dedup_t *d = rbk__dedup_new(NULL, "g");
         size_t empty = rbk__dedup_memory(d);
@@ -1169,6 +1236,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, sqlite_record_in_txn, 30);
         RBK_TCASE(s, sqlite_kill_9_before_commit, 30);
         RBK_TCASE(s, partitions_in_parallel, 30);
+        RBK_TCASE(s, revoke_races_with_late_handler, 30);
         RBK_TCASE(s, memory_bounded, 10);
         return s;
 }

@@ -428,17 +428,21 @@ int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev) {
 
         if (ev->incident_key) {
                 int64_t now = rbk__now_ms();
+                /* Rate-limited per (class, incident key): the events of one
+                 * incident (out of range, then resolved) share the key but
+                 * must each get through. */
+                char *ikey = g_strdup_printf("%d:%s", (int)ev->cls,
+                                             ev->incident_key);
                 g_mutex_lock(&h->lock);
-                rbk__incident_t *inc =
-                    g_hash_table_lookup(h->incidents, ev->incident_key);
+                rbk__incident_t *inc = g_hash_table_lookup(h->incidents, ikey);
                 if (!inc) {
                         if (g_hash_table_size(h->incidents) >=
                             RBK__HOOKS_MAX_KEYS)
                                 rbk__incidents_prune(h, now);
                         inc = g_new0(rbk__incident_t, 1);
                         inc->last_ms = now;
-                        g_hash_table_insert(h->incidents,
-                                            g_strdup(ev->incident_key), inc);
+                        g_hash_table_insert(h->incidents, ikey, inc);
+                        ikey = NULL; /* owned by the table */
                         ev->suppressed = 0;
                 } else {
                         ev->repeat = 1;
@@ -452,6 +456,7 @@ int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev) {
                         }
                 }
                 g_mutex_unlock(&h->lock);
+                g_free(ikey);
         } else {
                 ev->suppressed = 0;
         }

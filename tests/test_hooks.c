@@ -194,6 +194,32 @@ START_TEST(rate_limit_per_key) {
 }
 END_TEST
 
+/* One incident goes through several classes (out of range, then resolved):
+ * rate limiting and repeat are per class and key, so the resolution is
+ * delivered however soon it follows. */
+START_TEST(rate_limit_per_class_and_key) {
+        capture_t c;
+        capture_init(&c);
+        rbk_conf_t *conf = mkconf(&c, NULL, "60000", NULL);
+        rbk__hooks_t *h = rbk__hooks_new(conf, "p1");
+        rbk_conf_destroy(conf);
+        rbk_event_t ev;
+        rbk__event_init(&ev, RBK_EV_OFFSET_OUT_OF_RANGE, RBK_SEV_CRITICAL);
+        ev.incident_key = "g/t/0/42";
+        ck_assert_int_eq(rbk__hooks_emit(h, &ev), 1);
+        rbk__event_init(&ev, RBK_EV_OFFSET_OUT_OF_RANGE, RBK_SEV_CRITICAL);
+        ev.incident_key = "g/t/0/42";
+        ck_assert_int_eq(rbk__hooks_emit(h, &ev), 0);
+        rbk__event_init(&ev, RBK_EV_QUARANTINE_RESOLVED, RBK_SEV_INFO);
+        ev.incident_key = "g/t/0/42";
+        ck_assert_int_eq(rbk__hooks_emit(h, &ev), 1);
+        ck_assert_int_eq(c.n, 2);
+        ck_assert_int_eq(c.repeat[1], 0);
+        rbk__hooks_destroy(h);
+        capture_clear(&c);
+}
+END_TEST
+
 START_TEST(repeat_flag) {
         capture_t c;
         capture_init(&c);
@@ -607,6 +633,7 @@ END_TEST
 static Suite *suite(void) {
         Suite *s = suite_create("hooks");
         RBK_TCASE(s, rate_limit_per_key, 20);
+        RBK_TCASE(s, rate_limit_per_class_and_key, 10);
         RBK_TCASE(s, repeat_flag, 10);
         RBK_TCASE(s, prefix_stripped_and_client_filled, 10);
         RBK_TCASE(s, json_escaping_and_omission, 10);

@@ -120,7 +120,17 @@ START_TEST(member_leaves_mid_stream) {
         rbk_consumer_t *ca = member_new(&a, cl, "a");
         ck_assert(CS_WAIT(cs_rec_total(a.rec) >= (uint64_t)n / 5, 20000));
         rbk_consumer_t *cb = member_new(&b, cl, "b");
-        /* B joins: A hands everything back, then both share. */
+        /* B joins: A hands everything back, then both share (4 + 2
+         * assignments for A, 2 for B, counted per partition). */
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&a.lock);
+                                  g_mutex_lock(&b.lock);
+                                  int y = a.assigned >= 6 && b.assigned >= 2;
+                                  g_mutex_unlock(&b.lock);
+                                  g_mutex_unlock(&a.lock);
+                                  y;
+                          }),
+                          30000));
         ck_assert(CS_WAIT(cs_rec_total(b.rec) >= (uint64_t)n / 10, 30000));
         ck_assert_int_ge(a.revoked, 1);
         /* A leaves mid-stream. */

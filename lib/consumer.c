@@ -67,10 +67,32 @@ void rbk__part_unref(rbk__part_t *p) {
 
 rbk__part_t *rbk__part_find(rbk_consumer_t *c, const char *topic,
                             int32_t partition) {
-        char *k = rbk__part_key(topic, partition);
-        rbk__part_t *p = g_hash_table_lookup(c->parts, k);
-        g_free(k);
-        return p;
+        /* Once per message: the key (as rbk__part_key() makes it) is built
+         * on the stack, without printf or an allocation. */
+        char k[400], digits[12];
+        size_t tl = strlen(topic);
+        if (tl + 14 > sizeof(k)) {
+                char *hk = rbk__part_key(topic, partition);
+                rbk__part_t *hp = g_hash_table_lookup(c->parts, hk);
+                g_free(hk);
+                return hp;
+        }
+        memcpy(k, topic, tl);
+        char *e = k + tl;
+        *e++ = '\x01';
+        int64_t v = partition;
+        if (v < 0) {
+                *e++ = '-';
+                v = -v;
+        }
+        int nd = 0;
+        do
+                digits[nd++] = (char)('0' + v % 10);
+        while ((v /= 10));
+        while (nd)
+                *e++ = digits[--nd];
+        *e = '\0';
+        return g_hash_table_lookup(c->parts, k);
 }
 
 void rbk__part_drop_queue(rbk__part_t *p) {
@@ -92,11 +114,14 @@ static int rbk__part_runnable(rbk_consumer_t *c, rbk__part_t *p,
 }
 
 void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p) {
-        if (p->in_ready || !rbk__part_runnable(c, p, rbk__now_ms()))
+        /* The clock matters only for a retry backoff. */
+        if (p->in_ready ||
+            !rbk__part_runnable(c, p, p->retry_at ? rbk__now_ms() : 0))
                 return;
         p->in_ready = 1;
         g_queue_push_tail(&c->ready, rbk__part_ref(p));
-        g_cond_signal(&c->work_cond);
+        if (c->work_waiters)
+                g_cond_signal(&c->work_cond);
 }
 
 /* Takes the next runnable partition and marks its head busy. Caller holds
@@ -169,7 +194,7 @@ static void rbk__dedup_error(const char *topic, int32_t partition,
 void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
                              rd_kafka_message_t *rkm) {
         while (c->store_gate)
-                g_cond_wait(&c->cond, &c->lock);
+                rbk__consumer_wait(c, 0);
         if (p->assigned && !p->quarantined) {
                 rd_kafka_topic_partition_list_t *l =
                     rd_kafka_topic_partition_list_new(1);
@@ -448,9 +473,8 @@ static void rbk__on_revoke(rbk_consumer_t *c,
                                          busy, c->revoke_timeout_ms);
                                 break;
                         }
-                        g_cond_wait_until(&c->cond, &c->lock,
-                                          g_get_monotonic_time() +
-                                              (deadline - now) * 1000);
+                        rbk__consumer_wait(c, g_get_monotonic_time() +
+                                                  (deadline - now) * 1000);
                 }
         }
         g_mutex_unlock(&c->lock);
@@ -878,7 +902,8 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
         }
         p->busy = 0;
         rbk__part_maybe_ready(c, p);
-        g_cond_broadcast(&c->cond);
+        if (c->cond_waiters)
+                g_cond_broadcast(&c->cond);
         return act;
 }
 
@@ -979,9 +1004,11 @@ static gpointer rbk__worker_main(gpointer arg) {
                 rd_kafka_message_t *rkm = NULL;
                 rbk__part_t *p = rbk__take(c, &rkm);
                 if (!p) {
+                        c->work_waiters++;
                         g_cond_wait_until(&c->work_cond, &c->lock,
                                           g_get_monotonic_time() +
                                               200 * G_TIME_SPAN_MILLISECOND);
+                        c->work_waiters--;
                         continue;
                 }
                 g_mutex_unlock(&c->lock);
@@ -1262,8 +1289,7 @@ static void rbk__run_loop(rbk_consumer_t *c) {
                                  busy, c->shutdown_timeout_ms);
                         warned = 1;
                 }
-                g_cond_wait_until(&c->cond, &c->lock,
-                                  g_get_monotonic_time() +
+                rbk__consumer_wait(c, g_get_monotonic_time() +
                                       500 * G_TIME_SPAN_MILLISECOND);
         }
         c->workers_quit = 1;
@@ -1480,8 +1506,7 @@ rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms) {
                         g_mutex_unlock(&c->lock);
                         return RBK_ERR_TIMED_OUT;
                 }
-                g_cond_wait_until(&c->cond, &c->lock,
-                                  g_get_monotonic_time() +
+                rbk__consumer_wait(c, g_get_monotonic_time() +
                                       (deadline - now) * 1000);
         }
         GThread *t = c->start_thread;
@@ -1543,7 +1568,7 @@ void rbk_consumer_destroy(rbk_consumer_t *c) {
         g_mutex_lock(&c->lock);
         c->stop_req = 1;
         while (c->running)
-                g_cond_wait(&c->cond, &c->lock);
+                rbk__consumer_wait(c, 0);
         GThread *t = c->start_thread;
         c->start_thread = NULL;
         g_mutex_unlock(&c->lock);

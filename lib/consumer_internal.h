@@ -144,6 +144,11 @@ struct rbk_consumer_s {
         GMutex lock;
         GCond cond;      /* parts finished, requests done, state changes */
         GCond work_cond; /* ready queue gained a partition, stop */
+        /* Threads waiting on cond / work_cond (under lock): the
+         * per-message wake-ups are skipped when nobody waits, since every
+         * GLib signal or broadcast is a futex system call. */
+        int cond_waiters;
+        int work_waiters;
 
         GHashTable *parts; /* "topic\x01partition" -> rbk__part_t* (assigned) */
         GQueue ready;      /* rbk__part_t* (no reference; in_ready set) */
@@ -277,5 +282,17 @@ void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
 void rbk__dlq_flush(rbk_consumer_t *c, int timeout_ms);
 /* Closes and destroys the dead-letter producer. */
 void rbk__dlq_close(rbk_consumer_t *c, int timeout_ms);
+
+/* Waits on c->cond until end_us (monotonic, 0: no bound). Caller holds
+ * c->lock. Every wait on c->cond goes through here, so that a wake-up can
+ * be skipped when c->cond_waiters is 0. */
+static inline void rbk__consumer_wait(rbk_consumer_t *c, int64_t end_us) {
+        c->cond_waiters++;
+        if (end_us)
+                g_cond_wait_until(&c->cond, &c->lock, end_us);
+        else
+                g_cond_wait(&c->cond, &c->lock);
+        c->cond_waiters--;
+}
 
 #endif /* RBK_CONSUMER_INTERNAL_H */

@@ -224,8 +224,7 @@ void rbk__dlq_flush(rbk_consumer_t *c, int timeout_ms) {
         int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
         g_mutex_lock(&c->lock);
         while (c->dlq_inflight > 0 && rbk__now_ms() < deadline)
-                g_cond_wait_until(&c->cond, &c->lock,
-                                  g_get_monotonic_time() +
+                rbk__consumer_wait(c, g_get_monotonic_time() +
                                       50 * G_TIME_SPAN_MILLISECOND);
         g_mutex_unlock(&c->lock);
 }

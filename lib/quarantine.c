@@ -781,8 +781,7 @@ static rbk_err_t rbk__submit(rbk_consumer_t *c, rbk__req_t *req) {
                         g_mutex_lock(&c->lock);
                         continue;
                 }
-                g_cond_wait_until(&c->cond, &c->lock,
-                                  g_get_monotonic_time() +
+                rbk__consumer_wait(c, g_get_monotonic_time() +
                                       50 * G_TIME_SPAN_MILLISECOND);
         }
         g_mutex_unlock(&c->lock);

@@ -1,4 +1,5 @@
 /* Small helpers used across the library. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -66,6 +67,21 @@ const char *rbk__unprefixed(const char *prefix, const char *name) {
         return name;
 }
 
+/* fork()s this process descends from, counted by a pthread_atfork child
+ * handler: rbk__forked() needs getpid() (a system call on every call since
+ * glibc 2.25) only in a process that was forked. */
+static volatile gint rbk__forks;
+
+static void rbk__atfork_child(void) {
+        rbk__forks++;
+}
+
+__attribute__((constructor)) static void rbk__util_init(void) {
+        pthread_atfork(NULL, NULL, rbk__atfork_child);
+}
+
 int rbk__forked(pid_t creator) {
+        if (G_LIKELY(!g_atomic_int_get(&rbk__forks)))
+                return 0;
         return getpid() != creator;
 }

@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -616,9 +617,89 @@ static rbk_consumer_t *start_consumer(const char *bootstrap, const char *group,
         return c;
 }
 
-/* Resolves every quarantined partition: back to the committed offset (no
- * message skipped; the replayed ones are dropped as duplicates). */
-static void resolve_quarantines(void) {
+/* The operator tool next to the demo: build/bin/rbk-admin for
+ * build/examples/demo, or $RBK_ADMIN. */
+static int find_admin(char *buf, size_t size) {
+        const char *env = getenv("RBK_ADMIN");
+        if (env && *env) {
+                snprintf(buf, size, "%s", env);
+                return access(buf, X_OK) == 0;
+        }
+        char exe[4096];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n <= 0)
+                return 0;
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (!slash)
+                return 0;
+        *slash = '\0';
+        if ((size_t)snprintf(buf, size, "%.4000s/../bin/rbk-admin", exe) >=
+            size)
+                return 0;
+        return access(buf, X_OK) == 0;
+}
+
+/* Appends 'arg' to cmd, single-quoted for /bin/sh. */
+static void sh_quote(char *cmd, size_t size, const char *arg) {
+        size_t len = strlen(cmd);
+        if (len + 2 < size)
+                cmd[len++] = ' ', cmd[len++] = '\'';
+        for (; *arg && len + 5 < size; arg++) {
+                if (*arg == '\'') {
+                        memcpy(cmd + len, "'\\''", 4);
+                        len += 4;
+                } else {
+                        cmd[len++] = *arg;
+                }
+        }
+        if (len + 1 < size)
+                cmd[len++] = '\'';
+        cmd[len] = '\0';
+}
+
+/* Resolves one quarantine the way an operator does: `rbk-admin resolve
+ * GROUP TOPIC PARTITION CHOICE --yes`, a separate process, which sends the
+ * decision to this consumer over the control topic. Returns its exit
+ * status, or -1 if it could not be run. */
+static int admin_resolve(const char *admin, const char *bootstrap,
+                         const char *group, const rbk_quarantine_t *q,
+                         const char *how) {
+        char cmd[8192] = "", part[16];
+        snprintf(part, sizeof(part), "%" PRId32, q->partition);
+        sh_quote(cmd, sizeof(cmd), admin);
+        if (bootstrap) {
+                sh_quote(cmd, sizeof(cmd), "--bootstrap");
+                sh_quote(cmd, sizeof(cmd), bootstrap);
+        }
+        const char *args[] = {"resolve", group, q->topic, part, how, "--yes",
+                              "--timeout", "20"};
+        for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
+                sh_quote(cmd, sizeof(cmd), args[i]);
+        announce("operator: rbk-admin%s%s resolve %s %s %s %s --yes "
+                 "--timeout 20", bootstrap ? " --bootstrap " : "",
+                 bootstrap ? bootstrap : "", group, q->topic, part, how);
+        strncat(cmd, " 2>&1", sizeof(cmd) - strlen(cmd) - 1);
+        FILE *f = popen(cmd, "r");
+        if (!f)
+                return -1;
+        char line[1024];
+        while (fgets(line, sizeof(line), f)) {
+                pthread_mutex_lock(&out_lock);
+                clear_progress_locked();
+                printf("  rbk-admin: %s%s", line,
+                       strchr(line, '\n') ? "" : "\n");
+                redraw_progress_locked();
+                pthread_mutex_unlock(&out_lock);
+        }
+        int st = pclose(f);
+        return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* Resolves every quarantined partition: back to the committed offset by
+ * default (no message skipped; the replayed ones are dropped as
+ * duplicates), with rbk-admin when it is built, else through the API. */
+static void resolve_quarantines(const char *bootstrap, const char *group) {
         rbk_quarantine_t q[16];
         const char *how_name = getenv("RBK_DEMO_RESOLVE");
         rbk_resolve_t how = RBK_RESOLVE_COMMITTED;
@@ -630,6 +711,8 @@ static void resolve_quarantines(void) {
                 how = RBK_RESOLVE_LATEST;
         else
                 how_name = "committed";
+        char admin[4096];
+        int have_admin = find_admin(admin, sizeof(admin));
         size_t n = rbk_consumer_quarantined(consumer, q, 16);
         for (size_t i = 0; i < n && i < 16; i++) {
                 char errstr[512];
@@ -644,6 +727,17 @@ static void resolve_quarantines(void) {
                         state.resolved[q[i].partition] = 1;
                         pthread_mutex_unlock(&state.lock);
                 }
+                if (have_admin) {
+                        int rc = admin_resolve(admin, bootstrap, group, &q[i],
+                                               how_name);
+                        if (rc == 0)
+                                continue;
+                        announce("rbk-admin exited with %d; resolving "
+                                 "through the API instead", rc);
+                } else {
+                        announce("rbk-admin not built (make tools): "
+                                 "rbk_consumer_resolve()");
+                }
                 rbk_err_t err = rbk_consumer_resolve(
                         consumer, q[i].topic, q[i].partition, how, 0, errstr,
                         sizeof(errstr));
@@ -654,7 +748,8 @@ static void resolve_quarantines(void) {
 }
 
 /* The fault schedule, on the embedded cluster. */
-static void play_faults(rbk_testcluster_t *tc) {
+static void play_faults(rbk_testcluster_t *tc, const char *bootstrap,
+                        const char *group) {
         int np = DEMO_PARTITIONS;
 
         /* 1. Leader election. */
@@ -739,7 +834,7 @@ static void play_faults(rbk_testcluster_t *tc) {
                  atomic_load(&cnt.consumed) - before);
 
         /* 6. The operator resolves it. */
-        resolve_quarantines();
+        resolve_quarantines(bootstrap, group);
         if (wait_for(not_quarantined, NULL, 10000))
                 announce("quarantine resolved; partition 5 flows again");
         else
@@ -901,7 +996,7 @@ int main(int argc, char **argv) {
 
         if (tc) {
                 flowing(400, 10000);
-                play_faults(tc);
+                play_faults(tc, bootstrap, group);
         } else {
                 int secs = getenv("RBK_DEMO_SECONDS")
                                    ? atoi(getenv("RBK_DEMO_SECONDS"))

@@ -15,10 +15,11 @@
  *       linger, batching, partitioner), a delivery-report callback served by
  *       a poll thread, the `rbk-id` header formatted like the library's;
  *       raw_nohdr: the same without the header; ours: rbk_producer_send().
- *   consume raw|ours_off|ours_on   every message of the pre-filled topic:
- *       raw: an rd_kafka_consumer_poll() loop storing offset+1 with
+ *   consume raw|raw_id|ours_off|ours_on   every message of the pre-filled
+ *       topic: raw: an rd_kafka_consumer_poll() loop storing offset+1 with
  *       rd_kafka_offsets_store() after the handler (auto commit), the same
- *       librdkafka configuration; ours: rbk_consumer_poll() and
+ *       librdkafka configuration; raw_id: the same, also reading and
+ *       parsing the `rbk-id` header; ours: rbk_consumer_poll() and
  *       rbk_consumer_done(), dedup off or on. The group join is outside the
  *       clock: it starts at the first message.
  *   latency raw|ours   send-to-delivery latency at a fixed rate.
@@ -77,8 +78,8 @@ static void opts_defaults(opts_t *o) {
         o->ctopic = "bench-consume";
         o->out = "bench/results";
         o->label = "mock";
-        o->n = 200000;
-        o->cn = 200000;
+        o->n = 300000;
+        o->cn = 300000;
         o->payload = 200;
         o->rounds = 12;
         o->rate = 2000;
@@ -733,7 +734,7 @@ static int cmd_requests(const opts_t *o, const char *mode) {
 
 /* ------------------------------------------------------------ consumer arm */
 
-typedef enum { CARM_RAW, CARM_OURS_OFF, CARM_OURS_ON } carm_t;
+typedef enum { CARM_RAW, CARM_RAW_ID, CARM_OURS_OFF, CARM_OURS_ON } carm_t;
 
 /* The handler's work, the same in every arm: read the value. */
 static unsigned handle(const void *val, size_t len) {
@@ -799,6 +800,8 @@ static int cmd_consume(const opts_t *o, const char *armname) {
         carm_t arm;
         if (!strcmp(armname, "raw"))
                 arm = CARM_RAW;
+        else if (!strcmp(armname, "raw_id"))
+                arm = CARM_RAW_ID;
         else if (!strcmp(armname, "ours_off"))
                 arm = CARM_OURS_OFF;
         else if (!strcmp(armname, "ours_on"))
@@ -833,7 +836,7 @@ static int cmd_consume(const opts_t *o, const char *armname) {
         uint64_t dups = 0;
         char e[512];
 
-        if (arm == CARM_RAW) {
+        if (arm == CARM_RAW || arm == CARM_RAW_ID) {
                 rd_kafka_conf_t *rc = raw_conf(conf, RBK_CONSUMER);
                 /* The library starts new groups at the earliest offset by
                  * itself; raw librdkafka needs auto.offset.reset for it. */
@@ -866,6 +869,18 @@ static int cmd_consume(const opts_t *o, const char *armname) {
                                 c0 = cpu_now();
                         }
                         sink += handle(rkm->payload, rkm->len);
+                        rd_kafka_headers_t *hdrs;
+                        const void *id;
+                        size_t idlen;
+                        rbk_msgid_t mid;
+                        /* raw_id: reads and parses the id header as the
+                         * library does for rbk_message_t.id and .msgid. */
+                        if (arm == CARM_RAW_ID &&
+                            !rd_kafka_message_headers(rkm, &hdrs) &&
+                            !rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER,
+                                                      &id, &idlen) &&
+                            rbk_msgid_parse(id, idlen, &mid) == RBK_OK)
+                                sink += (unsigned)mid.seq;
                         rd_kafka_topic_partition_list_t *l =
                             rd_kafka_topic_partition_list_new(1);
                         rd_kafka_topic_partition_list_add(
@@ -1013,6 +1028,13 @@ static int cmd_dedup(const opts_t *o) {
         size_t *lens;
         char (*ids)[RBK_MSGID_STR_SIZE] = dedup_stream(n, &lens);
         double *win = g_new(double, 9), *lru = g_new(double, 9);
+        double *pre = g_new(double, 9), pre_ratios[9];
+        /* The consumer parses every id once for rbk_message_t.msgid; the
+         * _msgid calls take that parse. */
+        rbk_msgid_t *parsed = g_new(rbk_msgid_t, (size_t)n);
+        for (long k = 0; k < n; k++)
+                if (rbk_msgid_parse(ids[k], lens[k], &parsed[k]) != RBK_OK)
+                        return 1;
         long dups_win = 0, dups_lru = 0;
         size_t mem_win = 0, heap_win = 0, heap_lru = 0;
         /* Alternating, 9 runs each, thread CPU time: other processes on the
@@ -1039,6 +1061,20 @@ static int cmd_dedup(const opts_t *o) {
                 }
                 rbk__dedup_destroy(d);
 
+                d = rbk__dedup_new(NULL, "bench");
+                rbk__dedup_assign(d, "topic", 0);
+                t0 = thread_cpu_ns();
+                for (long k = 0; k < n; k++) {
+                        if (rbk__dedup_check_msgid(d, "topic", 0, ids[k],
+                                                   lens[k], &parsed[k]) ==
+                            RBK__DEDUP_DUPLICATE)
+                                continue;
+                        rbk__dedup_record_msgid(d, "topic", 0, ids[k], lens[k],
+                                                &parsed[k], k);
+                }
+                pre[run] = (double)(thread_cpu_ns() - t0) / (double)n;
+                rbk__dedup_destroy(d);
+
                 lru_t l;
                 h0 = heap_used();
                 lru_init(&l);
@@ -1053,17 +1089,22 @@ static int cmd_dedup(const opts_t *o) {
                 lru_free(&l);
         }
         double ratios[9];
-        for (int i = 0; i < 9; i++)
+        for (int i = 0; i < 9; i++) {
                 ratios[i] = win[i] / lru[i];
+                pre_ratios[i] = pre[i] / lru[i];
+        }
         double rmed = quantile(ratios, 9, 0.5);
         double rq1 = quantile(ratios, 9, 0.25), rq3 = quantile(ratios, 9, 0.75);
         printf("RESULT ok=1 msgs=%ld win_ns=%.2f lru_ns=%.2f ratio=%.4f "
                "ratio_q1=%.4f ratio_q3=%.4f win_best_ns=%.2f lru_best_ns=%.2f "
                "win_bytes=%zu win_heap=%zu lru_heap=%zu producers=%d "
-               "dups_win=%ld dups_lru=%ld\n",
+               "dups_win=%ld dups_lru=%ld pre_ns=%.2f pre_ratio=%.4f\n",
                n, quantile(win, 9, 0.5), quantile(lru, 9, 0.5), rmed, rq1, rq3,
                quantile(win, 9, 0.0), quantile(lru, 9, 0.0), mem_win, heap_win,
-               heap_lru, DEDUP_PRODUCERS, dups_win, dups_lru);
+               heap_lru, DEDUP_PRODUCERS, dups_win, dups_lru,
+               quantile(pre, 9, 0.5), quantile(pre_ratios, 9, 0.5));
+        g_free(pre);
+        g_free(parsed);
         g_free(win);
         g_free(lru);
         g_free(ids);
@@ -1335,11 +1376,14 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                                                "raw_nohdr"};
         static const char *const p_arms[] = {"raw", "raw", "ours",
                                              "raw_nohdr"};
+        /* Producer runs are short and noisier (the sender and librdkafka's
+         * threads contend for malloc's arena): twice the rounds. */
+        int prounds = 2 * o->rounds;
         if (only_has(o, "producer")) {
                 fprintf(stderr, "rbk-bench: producer, %ld messages of %d "
-                                "bytes per run\n",
-                        o->n, o->payload);
-                for (int round = 1; round <= o->rounds; round++) {
+                                "bytes per run, %d rounds\n",
+                        o->n, o->payload, prounds);
+                for (int round = 1; round <= prounds; round++) {
                         int ord[4] = {0, 1, 2, 3};
                         shuffle(rnd, ord, 4);
                         for (int k = 0; k < 4; k++)
@@ -1353,9 +1397,9 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
 
         /* Consumer: the topic is filled once; every arm reads all of it. */
         static const char *const c_labels[] = {"raw_a", "raw_b", "ours_off",
-                                               "ours_on"};
+                                               "ours_on", "raw_id"};
         static const char *const c_arms[] = {"raw", "raw", "ours_off",
-                                             "ours_on"};
+                                             "ours_on", "raw_id"};
         int consumer_ok = 0;
         if (only_has(o, "consumer")) {
                 fprintf(stderr, "rbk-bench: consumer, filling %s with %ld "
@@ -1368,9 +1412,9 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         }
         if (consumer_ok) {
                 for (int round = 1; round <= o->rounds; round++) {
-                        int ord[4] = {0, 1, 2, 3};
-                        shuffle(rnd, ord, 4);
-                        for (int k = 0; k < 4; k++)
+                        int ord[5] = {0, 1, 2, 3, 4};
+                        shuffle(rnd, ord, 5);
+                        for (int k = 0; k < 5; k++)
                                 g_ptr_array_add(
                                     runs, run_child(o, "consumer", "consume",
                                                     c_arms[ord[k]],
@@ -1446,6 +1490,14 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
             {"consumer_dedup_tput",
              "consumer: throughput dedup on over dedup off", "consumer",
              "ours_on", "ours_off", 1, "consumer_aa_tput", NULL, 0, 0, 0, 0},
+            {"consumer_id_cost",
+             "consumer: raw reading the id header CPU/msg over raw not "
+             "reading it", "consumer", "raw_a", "raw_id", 0, "consumer_aa_cpu",
+             NULL, 0, 0, 0, 0},
+            {"consumer_id_cpu",
+             "consumer: raw reading the id header CPU/msg over ours (dedup "
+             "off)", "consumer", "ours_off", "raw_id", 0, "consumer_aa_cpu",
+             NULL, 0, 0, 0, 0},
             {"consumer_total_cpu",
              "consumer: raw CPU/msg over ours (dedup on, the default)",
              "consumer", "ours_on", "raw_a", 0, "consumer_aa_cpu", NULL, 0, 0,
@@ -1453,7 +1505,7 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         };
         int ncs = (int)G_N_ELEMENTS(cs);
         for (int i = 0; i < ncs; i++)
-                cmp_compute(&cs[i], runs, o->rounds);
+                cmp_compute(&cs[i], runs, prounds);
 
         /* ---- single-run benchmarks */
         const run_t *lat_raw = find_run(runs, "latency", "raw", 1);
@@ -1571,14 +1623,15 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
             "- Command: `%s`\n"
             "- Load average (1 min): %.2f at start, %.2f at end; at the "
             "start of each run min %.2f, mean %.2f, max %.2f\n"
-            "- Producer: %ld messages of %d bytes, key of 5 bytes, %s; "
-            "consumer: %ld messages on the pre-filled topic %s; %d rounds, "
-            "arms of a round in random order (seed %u)\n\n",
+            "- Producer: %ld messages of %d bytes, key of 5 bytes, %s, %d "
+            "rounds; consumer: %ld messages on the pre-filled topic %s (64 "
+            "partitions), %d rounds; the arms of a round in random order "
+            "(seed %u); each arm a process of its own\n\n",
             o->label, date, elapsed, model, sysconf(_SC_NPROCESSORS_ONLN),
             un.sysname, un.release, rd_kafka_version_str(), rbk_version_str(),
             cmdline->str, load_start, load_end, ln ? lmin : -1,
             ln ? lsum / ln : -1, ln ? lmax : -1, o->n, o->payload,
-            o->ptopic, o->cn, o->ctopic, o->rounds, seed);
+            o->ptopic, prounds, o->cn, o->ctopic, o->rounds, seed);
         g_string_free(cmdline, TRUE);
         g_string_append(
             md, "## Paired ratios (CPU: other/ours per message; throughput: "
@@ -1611,12 +1664,12 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         g_string_append(md, "\n## Per arm (median and IQR over rounds)\n\n"
                             "| bench | arm | runs | CPU s per 1M msgs | IQR | "
                             "msgs/s | IQR |\n|---|---|---|---|---|---|---|\n");
-        static const char *const all_arms[2][4] = {
-            {"raw_a", "raw_b", "ours", "raw_nohdr"},
-            {"raw_a", "raw_b", "ours_off", "ours_on"}};
+        static const char *const all_arms[2][5] = {
+            {"raw_a", "raw_b", "ours", "raw_nohdr", NULL},
+            {"raw_a", "raw_b", "ours_off", "ours_on", "raw_id"}};
         for (int bi = 0; bi < 2; bi++) {
                 const char *bench = bi ? "consumer" : "producer";
-                for (int k = 0; k < 4; k++) {
+                for (int k = 0; k < 5 && all_arms[bi][k]; k++) {
                         double st[6];
                         int n;
                         arm_stats(runs, bench, all_arms[bi][k], st, &n);
@@ -1686,16 +1739,26 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                     fmt_num(b3, sizeof(b3), kv_num(dd, "win_bytes") / np, "%.0f"),
                     fmt_num(b4, sizeof(b4), kv_num(dd, "win_heap") / np, "%.0f"));
                 g_string_append_printf(
+                    md,
+                    "| dedup window, id parsed by the consumer (_msgid calls) "
+                    "| %s | | same | same |\n",
+                    fmt_num(b1, sizeof(b1), kv_num(dd, "pre_ns"), "%.1f"));
+                g_string_append_printf(
                     md, "| LRU | %s | %s | %s | last %d ids of all producers |\n\n",
                     fmt_num(b1, sizeof(b1), kv_num(dd, "lru_ns"), "%.1f"),
                     fmt_num(b2, sizeof(b2), kv_num(dd, "lru_best_ns"), "%.1f"),
                     fmt_num(b3, sizeof(b3), kv_num(dd, "lru_heap") / np, "%.0f"),
                     LRU_CAP);
                 g_string_append_printf(
-                    md, "dedup_vs_lru = %s (IQR of the 9 paired ratios %s..%s)\n",
+                    md, "dedup_vs_lru = %s (IQR of the 9 paired ratios %s..%s): "
+                        "the path the consumer calls today (rbk__dedup_check "
+                        "and rbk__dedup_record with the raw header, parse and "
+                        "locks included); with the id parsed once by the "
+                        "consumer (_msgid calls) it would be %s.\n",
                     fmt_num(b1, sizeof(b1), dedup_vs_lru, "%.3f"),
                     fmt_num(b2, sizeof(b2), kv_num(dd, "ratio_q1"), "%.3f"),
-                    fmt_num(b3, sizeof(b3), kv_num(dd, "ratio_q3"), "%.3f"));
+                    fmt_num(b3, sizeof(b3), kv_num(dd, "ratio_q3"), "%.3f"),
+                    fmt_num(b4, sizeof(b4), kv_num(dd, "pre_ratio"), "%.3f"));
         }
 
         /* ---- the summary line */
@@ -1749,7 +1812,7 @@ static int usage(void) {
                 "usage: rbk-bench run --bootstrap=B [--out=DIR] [--quick] "
                 "[--label=L] [--only=producer,consumer,latency,requests,dedup]\n"
                 "       rbk-bench produce raw|raw_nohdr|ours --bootstrap=B\n"
-                "       rbk-bench consume raw|ours_off|ours_on --bootstrap=B\n"
+                "       rbk-bench consume raw|raw_id|ours_off|ours_on --bootstrap=B\n"
                 "       rbk-bench latency raw|ours --bootstrap=B\n"
                 "       rbk-bench requests fresh|singleton --bootstrap=B\n"
                 "       rbk-bench prefill --bootstrap=B\n"

@@ -912,9 +912,14 @@ int main(int argc, char **argv) {
         /* What the hook runs to page (set before any thread starts). */
         if (!getenv("RBK_PAGE_COMMAND"))
                 setenv("RBK_PAGE_COMMAND",
-                       "echo \"  page: $RBK_EVENT_SEVERITY $RBK_EVENT_CLASS "
-                       "incident=$RBK_INCIDENT_KEY topic=$RBK_TOPIC "
-                       "partition=$RBK_PARTITION\"",
+                       is_tty ? "printf '\\r\\033[K  page: %s %s incident=%s "
+                                "topic=%s partition=%s\\n' "
+                                "\"$RBK_EVENT_SEVERITY\" \"$RBK_EVENT_CLASS\" "
+                                "\"$RBK_INCIDENT_KEY\" \"$RBK_TOPIC\" "
+                                "\"$RBK_PARTITION\""
+                              : "echo \"  page: $RBK_EVENT_SEVERITY "
+                                "$RBK_EVENT_CLASS incident=$RBK_INCIDENT_KEY "
+                                "topic=$RBK_TOPIC partition=$RBK_PARTITION\"",
                        1);
 
         const char *url = getenv("KAFKA_URL");

@@ -1555,7 +1555,8 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         static const char *const charted[] = {
             "producer_aa_cpu",    "producer_cpu_ratio", "id_header_cost",
             "producer_aa_tput",   "producer_ratio",     "consumer_aa_cpu",
-            "consumer_cpu_ratio", "consumer_dedup_ratio", "consumer_total_cpu",
+            "consumer_cpu_ratio", "consumer_id_cpu", "consumer_dedup_ratio",
+            "consumer_total_cpu",
             "consumer_aa_tput",   "consumer_tput_ratio"};
         if (f) {
                 fprintf(f, "# metric median q1 q3\n");
@@ -1576,7 +1577,8 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                         "set output 'chart.png'\n"
                         "set title 'librobustkafka against raw librdkafka "
                         "(%s cluster): median paired ratio, bars = IQR; "
-                        "higher is better'\n"
+                        "higher is better (id_header_cost: the header's "
+                        "cost)'\n"
                         "set style fill solid 0.5 border -1\n"
                         "set boxwidth 0.6\n"
                         "set xtics rotate by -30 noenhanced\n"

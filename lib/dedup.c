@@ -18,6 +18,7 @@
  * per-thread one-entry cache saves the map lookup on the hot path.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +141,7 @@ struct rbk__dedup_s {
         size_t foreign_window;
         uint64_t seed;
         rbk__store_holder_t *holder; /* NULL without a store */
-        GMutex lock;                 /* the map only */
+        pthread_mutex_t lock;        /* the map only (pthread: visible to TSan) */
         GHashTable *parts;           /* rbk__dpart_t* (key = &part->key) */
         rbk__dedup_error_cb_t *error_cb;
         void *error_opaque;
@@ -871,7 +872,7 @@ rbk__dpart_get_slow(rbk__dedup_t *d, const char *topic, int32_t partition,
                     int create) {
         rbk__dpart_t *part;
         rbk__pkey_t k = {topic, partition};
-        g_mutex_lock(&d->lock);
+        pthread_mutex_lock(&d->lock);
         part = g_hash_table_lookup(d->parts, &k);
         if (!part && create) {
                 part = g_new0(rbk__dpart_t, 1);
@@ -880,7 +881,7 @@ rbk__dpart_get_slow(rbk__dedup_t *d, const char *topic, int32_t partition,
                 part->last_offset = -1;
                 g_hash_table_add(d->parts, part);
         }
-        g_mutex_unlock(&d->lock);
+        pthread_mutex_unlock(&d->lock);
         if (part) {
                 rbk__dedup_tc.d = d;
                 rbk__dedup_tc.serial = d->serial;
@@ -1013,7 +1014,7 @@ rbk__dedup_t *rbk__dedup_new(const rbk_conf_t *conf, const char *group) {
         d->seed = ((uint64_t)g_random_int() << 32) ^ g_random_int();
         if (conf)
                 d->holder = rbk__dedup_store_dup(conf->dedup_store);
-        g_mutex_init(&d->lock);
+        pthread_mutex_init(&d->lock, NULL);
         d->parts = g_hash_table_new_full(rbk__pkey_hash, rbk__pkey_equal,
                                          NULL, rbk__dpart_free);
         return d;
@@ -1025,7 +1026,7 @@ void rbk__dedup_destroy(rbk__dedup_t *d) {
         if (rbk__dedup_tc.d == d)
                 rbk__dedup_tc.d = NULL;
         g_hash_table_destroy(d->parts);
-        g_mutex_clear(&d->lock);
+        pthread_mutex_destroy(&d->lock);
         rbk__dedup_store_free(d->holder);
         g_free(d->group);
         g_free(d);
@@ -1283,12 +1284,12 @@ size_t rbk__dedup_memory(rbk__dedup_t *d) {
         if (!d)
                 return 0;
         total = sizeof(*d);
-        g_mutex_lock(&d->lock);
+        pthread_mutex_lock(&d->lock);
         g_hash_table_iter_init(&it, d->parts);
         while (g_hash_table_iter_next(&it, &k, NULL))
                 total += __atomic_load_n(&((rbk__dpart_t *)k)->mem,
                                          __ATOMIC_RELAXED);
-        g_mutex_unlock(&d->lock);
+        pthread_mutex_unlock(&d->lock);
         return total;
 }
 

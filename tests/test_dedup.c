@@ -2,6 +2,7 @@
  * ids, serialization, the SQLite store and a kill -9 between save and the
  * rest. */
 #include <errno.h>
+#include <pthread.h>
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -88,7 +89,7 @@ static void errs_cb(const char *topic, int32_t partition, rbk_err_t err,
 
 /* An in-memory store: blobs by "group/topic/partition". */
 typedef struct memstore_s {
-        GMutex lock; /* store callbacks must be thread-safe */
+        pthread_mutex_t lock; /* store callbacks must be thread-safe */
         GHashTable *blobs; /* key -> GBytes */
         int saves, loads, destroyed;
         rbk_err_t fail_load; /* returned by load when not RBK_OK */
@@ -112,11 +113,11 @@ static rbk_err_t ms_load(const char *group, const char *topic,
                 return m->fail_load;
         }
         char *k = mkey(group, topic, partition);
-        g_mutex_lock(&m->lock);
+        pthread_mutex_lock(&m->lock);
         GBytes *b = g_hash_table_lookup(m->blobs, k);
         g_free(k);
         if (!b) {
-                g_mutex_unlock(&m->lock);
+                pthread_mutex_unlock(&m->lock);
                 return RBK_ERR_NOT_FOUND;
         }
         gsize n;
@@ -124,7 +125,7 @@ static rbk_err_t ms_load(const char *group, const char *topic,
         *blobp = malloc(n ? n : 1);
         memcpy(*blobp, p, n);
         *sizep = n;
-        g_mutex_unlock(&m->lock);
+        pthread_mutex_unlock(&m->lock);
         return RBK_OK;
 }
 
@@ -138,10 +139,10 @@ static rbk_err_t ms_save(const char *group, const char *topic,
                 snprintf(errstr, errstr_size, "disk full");
                 return m->fail_save;
         }
-        g_mutex_lock(&m->lock);
+        pthread_mutex_lock(&m->lock);
         g_hash_table_replace(m->blobs, mkey(group, topic, partition),
                              g_bytes_new(blob, size));
-        g_mutex_unlock(&m->lock);
+        pthread_mutex_unlock(&m->lock);
         return RBK_OK;
 }
 
@@ -161,6 +162,7 @@ static void ms_destroy(void *opaque) {
 
 static void memstore_init(memstore_t *m) {
         memset(m, 0, sizeof(*m));
+        pthread_mutex_init(&m->lock, NULL);
         m->blobs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                          (GDestroyNotify)g_bytes_unref);
 }
@@ -1157,13 +1159,13 @@ END_TEST
  * a false duplicate. */
 typedef struct churn_s {
         rbk__dedup_t *d;
-        volatile int stop;
+        gint stop;
         long falsedup;
 } churn_t;
 
 static gpointer churner(gpointer p) {
         churn_t *c = p;
-        for (uint64_t s = 1; !c->stop; s++) {
+        for (uint64_t s = 1; !g_atomic_int_get(&c->stop); s++) {
                 char b[RBK_MSGID_STR_SIZE];
                 int n = fmt_id(b, 0xA1, s);
                 if (rbk__dedup_check(c->d, "t", 0, b, (size_t)n) == RBK__DEDUP_DUPLICATE)
@@ -1188,7 +1190,7 @@ START_TEST(revoke_races_with_late_handler) {
                 (void)rbk__dedup_memory(ch.d);
                 rbk__dedup_assign(ch.d, "t", 0);
         }
-        ch.stop = 1;
+        g_atomic_int_set(&ch.stop, 1);
         g_thread_join(th);
         ck_assert_int_eq(ch.falsedup, 0);
         rbk__dedup_destroy(ch.d);

@@ -1087,6 +1087,7 @@ int main(int argc, char **argv) {
         map_free(&ids);
         unsigned long consumed = state.consumed_ours;
         unsigned long passed = state.passed_duplicates;
+        unsigned long foreign = state.foreign;
         pthread_mutex_unlock(&state.lock);
 
         rbk_consumer_destroy(verifier);
@@ -1099,6 +1100,9 @@ int main(int argc, char **argv) {
                log_dups, cs.duplicates_dropped, passed,
                passed ? " (an idempotent handler absorbs them: "
                         "examples/upsert_consumer.c)" : "");
+        if (foreign)
+                printf("demo: %lu messages of earlier runs or other producers "
+                       "read and ignored\n", foreign);
         if (atomic_load(&cnt.failed))
                 printf("demo: %lu messages failed delivery (reported to the "
                        "delivery callback; not acknowledged, so not lost)\n",

@@ -320,7 +320,7 @@ int main(int argc, char **argv) {
         unsigned long failed = atomic_load(&cnt.failed);
         printf("producer_service: accepted=%lu delivered=%lu failed=%lu "
                "failed_at_shutdown=%lu possibly_persisted=%lu resent=%lu "
-               "rejected=%lu rate=%.0f/s shutdown=%.1fs%s\n",
+               "rejected=%lu send_rate=%.0f/s shutdown=%.1fs%s\n",
                accepted, delivered, failed, atomic_load(&cnt.failed_shutdown),
                atomic_load(&cnt.possibly_persisted), atomic_load(&cnt.resent),
                atomic_load(&cnt.rejected),

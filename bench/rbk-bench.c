@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <glib/gstdio.h>
+
 #include "dedup.h"
 #include "internal.h"
 
@@ -1423,18 +1425,23 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                 }
         }
 
-        /* Latency at a fixed rate, both arms, random order. */
+        /* Latency at a fixed rate: pairs of both arms, random order. */
+        int lrounds = o->quick ? 1 : 3;
         if (only_has(o, "latency")) {
-                fprintf(stderr, "rbk-bench: latency, %d msgs/s for %d s\n",
-                        o->rate, o->seconds);
-                int ord[2] = {0, 1};
+                fprintf(stderr, "rbk-bench: latency, %d msgs/s for %d s, %d "
+                                "pairs\n",
+                        o->rate, o->seconds, lrounds);
                 static const char *const l_arms[] = {"raw", "ours"};
-                shuffle(rnd, ord, 2);
-                for (int k = 0; k < 2; k++)
-                        g_ptr_array_add(runs,
-                                        run_child(o, "latency", "latency",
-                                                  l_arms[ord[k]],
-                                                  l_arms[ord[k]], 1, k + 1));
+                for (int round = 1; round <= lrounds; round++) {
+                        int ord[2] = {0, 1};
+                        shuffle(rnd, ord, 2);
+                        for (int k = 0; k < 2; k++)
+                                g_ptr_array_add(
+                                    runs, run_child(o, "latency", "latency",
+                                                    l_arms[ord[k]],
+                                                    l_arms[ord[k]], round,
+                                                    k + 1));
+                }
         }
 
         if (only_has(o, "requests")) {
@@ -1508,8 +1515,6 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                 cmp_compute(&cs[i], runs, prounds);
 
         /* ---- single-run benchmarks */
-        const run_t *lat_raw = find_run(runs, "latency", "raw", 1);
-        const run_t *lat_ours = find_run(runs, "latency", "ours", 1);
         const run_t *rq_fresh = find_run(runs, "requests", "fresh", 1);
         const run_t *rq_single = find_run(runs, "requests", "singleton", 1);
         const run_t *dd = find_run(runs, "dedup", "dedup", 1);
@@ -1558,27 +1563,33 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
             "consumer_cpu_ratio", "consumer_id_cpu", "consumer_dedup_ratio",
             "consumer_total_cpu",
             "consumer_aa_tput",   "consumer_tput_ratio"};
+        int charted_rows = 0;
         if (f) {
                 fprintf(f, "# metric median q1 q3\n");
                 for (size_t i = 0; i < G_N_ELEMENTS(charted); i++) {
                         cmp_t *c = cmp_find(cs, ncs, charted[i]);
-                        if (c->pairs)
+                        if (c->pairs) {
                                 fprintf(f, "%s %.4f %.4f %.4f\n", c->name,
                                         c->median, c->q1, c->q3);
+                                charted_rows++;
+                        }
                 }
                 fclose(f);
         }
         g_free(path);
+        /* No paired ratio (--only without producer or consumer): no chart. */
         path = g_build_filename(o->out, "chart.gp", NULL);
-        f = fopen(path, "w");
+        f = charted_rows ? fopen(path, "w") : NULL;
+        if (!charted_rows)
+                g_unlink(path);
         if (f) {
                 fprintf(f,
                         "set terminal pngcairo size 1100,560 font 'sans,10'\n"
                         "set output 'chart.png'\n"
                         "set title 'librobustkafka against raw librdkafka "
                         "(%s cluster): median paired ratio, bars = IQR; "
-                        "higher is better (id_header_cost: the header's "
-                        "cost)'\n"
+                        "higher is better (id_header_cost: cost of the "
+                        "header)'\n"
                         "set style fill solid 0.5 border -1\n"
                         "set boxwidth 0.6\n"
                         "set xtics rotate by -30 noenhanced\n"
@@ -1684,22 +1695,30 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                             st[3], st[4], st[5]);
                 }
         }
-        if (lat_raw || lat_ours) {
+        if (find_run(runs, "latency", "raw", 1) ||
+            find_run(runs, "latency", "ours", 1)) {
                 g_string_append_printf(
-                    md, "\n## Send-to-delivery latency at %d msgs/s for %d s\n\n"
-                        "| arm | p50 ms | p99 ms | max ms | errors |\n"
-                        "|---|---|---|---|---|\n",
-                    o->rate, o->seconds);
-                const run_t *ls[2] = {lat_raw, lat_ours};
-                for (int k = 0; k < 2; k++)
-                        if (ls[k])
+                    md, "\n## Send-to-delivery latency at %d msgs/s for %d s "
+                        "(%d pairs, random order in each)\n\n"
+                        "| round | arm | p50 ms | p99 ms | max ms | errors |\n"
+                        "|---|---|---|---|---|---|\n",
+                    o->rate, o->seconds, lrounds);
+                for (int round = 1; round <= lrounds; round++) {
+                        static const char *const la[2] = {"raw", "ours"};
+                        for (int k = 0; k < 2; k++) {
+                                const run_t *l = find_run(runs, "latency",
+                                                          la[k], round);
+                                if (!l)
+                                        continue;
                                 g_string_append_printf(
-                                    md, "| %s | %s | %s | %s | %s |\n",
-                                    ls[k]->arm,
-                                    fmt_num(b1, sizeof(b1), kv_num(ls[k], "p50_ms"), "%.2f"),
-                                    fmt_num(b2, sizeof(b2), kv_num(ls[k], "p99_ms"), "%.2f"),
-                                    fmt_num(b3, sizeof(b3), kv_num(ls[k], "max_ms"), "%.2f"),
-                                    fmt_num(b4, sizeof(b4), kv_num(ls[k], "errors"), "%.0f"));
+                                    md, "| %d | %s | %s | %s | %s | %s |\n",
+                                    round, l->arm,
+                                    fmt_num(b1, sizeof(b1), kv_num(l, "p50_ms"), "%.2f"),
+                                    fmt_num(b2, sizeof(b2), kv_num(l, "p99_ms"), "%.2f"),
+                                    fmt_num(b3, sizeof(b3), kv_num(l, "max_ms"), "%.2f"),
+                                    fmt_num(b4, sizeof(b4), kv_num(l, "errors"), "%.0f"));
+                        }
+                }
         }
         if (rq_fresh || rq_single) {
                 g_string_append(md, "\n## Per-request latency: fresh producer "

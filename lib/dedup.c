@@ -843,7 +843,8 @@ static void rbk__dpart_free(gpointer p) {
 }
 
 static void rbk__dpart_update_mem(rbk__dpart_t *part) {
-        size_t m = part->assigned ? sizeof(*part) + part->win.mem : 0;
+        /* Counted assigned or not: a revoked partition keeps its window. */
+        size_t m = sizeof(*part) + part->win.mem;
         __atomic_store_n(&part->mem, m, __ATOMIC_RELAXED);
 }
 
@@ -921,11 +922,11 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
         if (already)
                 return;
 
+        int64_t next_offset = -1; /* of the store's saved window */
         if (d->holder) {
                 const rbk_dedup_store_t *st = &d->holder->store;
                 void *blob = NULL;
                 size_t size = 0;
-                int64_t next_offset = -1;
                 char serr[400] = "";
                 r = st->load(d->group, part->key.topic, part->key.partition,
                              &blob, &size, &next_offset, serr, sizeof(serr),
@@ -947,12 +948,24 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
 
         rbk__plock_lock(&part->lock);
         if (!part->assigned) {
-                rbk__win_clear(&part->win);
-                part->win = w;
+                /* A window retained from an earlier assignment holds only
+                 * ids this process handled, so it stays valid: a partition
+                 * lost and assigned back (a coordinator failover) must not
+                 * hand its messages to the handler again. It is replaced
+                 * only when the store's saved window is newer, i.e. another
+                 * consumer handled the partition in between. */
+                int retained = part->win.nprod > 0 || part->win.fcount > 0;
+                if (retained && next_offset <= part->last_offset + 1) {
+                        /* kept as it is, unsaved records still dirty */
+                        rbk__win_clear(&w);
+                } else {
+                        rbk__win_clear(&part->win);
+                        part->win = w;
+                        part->last_offset = -1;
+                        part->saved_gen = part->rec_gen;
+                }
                 part->revoked = 0;
                 __atomic_store_n(&part->assigned, 1, __ATOMIC_RELEASE);
-                part->saved_gen = part->rec_gen;
-                part->last_offset = -1;
                 __atomic_store_n(&part->dups, 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&part->unprovable, 0, __ATOMIC_RELAXED);
                 __atomic_store_n(&part->no_id, 0, __ATOMIC_RELAXED);
@@ -1051,7 +1064,7 @@ void rbk__dedup_revoke(rbk__dedup_t *d, const char *topic, int32_t partition) {
         if (!d || !topic || !(part = rbk__dpart_get(d, topic, partition, 0)))
                 return;
         rbk__plock_lock(&part->lock);
-        rbk__win_clear(&part->win);
+        /* The window is kept (see rbk__dpart_assign()). */
         __atomic_store_n(&part->assigned, 0, __ATOMIC_RELEASE);
         part->revoked = 1;
         part->last_len = 0;

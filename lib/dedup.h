@@ -78,13 +78,20 @@ void rbk__dedup_set_error_cb(rbk__dedup_t *d, rbk__dedup_error_cb_t *cb,
 
 /* The partition is now ours: creates its windows, loading the saved window
  * from the store if any (a missing one is not an error; a corrupt one is
- * reported through the error callback and the partition starts empty).
+ * reported through the error callback and the partition starts empty). A
+ * window kept from an earlier assignment in this process is reused unless
+ * the store's saved window is newer (saved at an offset beyond the last one
+ * recorded here: another consumer handled the partition in between).
  * Idempotent: assigning an already-assigned partition keeps its windows.
  * (check/record on a partition that was never assigned assign it first;
  * on a revoked one they do not, see above.) */
 void rbk__dedup_assign(rbk__dedup_t *d, const char *topic, int32_t partition);
-/* Drops the partition's windows and counters (they were saved at the last
- * rbk__dedup_commit(); call that first on a clean revoke). */
+/* The partition is no longer ours: resets its counters and stops
+ * check/record on it, but keeps its windows in memory, so a partition lost
+ * and assigned back (a coordinator failover, a session timeout) still drops
+ * what this process already handled. Windows of every partition ever
+ * assigned stay until rbk__dedup_destroy() (bounded by the partitions of the
+ * subscribed topics). Call rbk__dedup_commit() first on a clean revoke. */
 void rbk__dedup_revoke(rbk__dedup_t *d, const char *topic, int32_t partition);
 
 /* Called on the partition's worker thread right before the handler: is this

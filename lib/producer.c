@@ -598,7 +598,9 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                 sync->rec = rec;
         int generated = !msg->id && id_len > 0;
 
-        int64_t end = rbk__deadline_us(p->send_timeout_ms);
+        /* The deadline is read from the clock only when a wait starts: most
+         * sends never wait. */
+        int64_t end = 0;
         int waited_room = 0;
         g_mutex_lock(&p->lock);
         for (;;) {
@@ -672,6 +674,8 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                             why);
                         break;
                 }
+                if (!end)
+                        end = rbk__deadline_us(p->send_timeout_ms);
                 if (g_get_monotonic_time() >= end) {
                         err = rbk__seterr(
                             errstr, errstr_size, RBK_ERR_QUEUE_FULL,

@@ -47,7 +47,7 @@ static const rbk__prop_t rbk__props[] = {
     {"rbk.consumer.initial.offset", P_ENUM, "earliest", 0, 0,
      "earliest,latest,error"},
     {"rbk.dedup.enable", P_BOOL, "true", 0, 0, NULL},
-    {"rbk.dedup.window", P_INT, "65536", 64, 16777216, NULL},
+    {"rbk.dedup.window", P_INT, "262144", 64, 16777216, NULL},
     {"rbk.dedup.max.producers", P_INT, "16", 1, 1024, NULL},
     {"rbk.dedup.foreign.window", P_INT, "10000", 0, 10000000, NULL},
     {"rbk.control.topic", P_STR, "rbk-control", 0, 0, NULL},

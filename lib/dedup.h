@@ -40,7 +40,7 @@
 
 /* Configuration properties read by rbk__dedup_new() and their defaults. */
 #define RBK__DEDUP_WINDOW_PROP "rbk.dedup.window"
-#define RBK__DEDUP_WINDOW_DEFAULT 65536 /* sequences; power of two, 64..16777216 */
+#define RBK__DEDUP_WINDOW_DEFAULT 262144 /* sequences; power of two, 64..16777216 */
 #define RBK__DEDUP_MAX_PRODUCERS_PROP "rbk.dedup.max.producers"
 #define RBK__DEDUP_MAX_PRODUCERS_DEFAULT 16 /* 1..1024 per partition (larger: 1024) */
 #define RBK__DEDUP_FOREIGN_WINDOW_PROP "rbk.dedup.foreign.window"

@@ -1197,8 +1197,8 @@ START_TEST(partitions_in_parallel) {
                 ck_assert_int_eq(w[i].failures, 0);
         }
         mem = rbk__dedup_memory(d);
-        ck_assert_uint_ge(mem, 6 * 3 * (65536 / 8));
-        ck_assert_uint_le(mem, 6 * 3 * (65536 / 8) + 6 * 4096 + 4096);
+        ck_assert_uint_ge(mem, 6 * 3 * (RBK__DEDUP_WINDOW_DEFAULT / 8));
+        ck_assert_uint_le(mem, 6 * 3 * (RBK__DEDUP_WINDOW_DEFAULT / 8) + 6 * 4096 + 4096);
         for (int i = 0; i < 6; i++)
                 rbk__dedup_revoke(d, "t", i);
         /* revoked windows are kept (and counted) for a re-assignment */
@@ -1258,8 +1258,9 @@ START_TEST(memory_bounded) {
         for (uint64_t p = 1; p <= 200; p++)
                 rec(d, "t", p, p * 1000);
         size_t full = rbk__dedup_memory(d);
-        ck_assert_uint_ge(full, empty + 16 * 8192);
-        ck_assert_uint_le(full, empty + 16 * (8192 + 64) + 4096);
+        const size_t wbytes = RBK__DEDUP_WINDOW_DEFAULT / 8;
+        ck_assert_uint_ge(full, empty + 16 * wbytes);
+        ck_assert_uint_le(full, empty + 16 * (wbytes + 64) + 4096);
         for (int i = 0; i < 20000; i++) {
                 char b[32];
                 snprintf(b, sizeof(b), "caller-%d", i);

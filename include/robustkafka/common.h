@@ -17,9 +17,9 @@ extern "C" {
 /** @name Version
  * The Makefile reads these three lines to name the shared library. */
 /**@{*/
-#define RBK_VERSION_MAJOR 0
-#define RBK_VERSION_MINOR 1
-#define RBK_VERSION_PATCH 0
+#define RBK_VERSION_MAJOR 0 /**< Incremented on ABI breaks (and the soname with it). */
+#define RBK_VERSION_MINOR 1 /**< Incremented on additions. */
+#define RBK_VERSION_PATCH 0 /**< Incremented on fixes. */
 /** The version as one number, 0xMMmmpp: compare with `>=` in preprocessor checks. */
 #define RBK_VERSION_NUM \
         ((RBK_VERSION_MAJOR << 16) | (RBK_VERSION_MINOR << 8) | RBK_VERSION_PATCH)

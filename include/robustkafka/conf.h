@@ -75,6 +75,8 @@ RBK_API rbk_err_t rbk_conf_set(rbk_conf_t *conf, const char *name,
 
 /**
  * @brief Reads the value the user set for a property (not the defaults).
+ * @param conf the configuration.
+ * @param name the property name.
  * @param dest buffer for the value (NUL-terminated); may be NULL to ask for
  * the size.
  * @param dest_size in: size of @p dest; out: size needed including the NUL.
@@ -99,6 +101,8 @@ RBK_API rbk_err_t rbk_conf_get(const rbk_conf_t *conf, const char *name,
  *
  * @param var_prefix prefix of the variable names; NULL means "KAFKA_" (use
  * e.g. "HEROKU_KAFKA_GRAY_" for a second cluster).
+ * @param errstr buffer for a message naming the variable and the problem.
+ * @param errstr_size size of @p errstr.
  * @returns a new configuration (free with rbk_conf_destroy()), or NULL with a
  * message naming the variable and the problem in @p errstr. Secrets never
  * appear in @p errstr.
@@ -143,6 +147,7 @@ RBK_API char *rbk_conf_dump(const rbk_conf_t *conf, rbk_client_type_t type,
 /**
  * @brief Sets the hook: the one callback through which failures reach the
  * application (see event.h for the events and the thread that calls it).
+ * @param conf the configuration.
  * @param hook the callback, or NULL to remove it.
  * @param opaque passed as the last argument of @p hook.
  * Thread-safety: as rbk_conf_new().

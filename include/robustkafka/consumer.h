@@ -91,6 +91,8 @@ RBK_API void rbk_conf_set_rebalance_cb(rbk_conf_t *conf,
  * @brief Creates a group consumer (prefer rbk_consumer_get()). `group.id`
  * is required.
  * @param conf configuration; copied, the caller keeps ownership.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
  * @returns the consumer, or NULL with the reason in @p errstr.
  * Thread-safety: safe from any thread.
  */
@@ -140,6 +142,8 @@ RBK_API void rbk_consumer_stop(rbk_consumer_t *c);
  *
  * Each message returned must be given back with rbk_consumer_done() before
  * the next message of the same partition is returned.
+ * @param c the consumer.
+ * @param timeout_ms how long to wait for a message (0: do not wait).
  * @param msgp receives the message, or NULL on timeout.
  * @returns RBK_OK (message or timeout), RBK_ERR_STATE while rbk_consumer_run
  * is active, RBK_ERR_SHUTDOWN after close.
@@ -169,7 +173,13 @@ typedef enum rbk_resolve_t {
  * @brief Resolves a quarantined partition: resumes it at the chosen
  * position, commits that position explicitly, logs the decision with the
  * incident key and fires RBK_EV_QUARANTINE_RESOLVED.
+ * @param c the consumer holding the quarantine.
+ * @param topic the topic (without prefix).
+ * @param partition the partition.
+ * @param how where to resume.
  * @param offset the offset for RBK_RESOLVE_OFFSET, ignored otherwise.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
  * @returns RBK_OK; RBK_ERR_NOT_QUARANTINED, RBK_ERR_NOT_FOUND (unknown
  * topic/partition), RBK_ERR_OUT_OF_RANGE (offset outside the watermarks);
  * on error nothing changes.
@@ -193,7 +203,9 @@ typedef struct rbk_quarantine_s {
 
 /**
  * @brief Lists quarantined partitions.
+ * @param c the consumer.
  * @param out array of @p max entries (may be NULL when @p max is 0).
+ * @param max number of entries @p out holds.
  * @returns how many partitions are quarantined (may exceed @p max).
  * Thread-safety: safe from any thread.
  */

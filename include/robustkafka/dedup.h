@@ -53,11 +53,17 @@ typedef rbk_err_t(rbk_dedup_load_cb_t)(const char *group, const char *topic,
  * Called before each offset commit of the partition (on the thread that
  * commits), only when ids were recorded since the last successful save. The
  * save must be atomic: a later load returns either the old or the new blob.
+ * @param group the consumer group (without prefix).
+ * @param topic the topic (without prefix).
+ * @param partition the partition.
  * @param blob the bytes to keep (owned by the library, valid during the
  * call); opaque to the store (a versioned, checksummed format).
  * @param size size of @p blob.
  * @param next_offset the offset about to be committed; every message below it
  * has been handled. A store may use it to prune what it keeps.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
+ * @param opaque rbk_dedup_store_t.opaque.
  * @returns RBK_OK, or an error with the reason in @p errstr (the commit goes
  * on; duplicates may pass after a restart, nothing is lost).
  */
@@ -74,8 +80,14 @@ typedef rbk_err_t(rbk_dedup_save_cb_t)(const char *group, const char *topic,
  * Called on a worker thread for each message the in-memory window does not
  * already prove to be a duplicate; calls for different partitions may run
  * concurrently.
+ * @param group the consumer group (without prefix).
+ * @param topic the topic (without prefix).
+ * @param partition the partition.
  * @param id the raw `rbk-id` header value (not NUL-terminated).
  * @param id_len its size.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
+ * @param opaque rbk_dedup_store_t.opaque.
  * @returns 1 if recorded (the message is dropped as a duplicate), 0 if not,
  * -1 on failure with the reason in @p errstr (the message is handed to the
  * handler and RBK_EV_DEDUP_STORE_ERROR fires).

@@ -36,7 +36,9 @@ typedef struct rbk_msgid_s {
 
 /**
  * @brief Formats an id as the header value.
+ * @param id the id.
  * @param buf output, at least RBK_MSGID_STR_SIZE bytes for any id.
+ * @param size size of @p buf.
  * @returns the length written (without NUL), or -1 if @p buf is too small or
  * an argument is NULL.
  * Thread-safety: safe from any thread.
@@ -46,6 +48,8 @@ RBK_API int rbk_msgid_format(const rbk_msgid_t *id, char *buf, size_t size);
 /**
  * @brief Parses a header value in the library's format.
  * @param value the bytes (need not be NUL-terminated).
+ * @param len number of bytes in @p value.
+ * @param out receives the parsed id.
  * @returns RBK_OK, or RBK_ERR_INVALID_ARG if the value is not in the format
  * (a caller-supplied or garbled id).
  * Thread-safety: safe from any thread.

@@ -97,6 +97,8 @@ RBK_API void rbk_conf_set_delivery_cb(rbk_conf_t *conf, rbk_delivery_cb_t *cb,
  * @brief Creates a producer (prefer rbk_producer_get() for the process-wide
  * singleton).
  * @param conf configuration; copied, the caller keeps ownership.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
  * @returns the producer, or NULL with the reason in @p errstr (invalid or
  * unsafe configuration, client creation failed).
  * Thread-safety: safe from any thread.
@@ -124,9 +126,13 @@ RBK_API rbk_err_t rbk_producer_send(rbk_producer_t *p, const rbk_msg_t *msg,
 
 /**
  * @brief Sends a message and waits for its final status.
+ * @param p the producer.
+ * @param msg the message (copied, as by rbk_producer_send()).
  * @param timeout_ms how long to wait for the delivery report; on timeout the
  * message stays accepted and is still reported to the delivery callback.
  * @param offsetp if not NULL, receives the offset when delivered.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
  * @returns RBK_OK when delivered; the delivery error; RBK_ERR_TIMED_OUT; or
  * any error of rbk_producer_send(). Must not be called from a delivery
  * callback (RBK_ERR_WOULD_BLOCK).
@@ -205,6 +211,8 @@ RBK_API char *rbk_producer_stats_json(rbk_producer_t *p);
  * @param name registry name; NULL means "default".
  * @param conf configuration used on creation and compared afterwards; NULL
  * means rbk_conf_from_env(NULL).
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
  * @returns the handle, or NULL with the reason in @p errstr.
  * Thread-safety: safe from any thread; creation happens once.
  */

@@ -48,6 +48,8 @@ typedef struct rbk_testcluster_s rbk_testcluster_t;
  * @brief Starts a cluster of @p brokers brokers (ids 1 to @p brokers) on
  * loopback ports chosen by the system.
  * @param brokers number of brokers, 1 to 32.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
  * @returns the cluster, freed with rbk_testcluster_destroy(); NULL with the
  * reason in @p errstr.
  * Thread-safety: safe from any thread.
@@ -74,6 +76,7 @@ RBK_API const char *rbk_testcluster_bootstrap(rbk_testcluster_t *tc);
 /**
  * @brief Creates a topic (topics are also auto-created on first use with the
  * mock's defaults).
+ * @param tc the cluster.
  * @param name full topic name (no prefix is applied).
  * @param partitions partition count, at least 1.
  * @param replication replication factor, 1 to the broker count.
@@ -169,8 +172,10 @@ RBK_API rbk_err_t rbk_testcluster_clear_request_errors(rbk_testcluster_t *tc,
 
 /**
  * @brief Sets the coordinator of a consumer group or transactional id.
+ * @param tc the cluster.
  * @param key_type "group" or "transaction".
  * @param key the group name or transactional id.
+ * @param broker_id the broker that becomes coordinator.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_KAFKA.
  * Thread-safety: safe from any thread.
  */
@@ -184,6 +189,7 @@ RBK_API rbk_err_t rbk_testcluster_set_coordinator(rbk_testcluster_t *tc,
  * as a broker-side idempotence failure would (librdkafka's
  * `rd_kafka_test_fatal_error()`). The producer recovers from it as from a
  * real one (docs/producer.md).
+ * @param p the producer.
  * @param kafka_err the cause, e.g. 45 (OUT_OF_ORDER_SEQUENCE_NUMBER).
  * @param reason free text, shown in the cause.
  * @returns RBK_OK; RBK_ERR_INVALID_ARG; RBK_ERR_STATE when the producer is

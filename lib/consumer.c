@@ -128,9 +128,11 @@ void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p) {
  * c->lock. Returns a reference, or NULL. */
 static rbk__part_t *rbk__take(rbk_consumer_t *c, rd_kafka_message_t **rkmp) {
         rbk__part_t *p;
-        int64_t now = rbk__now_ms();
+        int64_t now = 0; /* read only for a partition in retry backoff */
         while ((p = g_queue_pop_head(&c->ready))) {
                 p->in_ready = 0;
+                if (p->retry_at && !now)
+                        now = rbk__now_ms();
                 if (!rbk__part_runnable(c, p, now)) {
                         rbk__part_unref(p);
                         continue;
@@ -191,8 +193,13 @@ static void rbk__dedup_error(const char *topic, int32_t partition,
 /* Stores offset+1 for the head message and pops it. Waits while a
  * re-assign is in progress (its commit and assign must not lose a store).
  * Caller holds c->lock. */
-void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
-                             rd_kafka_message_t *rkm) {
+/* rbk__part_complete_head() with the id already looked up (id NULL: none;
+ * msgid: its parse, or NULL) and the time of completion. */
+static void rbk__part_complete_head_id(rbk_consumer_t *c, rbk__part_t *p,
+                                       rd_kafka_message_t *rkm,
+                                       const void *id, size_t idlen,
+                                       const rbk_msgid_t *msgid,
+                                       int64_t now_ms) {
         while (c->store_gate)
                 rbk__consumer_wait(c, 0);
         if (p->assigned && !p->quarantined) {
@@ -211,17 +218,9 @@ void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
                 else
                         p->stored = rkm->offset + 1;
         }
-        if (c->dedup) {
-                const void *id = NULL;
-                size_t idlen = 0;
-                rd_kafka_headers_t *hdrs;
-                if (!rd_kafka_message_headers(rkm, &hdrs))
-                        rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER, &id,
-                                                 &idlen);
-                if (id && idlen)
-                        rbk__dedup_record(c->dedup, p->utopic, p->partition,
-                                          id, idlen, rkm->offset);
-        }
+        if (c->dedup && id && idlen)
+                rbk__dedup_record_msgid(c->dedup, p->utopic, p->partition, id,
+                                        idlen, msgid, rkm->offset);
         if (g_queue_peek_head(&p->msgs) == rkm)
                 g_queue_pop_head(&p->msgs);
         else
@@ -229,13 +228,23 @@ void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
         rd_kafka_message_destroy(rkm);
         p->attempts = 0;
         p->retry_at = 0;
-        p->last_progress_ms = rbk__now_ms();
+        p->last_progress_ms = now_ms;
         p->stall_reported = 0;
         if (p->fetch_paused &&
             (int64_t)g_queue_get_length(&p->msgs) <= c->queue_max / 2) {
                 p->fetch_paused = 0;
                 rd_kafka_queue_yield(c->cq); /* the poll thread refills */
         }
+}
+
+void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
+                             rd_kafka_message_t *rkm) {
+        const void *id = NULL;
+        size_t idlen = 0;
+        rd_kafka_headers_t *hdrs;
+        if (c->dedup && !rd_kafka_message_headers(rkm, &hdrs))
+                rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER, &id, &idlen);
+        rbk__part_complete_head_id(c, p, rkm, id, idlen, NULL, rbk__now_ms());
 }
 
 rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
@@ -822,14 +831,23 @@ static void rbk__msg_fill(rbk_consumer_t *c, rbk__msg_t *m, rbk__part_t *p,
                 if (!rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER, &val,
                                               &sz) &&
                     val) {
-                        m->idbuf = g_strndup(val, sz);
-                        m->pub.id = m->idbuf;
+                        m->id_raw = val;
+                        m->id_len = sz;
                         m->pub.has_msgid =
                             rbk_msgid_parse(val, sz, &m->pub.msgid) == RBK_OK;
                 }
                 if (!rd_kafka_header_get_last(hdrs, RBK_RESENT_HEADER, &val,
                                               &sz))
                         m->pub.possibly_duplicate = 1;
+        }
+}
+
+/* The message passed dedup and goes to the application: copies the id and
+ * starts the handler clock. */
+static void rbk__msg_ready(rbk__msg_t *m) {
+        if (m->id_raw) {
+                m->idbuf = g_strndup(m->id_raw, m->id_len);
+                m->pub.id = m->idbuf;
         }
         m->started_ms = rbk__now_ms();
 }
@@ -860,9 +878,13 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
         rbk__part_t *p = m->part;
         rd_kafka_message_t *rkm = m->rkm;
         rbk__act_t act = RBK__ACT_NONE;
+        int64_t now = rbk__now_ms();
+        if (m->dedup_count == RBK__DEDUP_UNPROVABLE)
+                c->unprovable++;
+        else if (m->dedup_count == RBK__DEDUP_NO_ID)
+                c->no_id++;
         if (ran_handler) {
-                double ms = (double)(g_get_monotonic_time() / 1000 -
-                                     m->started_ms);
+                double ms = (double)(now - m->started_ms);
                 p->handler_cnt++;
                 p->handler_ms_sum += ms;
                 if (ms > p->handler_ms_max)
@@ -875,7 +897,9 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
                 g_queue_remove(&p->msgs, rkm);
                 rd_kafka_message_destroy(rkm);
         } else if (verdict == RBK_HANDLED) {
-                rbk__part_complete_head(c, p, rkm);
+                rbk__part_complete_head_id(
+                    c, p, rkm, m->id_raw, m->id_len,
+                    m->pub.has_msgid ? &m->pub.msgid : NULL, now);
                 if (ran_handler) {
                         p->handled++;
                         c->handled++;
@@ -894,8 +918,7 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
                             "%" PRId64,
                             p->attempts, rkm->offset);
                 } else {
-                        p->retry_at =
-                            rbk__now_ms() + rbk__backoff_ms(c, p->attempts);
+                        p->retry_at = now + rbk__backoff_ms(c, p->attempts);
                         if (p->retry_at == 0)
                                 p->retry_at = 1;
                 }
@@ -935,39 +958,28 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
         }
 }
 
-/* Checks the id of a message about to be handed out. Returns 1 if it is a
- * duplicate and was completed (the offset stored, nothing handed out). */
-static int rbk__dedup_drop(rbk_consumer_t *c, rbk__part_t *p,
-                           rd_kafka_message_t *rkm) {
-        const void *id = NULL;
-        size_t idlen = 0;
-        rd_kafka_headers_t *hdrs;
-        if (!rd_kafka_message_headers(rkm, &hdrs))
-                rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER, &id, &idlen);
+/* Checks the id of a message about to be handed out (m filled by
+ * rbk__msg_fill()). Returns 1 if it is a duplicate and was completed (the
+ * offset stored, nothing handed out). Otherwise notes in m the verdict that
+ * rbk__finish() counts, and takes no lock. */
+static int rbk__dedup_drop(rbk_consumer_t *c, rbk__part_t *p, rbk__msg_t *m) {
+        const void *id = m->id_raw;
+        size_t idlen = m->id_len;
         rbk__dedup_verdict_t v = RBK__DEDUP_NO_ID;
         if (c->dedup && p->attempts == 1)
-                v = rbk__dedup_check(c->dedup, p->utopic, p->partition, id,
-                                     idlen);
+                v = rbk__dedup_check_msgid(
+                    c->dedup, p->utopic, p->partition, id, idlen,
+                    m->pub.has_msgid ? &m->pub.msgid : NULL);
         else if (id && idlen)
                 v = RBK__DEDUP_NEW;
-        g_mutex_lock(&c->lock);
-        if (p->attempts == 1) {
-                if (v == RBK__DEDUP_UNPROVABLE)
-                        c->unprovable++;
-                else if (v == RBK__DEDUP_NO_ID)
-                        c->no_id++;
-        }
-        if (v != RBK__DEDUP_DUPLICATE) {
-                g_mutex_unlock(&c->lock);
+        m->dedup_count = p->attempts == 1 ? (int)v : (int)RBK__DEDUP_NEW;
+        if (v != RBK__DEDUP_DUPLICATE)
                 return 0;
-        }
+        m->dedup_count = RBK__DEDUP_NEW;
+        g_mutex_lock(&c->lock);
         c->duplicates++;
         p->duplicates++;
-        rbk__msg_t m;
-        memset(&m, 0, sizeof(m));
-        m.part = p;
-        m.rkm = rkm;
-        rbk__finish(c, &m, RBK_HANDLED, 0);
+        rbk__finish(c, m, RBK_HANDLED, 0);
         g_mutex_unlock(&c->lock);
         return 1;
 }
@@ -976,10 +988,11 @@ static int rbk__dedup_drop(rbk_consumer_t *c, rbk__part_t *p,
  * c->lock NOT held, p busy with head rkm. */
 static void rbk__handle_one(rbk_consumer_t *c, rbk__part_t *p,
                             rd_kafka_message_t *rkm) {
-        if (rbk__dedup_drop(c, p, rkm))
-                return;
         rbk__msg_t m;
         rbk__msg_fill(c, &m, p, rkm);
+        if (rbk__dedup_drop(c, p, &m))
+                return;
+        rbk__msg_ready(&m);
         rbk_verdict_t v = c->handler(&m.pub, c->handler_opaque);
         if (v != RBK_HANDLED && v != RBK_RETRY) {
                 rbk__log(c->hooks, 4, "consumer",
@@ -1391,12 +1404,16 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
                 rbk__part_t *p = c->running ? NULL : rbk__take(c, &rkm);
                 g_mutex_unlock(&c->lock);
                 if (p) {
-                        if (rbk__dedup_drop(c, p, rkm)) {
+                        rbk__msg_t tmp;
+                        rbk__msg_fill(c, &tmp, p, rkm);
+                        if (rbk__dedup_drop(c, p, &tmp)) {
                                 rbk__part_unref(p);
                                 continue;
                         }
                         rbk__msg_t *m = g_new(rbk__msg_t, 1);
-                        rbk__msg_fill(c, m, p, rkm); /* keeps p's reference */
+                        *m = tmp; /* keeps p's reference */
+                        m->pub.internal_ = m;
+                        rbk__msg_ready(m);
                         *msgp = &m->pub;
                         break;
                 }

@@ -91,6 +91,9 @@ typedef struct rbk__msg_s {
         rbk__part_t *part; /* a reference */
         rd_kafka_message_t *rkm;
         char *idbuf;
+        const void *id_raw; /* the rbk-id header value in rkm, or NULL */
+        size_t id_len;
+        int dedup_count;    /* rbk__dedup_verdict_t to count at completion */
         int64_t started_ms;
 } rbk__msg_t;
 

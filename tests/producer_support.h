@@ -8,6 +8,7 @@
 #include <check.h>
 #include <glib.h>
 #include <librdkafka/rdkafka.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@ typedef struct ps_track_s {
         int *pp;           /* possibly_persisted */
         int *resent;
         int32_t *partition;
+        int64_t *offset;   /* offset from the report */
         char **reason;
         size_t done;       /* reports seen */
         size_t bad_opaque; /* reports for no known message */
@@ -50,6 +52,7 @@ static PS_UNUSED ps_track_t *ps_track_new(size_t n) {
         t->pp = g_new0(int, n);
         t->resent = g_new0(int, n);
         t->partition = g_new0(int32_t, n);
+        t->offset = g_new0(int64_t, n);
         t->reason = g_new0(char *, n);
         return t;
 }
@@ -66,6 +69,7 @@ static PS_UNUSED void ps_track_free(ps_track_t *t) {
         g_free(t->pp);
         g_free(t->resent);
         g_free(t->partition);
+        g_free(t->offset);
         g_free(t->reason);
         g_mutex_clear(&t->lock);
         g_cond_clear(&t->cond);
@@ -90,6 +94,7 @@ static PS_UNUSED void ps_dr_cb(const rbk_delivery_t *dr, void *opaque) {
                         t->pp[i] = dr->possibly_persisted;
                         t->resent[i] = dr->resent;
                         t->partition[i] = dr->partition;
+                        t->offset[i] = dr->offset;
                         t->reason[i] = g_strdup(dr->reason ? dr->reason : "");
                 }
                 t->done++;
@@ -348,6 +353,8 @@ typedef struct {
         size_t unknown;       /* ids in the log no report named */
         size_t order_errors;  /* per-key first occurrences out of order */
         size_t no_id;         /* records without an id header */
+        char missing_eg[512]; /* the first missing ids, and what the log
+                                 holds at their reported offsets */
 } ps_check_t;
 
 /* Compares the log with the reports: every delivered id is in the log, ids
@@ -403,10 +410,27 @@ static PS_UNUSED ps_check_t ps_check_log(ps_track_t *t, GPtrArray *log) {
                 }
                 g_strfreev(parts);
         }
-        for (size_t i = 0; i < t->n; i++)
-                if (t->reports[i] && t->state[i] == PS_DELIVERED &&
-                    (!t->id[i] || !g_hash_table_contains(seen, t->id[i])))
-                        c.missing++;
+        for (size_t i = 0; i < t->n; i++) {
+                if (!t->reports[i] || t->state[i] != PS_DELIVERED ||
+                    (t->id[i] && g_hash_table_contains(seen, t->id[i])))
+                        continue;
+                if (c.missing++ >= 4)
+                        continue;
+                const char *there = "nothing";
+                for (guint j = 0; j < log->len; j++) {
+                        ps_rec_t *r = g_ptr_array_index(log, j);
+                        if (r->partition == t->partition[i] &&
+                            r->offset == t->offset[i])
+                                there = r->id ? r->id : "a record without id";
+                }
+                size_t used = strlen(c.missing_eg);
+                snprintf(c.missing_eg + used, sizeof(c.missing_eg) - used,
+                         "%s#%zu id %s reported at [%d] %" PRId64
+                         " (resent %d), the log has %s there",
+                         used ? "; " : "", i, t->id[i] ? t->id[i] : "-",
+                         (int)t->partition[i], t->offset[i], t->resent[i],
+                         there);
+        }
         g_mutex_unlock(&t->lock);
         g_hash_table_destroy(seen);
         g_hash_table_destroy(lastseq);

@@ -113,8 +113,9 @@ wait_for() {
 
 STEP=cluster
 say "starting cluster in $RBK_KAFKA_DIR (port base $RBK_KAFKA_PORT_BASE)"
-BS=$("$KC" start | tail -n1)
+# Set first: a start that fails half-way still leaves nodes to stop.
 CLUSTER_STARTED=1
+BS=$("$KC" start | tail -n1)
 "$KC" create-topic "$TOPIC" 1 3 >&2
 "$KC" create-topic "$CTL" 1 3 >&2
 for i in $(seq 0 19); do echo "m$i"; done | kcat -P -b "$BS" -t "$TOPIC" -p 0 -X acks=all

@@ -503,6 +503,11 @@ START_TEST(listener_applies_and_acks) {
         ck_assert_int_eq(ack.result, RBK_ERR_ALREADY_RESOLVED);
         ck_assert_ptr_nonnull(strstr(ack.error, "already resolved"));
         ck_assert_int_eq(fake_resolves(&f), 1);
+        /* The listener counts an acknowledgement once its flush returned,
+         * which may be just after the client read it. */
+        int64_t until = rbk__now_ms() + 10000;
+        while (rbk__control_acked(ctl) < 2 && rbk__now_ms() < until)
+                g_usleep(20000);
         ck_assert_uint_eq(rbk__control_acked(ctl), 2);
 
         /* A failing resolve is acknowledged with its error. */

@@ -253,16 +253,24 @@ START_TEST(fetch_out_of_range_then_retry_committed) {
                 ck_assert_int_eq(rd_kafka_mock_partition_set_leader(
                                      cl->mc, "t-fe", p, p + 1),
                                  0);
-                cs_produce(cl, "t-fe", p, 0, 10, "fe");
+                cs_produce(cl, "t-fe", p, 0, p == 2 ? 5 : 10, "fe");
                 cs_commit(cl, "g-fe", "t-fe", p, 5);
         }
-        /* Broker 3 leads only partition 2: its next Fetch fails. */
+        qc_t q;
+        qc_start(&q, cl, "g-fe", "t-fe", NULL);
+        /* The assignment is in place once partitions 0 and 1 flow;
+         * partition 2 waits at its end (offset 5). Only then does broker 3,
+         * which leads only partition 2, fail its next Fetch: an error
+         * pushed earlier could be spent on a Fetch of an assignment that a
+         * slow group join replaces, and librdkafka drops such outdated
+         * replies. */
+        ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 0) == 5 &&
+                              part_count(q.rec, "t-fe", 1) == 5,
+                          20000));
         ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
                              cl->mc, 3, 1 /* Fetch */, 1,
                              RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE, 0),
                          0);
-        qc_t q;
-        qc_start(&q, cl, "g-fe", "t-fe", NULL);
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
                           20000));
@@ -273,15 +281,14 @@ START_TEST(fetch_out_of_range_then_retry_committed) {
         ck_assert_int_eq(ev.offset, 5);
         ck_assert_int_eq(ev.committed_offset, 5);
         ck_assert_int_eq(ev.low_watermark, 0);
-        ck_assert_int_eq(ev.high_watermark, 10);
+        ck_assert_int_eq(ev.high_watermark, 5);
         ck_assert_int_eq(ev.gap, 0);
         ck_assert_int_eq(ev.replay_if_earliest, 5);
-        ck_assert_int_eq(ev.skip_if_latest, 5);
+        ck_assert_int_eq(ev.skip_if_latest, 0);
         ck_assert_str_eq(key, "g-fe/t-fe/2/5");
-        ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 0) == 5 &&
-                              part_count(q.rec, "t-fe", 1) == 5,
-                          10000));
-        ck_assert_int_eq(part_count(q.rec, "t-fe", 2), 0);
+        /* Quarantined: what arrives now is held back. */
+        cs_produce(cl, "t-fe", 2, 5, 5, "fe");
+        ck_assert(!CS_WAIT(part_count(q.rec, "t-fe", 2) > 0, 500));
         /* The condition was transient: try the committed offset again. */
         ck_assert_int_eq(rbk_consumer_resolve(q.c, "t-fe", 2,
                                               RBK_RESOLVE_COMMITTED, 0, e,

@@ -14,6 +14,8 @@
 #     committed offset, start a consumer: the partition must be quarantined,
 #     the hook must fire with the right watermarks, nothing of it handled
 #     until rbk_consumer_resolve(EARLIEST), then it resumes at the log start
+#  4a. read the whole topic back: no id may be in the log twice (except
+#     records marked rbk-resent by a fatal-error recovery)
 #  5. verify by id, as sets; the last line is
 #     chaos: acked=N failed=0 lost=0 duplicates_to_handler=0 redelivered=R reordered=0 auto_resets=0 kills=K quarantines=Q
 #
@@ -276,6 +278,30 @@ while :; do
   sleep 2
 done
 say "store holds every acked id ($st)"
+
+step log
+# The log itself, read back whole: an idempotent producer that rode through
+# the kills wrote every id once. Records re-sent after a fatal-error
+# recovery carry rbk-resent and may legitimately repeat; none other may.
+kcat -C -b "$BOOTSTRAP" -t "$TOPIC" -o beginning -e -q -f '%p %o %h\n' >"$WORK/log.txt" \
+  || fail "reading the topic back failed"
+LOG_LINE=$(awk '
+  { id = ""; resent = 0; n = split($3, h, ",")
+    for (i = 1; i <= n; i++) {
+      if (h[i] ~ /^rbk-id=/) id = substr(h[i], 8)
+      else if (h[i] ~ /^rbk-resent=/) resent = 1 }
+    recs++
+    if (id == "") { noid++; next }
+    if (id in seen) { if (resent) rdup++; else { dup++; if (dup <= 5) eg = eg " " id "@" $1 "/" $2 "(first " seen[id] ")" } }
+    else seen[id] = $1 "/" $2 }
+  END { printf "log: records=%d distinct_ids=%d duplicate_records=%d resent_duplicates=%d no_id=%d%s\n",
+        recs, length(seen), dup, rdup, noid, (eg != "" ? " e.g." eg : "") }' "$WORK/log.txt")
+say "$LOG_LINE"
+[[ $LOG_LINE == *" duplicate_records=0 "* ]] || fail "the log holds duplicate records: $LOG_LINE"
+[[ $LOG_LINE == *" no_id=0"* ]] || fail "records without an id in the log: $LOG_LINE"
+recs=${LOG_LINE#log: records=}; recs=${recs%% *}
+acked=$(acked_lines)
+((recs >= acked)) || fail "the log holds $recs records, fewer than the $acked acked"
 
 step stop-consumers
 kill -TERM "${PIDS[c1]}" "${PIDS[c2]}"

@@ -141,6 +141,56 @@ START_TEST(run_handles_everything_in_order) {
 }
 END_TEST
 
+/* Offsets handled are committed while the consumer runs (every
+ * auto.commit.interval.ms), not only at a rebalance or at close: a crash
+ * redelivers at most one interval. */
+typedef struct {
+        cs_cluster_t *cl;
+        int64_t want;
+} commit_wait_t;
+
+static int committed_reaches(void *arg) {
+        commit_wait_t *w = arg;
+        return cs_committed(w->cl, "g-ac", "t-ac", 0, NULL, 0) == w->want;
+}
+
+START_TEST(offsets_are_committed_while_running) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-ac", 2);
+        rbk_conf_t *conf = cs_conf(cl, "g-ac"); /* auto commit every 500 ms */
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-ac"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
+        commit_wait_t w = {cl, 0};
+        for (int round = 1; round <= 3; round++) {
+                cs_produce(cl, "t-ac", 0, (round - 1) * 50, 50, "ac");
+                ck_assert(CS_WAIT(cs_rec_distinct(rec) == (size_t)round * 50,
+                                  20000));
+                w.want = round * 50;
+                ck_assert_msg(cs_wait(committed_reaches, &w, 10000),
+                              "round %d: committed offset %" PRId64
+                              ", expected %" PRId64,
+                              round,
+                              cs_committed(cl, "g-ac", "t-ac", 0, NULL, 0),
+                              w.want);
+        }
+        rbk_consumer_stats_t st;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        ck_assert_uint_ge(st.commits, 3);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 /* ------------------------------------------------------------ at least once */
 
 static int crash_after;
@@ -874,6 +924,7 @@ static Suite *suite(void) {
         Suite *s = suite_create("consumer");
         RBK_TCASE(s, bad_input, 30);
         RBK_TCASE(s, run_handles_everything_in_order, 60);
+        RBK_TCASE(s, offsets_are_committed_while_running, 60);
         RBK_TCASE(s, at_least_once_across_a_crash, 90);
         RBK_TCASE(s, blocked_partition_does_not_block_others, 60);
         RBK_TCASE(s, retry_hands_the_same_message_again, 60);

@@ -8,17 +8,31 @@
  * reports as events from librdkafka's main queue.
  *
  * Records of accepted, unreported messages sit in one list in acceptance
- * order. Sends are serialised by p->lock around rd_kafka_produceva(), so
- * acceptance order is also the order in which librdkafka enqueued the
- * messages: restricted to one partition it is the partition's order. After a
- * fatal error the poll thread drains and retires the librdkafka instance
- * (failed and purged messages stay in the list, unreported), creates a fresh
- * one and re-sends the list in order, each record to the partition it had.
+ * order. Sends are serialised by p->send_lock: a sender links its record at
+ * the tail of the list and then calls rd_kafka_produceva() before the next
+ * sender can, so acceptance order is also the order in which librdkafka
+ * enqueued the messages: restricted to one partition it is the partition's
+ * order. p->lock, which the poll thread needs for every delivery-report
+ * batch, is held only briefly by a sender (to link its record, and to unlink
+ * it again when librdkafka refuses it), never across rd_kafka_produceva().
+ * After a fatal error the poll thread drains and retires the librdkafka
+ * instance (failed and purged messages stay in the list, unreported),
+ * creates a fresh one and re-sends the list in order, each record to the
+ * partition it had.
  *
- * Locking: p->lock protects every mutable field below it in the struct. It
- * is never held while application callbacks (delivery callback, hook, log)
- * run. The poll thread is the only one that replaces p->rk; senders use
- * p->rk only under p->lock and only when no recovery is in progress. */
+ * Records come from a per-producer pool (size classes, see rbk__pool_*):
+ * the sender takes them from its stash (under p->send_lock), the poll thread
+ * gives reported ones back in batches (to p->pool_free under p->lock), so
+ * neither thread calls malloc()/free() per message in the steady state and
+ * no record is freed on another thread than the one that allocated it.
+ *
+ * Locking: lock order p->close_lock, p->send_lock, p->lock. p->lock protects
+ * every mutable field below it in the struct. Neither lock is held while
+ * application callbacks (delivery callback, hook, log) run. The poll thread
+ * is the only one that replaces p->rk; it sets `recovering` and `closing`
+ * holding p->send_lock too, so once they are set no sender is inside
+ * rd_kafka_produceva() with the instance being replaced. Senders use p->rk
+ * only holding p->send_lock and only when no recovery is in progress. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
@@ -48,6 +62,17 @@ static gpointer rbk__atfork_init(gpointer unused) {
 #define RBK__PURGE_WAIT_MS 5000
 /* Budget for warming topic metadata at creation. */
 #define RBK__WARM_BUDGET_MS 5000
+/* Delivery reports handled per p->lock hold (senders wait at most that). */
+#define RBK__DR_CHUNK 256
+/* Record pool: size classes of 256 << c bytes, c < RBK__POOL_CLASSES; each
+ * side (sender stash, poll-thread free list) keeps at most
+ * RBK__POOL_MAX_BYTES per class. Larger records are malloc()ed. The pool
+ * only ever holds records that were in flight at once (a sender takes from
+ * it before allocating), and the poll thread frees it after a poll interval
+ * without events. */
+#define RBK__POOL_CLASSES 5
+#define RBK__POOL_MIN_SHIFT 8
+#define RBK__POOL_MAX_BYTES (32u << 20)
 
 typedef struct rbk__sync_s rbk__sync_t;
 
@@ -60,7 +85,8 @@ typedef struct rbk__hdr_s {
 /* One accepted message. Allocated in one block with everything it points to
  * (topic, id, key, value, headers). */
 typedef struct rbk__rec_s {
-        GList link;        /* in p->outstanding; link.data = the record */
+        GList link;        /* in p->outstanding; link.data = the record;
+                            * link.next chains free records in the pool */
         const char *topic; /* full (prefixed) topic name */
         const char *id;    /* header value, NULL when ids are off */
         const void *key;
@@ -86,7 +112,15 @@ typedef struct rbk__rec_s {
         int64_t f_offset;
         char *f_reason; /* g_malloc'ed, NULL when delivered */
         int f_hook;     /* fire RBK_EV_DELIVERY_FAILED for it */
+        int pool_class; /* size class in the pool, -1 when malloc()ed */
 } rbk__rec_t;
+
+/* A chain of free records of one size class. */
+typedef struct rbk__pool_s {
+        rbk__rec_t *head;
+        rbk__rec_t *tail; /* kept for chains being handed back only */
+        guint n;
+} rbk__pool_t;
 
 struct rbk__sync_s {
         GCond cond;
@@ -122,6 +156,11 @@ struct rbk_producer_s {
         int closed;
         rbk_err_t close_result;
 
+        /* Sends (and the fences that stop them) hold send_lock. */
+        GMutex send_lock;
+        uint64_t seq; /* last message sequence number used */
+        rbk__pool_t stash[RBK__POOL_CLASSES]; /* sender's free records */
+
         GMutex lock;
         GCond cond; /* queue room, state changes, reports done */
         int waiters;
@@ -133,7 +172,7 @@ struct rbk_producer_s {
         rd_kafka_t *rk;    /* NULL after giving up or closing */
         rd_kafka_queue_t *mainq;
         int64_t generation;
-        uint64_t seq;        /* last message sequence number used */
+        uint64_t room_gen;   /* delivery-report batches released */
         GQueue outstanding;  /* records not yet final, acceptance order */
         uint64_t rk_pending; /* records the current instance holds */
         uint64_t unreported; /* accepted, delivery callback not yet done */
@@ -141,6 +180,8 @@ struct rbk_producer_s {
         char fatal_reason[512];
         uint64_t shutdown_undelivered;
         rbk_producer_stats_t st;
+        rbk__pool_t pool_free[RBK__POOL_CLASSES]; /* given back, for stash */
+        guint pool_seen[RBK__POOL_CLASSES]; /* poll thread only */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -225,7 +266,7 @@ static int32_t rbk__partitioner(const rd_kafka_topic_t *rkt, const void *key,
                               msg_opaque);
         rbk__rec_t *rec = msg_opaque;
         if (rec && part >= 0 && part < partition_cnt)
-                g_atomic_int_set(&rec->partition, part);
+                __atomic_store_n(&rec->partition, part, __ATOMIC_RELAXED);
         return part;
 }
 
@@ -351,8 +392,10 @@ static void rbk__warm_conf_topics(rbk_producer_t *p, rd_kafka_t *rk) {
 
 /* ------------------------------------------------------------ produce */
 
-/* Hands one record to librdkafka. Caller holds p->lock and p->rk is set. */
-static rd_kafka_resp_err_t rbk__produce(rbk_producer_t *p, rbk__rec_t *rec) {
+/* Hands one record to instance rk. The caller holds p->send_lock (a send)
+ * or p->lock (a re-send while sends are held), and does the bookkeeping
+ * (rec->in_rk, p->rk_pending). */
+static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
         rd_kafka_vu_t vu[9 + RBK_MAX_HEADERS];
         size_t n = 0;
         int32_t part = rec->partition_req;
@@ -400,12 +443,9 @@ static rd_kafka_resp_err_t rbk__produce(rbk_producer_t *p, rbk__rec_t *rec) {
                 vu[n].u.header.val = rs;
                 vu[n++].u.header.size = len;
         }
-        rd_kafka_error_t *error = rd_kafka_produceva(p->rk, vu, n);
-        if (!error) {
-                rec->in_rk = 1;
-                p->rk_pending++;
+        rd_kafka_error_t *error = rd_kafka_produceva(rk, vu, n);
+        if (!error)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
-        }
         /* A fatal instance refuses with the cause's code, flagged fatal. */
         rd_kafka_resp_err_t err = rd_kafka_error_is_fatal(error)
                                       ? RD_KAFKA_RESP_ERR__FATAL
@@ -414,7 +454,59 @@ static rd_kafka_resp_err_t rbk__produce(rbk_producer_t *p, rbk__rec_t *rec) {
         return err;
 }
 
-/* Builds the record for msg. The caller has validated msg. */
+/* ------------------------------------------------------------ record pool */
+
+/* The size class of a record of total bytes, -1 when too large to pool. */
+static int rbk__pool_class(size_t total) {
+        for (int c = 0; c < RBK__POOL_CLASSES; c++)
+                if (total <= ((size_t)1 << (RBK__POOL_MIN_SHIFT + c)))
+                        return c;
+        return -1;
+}
+
+/* Most records of class c one side of the pool keeps. */
+static guint rbk__pool_cap(int c) {
+        return RBK__POOL_MAX_BYTES >> (RBK__POOL_MIN_SHIFT + c);
+}
+
+static void rbk__pool_push(rbk__pool_t *pl, rbk__rec_t *rec) {
+        rec->link.next = (GList *)pl->head;
+        pl->head = rec;
+        pl->n++;
+}
+
+static void rbk__pool_clear(rbk__pool_t *pl) {
+        rbk__rec_t *rec = pl->head;
+        while (rec) {
+                rbk__rec_t *next = (rbk__rec_t *)rec->link.next;
+                g_free(rec);
+                rec = next;
+        }
+        pl->head = NULL;
+        pl->n = 0;
+}
+
+/* Frees the free records of both sides (poll thread, when idle, and
+ * destruction). The sender's stash only if no send is under way. */
+static void rbk__pool_trim(rbk_producer_t *p) {
+        rbk__pool_t back[RBK__POOL_CLASSES];
+        g_mutex_lock(&p->lock);
+        memcpy(back, p->pool_free, sizeof(back));
+        memset(p->pool_free, 0, sizeof(p->pool_free));
+        g_mutex_unlock(&p->lock);
+        for (int c = 0; c < RBK__POOL_CLASSES; c++)
+                rbk__pool_clear(&back[c]);
+        if (g_mutex_trylock(&p->send_lock)) {
+                memcpy(back, p->stash, sizeof(back));
+                memset(p->stash, 0, sizeof(p->stash));
+                g_mutex_unlock(&p->send_lock);
+                for (int c = 0; c < RBK__POOL_CLASSES; c++)
+                        rbk__pool_clear(&back[c]);
+        }
+}
+
+/* Builds the record for msg. The caller has validated msg and holds
+ * p->send_lock (the stash). */
 static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                                 size_t topic_len, size_t id_len) {
         size_t hdr_bytes = 0;
@@ -424,10 +516,20 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
         size_t total = sizeof(rbk__rec_t) + msg->header_cnt * sizeof(rbk__hdr_t) +
                        p->prefix_len + topic_len + 1 + id_len + 1 +
                        msg->key_len + msg->value_len + hdr_bytes;
-        rbk__rec_t *rec = g_try_malloc(total);
-        if (!rec)
-                return NULL;
+        int c = rbk__pool_class(total);
+        rbk__rec_t *rec;
+        if (c >= 0 && p->stash[c].head) {
+                rec = p->stash[c].head;
+                p->stash[c].head = (rbk__rec_t *)rec->link.next;
+                p->stash[c].n--;
+        } else {
+                rec = g_try_malloc(c >= 0 ? (size_t)1 << (RBK__POOL_MIN_SHIFT + c)
+                                          : total);
+                if (!rec)
+                        return NULL;
+        }
         memset(rec, 0, sizeof(*rec)); /* the bytes behind it are all written */
+        rec->pool_class = c;
         rec->link.data = rec;
         rec->hdrs = (rbk__hdr_t *)(rec + 1);
         char *b = (char *)(rec->hdrs + msg->header_cnt);
@@ -484,6 +586,22 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
 static void rbk__rec_free(rbk__rec_t *rec) {
         g_free(rec->f_reason);
         g_free(rec);
+}
+
+/* Gives a reported record back to the pool chain back (poll thread), or
+ * frees it when it is not poolable or that side of the pool is full
+ * (seen: what p->pool_free held at the last hand-back). */
+static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
+                             const guint *seen) {
+        int c = rec->pool_class;
+        g_free(rec->f_reason);
+        if (c < 0 || back[c].n + seen[c] >= rbk__pool_cap(c)) {
+                g_free(rec);
+                return;
+        }
+        if (!back[c].head)
+                back[c].tail = rec;
+        rbk__pool_push(&back[c], rec);
 }
 
 static rbk_err_t rbk__validate(rbk_producer_t *p, const rbk_msg_t *msg,
@@ -589,25 +707,39 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
         rbk_err_t err = rbk__validate(p, msg, &id_len, errstr, errstr_size);
         if (err)
                 return err;
-        rbk__rec_t *rec = rbk__rec_new(p, msg, strlen(msg->topic), id_len);
-        if (!rec)
-                return rbk__seterr(errstr, errstr_size, RBK_ERR_NOMEM,
-                                   "out of memory copying the message");
-        rec->sync = sync;
-        if (sync)
-                sync->rec = rec;
+        size_t topic_len = strlen(msg->topic);
         int generated = !msg->id && id_len > 0;
+        rbk__rec_t *rec = NULL;
 
         /* The deadline is read from the clock only when a wait starts: most
          * sends never wait. */
         int64_t end = 0;
         int waited_room = 0;
-        g_mutex_lock(&p->lock);
         for (;;) {
                 const char *why = NULL;
+                g_mutex_lock(&p->send_lock);
+                if (!rec) {
+                        rec = rbk__rec_new(p, msg, topic_len, id_len);
+                        if (!rec) {
+                                g_mutex_unlock(&p->send_lock);
+                                return rbk__seterr(
+                                    errstr, errstr_size, RBK_ERR_NOMEM,
+                                    "out of memory copying the message");
+                        }
+                        rec->sync = sync;
+                        if (sync)
+                                sync->rec = rec;
+                }
+                if (generated) {
+                        rbk_msgid_t mid = {p->producer_id, p->seq + 1};
+                        rbk_msgid_format(&mid, (char *)rec->id,
+                                         RBK_MSGID_STR_SIZE);
+                }
+                g_mutex_lock(&p->lock);
                 if (p->closing) {
                         err = rbk__seterr(errstr, errstr_size, RBK_ERR_SHUTDOWN,
                                           "producer is closed");
+                        g_mutex_unlock(&p->send_lock);
                         break;
                 }
                 if (p->gave_up) {
@@ -615,28 +747,49 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                                           "producer gave up after repeated "
                                           "fatal errors: %s",
                                           p->fatal_reason);
+                        g_mutex_unlock(&p->send_lock);
                         break;
                 }
                 if (p->recovering || p->fatal_pending || !p->rk) {
                         why = "fatal-error recovery";
                 } else {
-                        if (generated) {
-                                rbk_msgid_t mid = {p->producer_id, p->seq + 1};
-                                rbk_msgid_format(&mid, (char *)rec->id,
-                                                 RBK_MSGID_STR_SIZE);
+                        /* Linked (and counted) before librdkafka can report
+                         * it; unlinked again if librdkafka refuses it. */
+                        rd_kafka_t *rk = p->rk;
+                        uint64_t room_gen = p->room_gen;
+                        int c = rec->pool_class;
+                        g_queue_push_tail_link(&p->outstanding, &rec->link);
+                        rec->in_rk = 1;
+                        p->rk_pending++;
+                        p->unreported++;
+                        p->st.accepted++;
+                        if (c >= 0 && !p->stash[c].head &&
+                            p->pool_free[c].head) {
+                                p->stash[c] = p->pool_free[c];
+                                memset(&p->pool_free[c], 0,
+                                       sizeof(p->pool_free[c]));
                         }
-                        rd_kafka_resp_err_t kerr = rbk__produce(p, rec);
+                        g_mutex_unlock(&p->lock);
+                        rd_kafka_resp_err_t kerr = rbk__produce(rk, rec);
                         if (!kerr) {
                                 if (generated)
                                         p->seq++;
-                                g_queue_push_tail_link(&p->outstanding,
-                                                       &rec->link);
-                                p->unreported++;
-                                p->st.accepted++;
-                                g_mutex_unlock(&p->lock);
+                                g_mutex_unlock(&p->send_lock);
                                 return RBK_OK;
                         }
+                        g_mutex_lock(&p->lock);
+                        g_queue_unlink(&p->outstanding, &rec->link);
+                        rec->in_rk = 0;
+                        p->rk_pending--;
+                        p->unreported--;
+                        p->st.accepted--;
                         if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                                if (p->room_gen != room_gen) {
+                                        /* Room appeared since: try again. */
+                                        g_mutex_unlock(&p->lock);
+                                        g_mutex_unlock(&p->send_lock);
+                                        continue;
+                                }
                                 why = "room in the producer queue";
                                 if (!waited_room && !rbk__tls_no_block) {
                                         waited_room = 1;
@@ -654,6 +807,7 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                                     "message (key, value and headers) is "
                                     "larger than message.max.bytes (%zu)",
                                     p->max_msg_bytes);
+                                g_mutex_unlock(&p->send_lock);
                                 break;
                         } else {
                                 err = rbk__seterr(
@@ -662,10 +816,13 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                                     "topic %s: %s: %s",
                                     msg->topic, rd_kafka_err2name(kerr),
                                     rd_kafka_err2str(kerr));
+                                g_mutex_unlock(&p->send_lock);
                                 break;
                         }
                 }
-                /* Wait for room or for the recovery to finish. */
+                /* Wait for room or for the recovery to finish, holding
+                 * p->lock only. */
+                g_mutex_unlock(&p->send_lock);
                 if (rbk__tls_no_block) {
                         err = rbk__seterr(
                             errstr, errstr_size, RBK_ERR_WOULD_BLOCK,
@@ -689,7 +846,9 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                 p->waiters++;
                 g_cond_wait_until(&p->cond, &p->lock, MIN(slice, end));
                 p->waiters--;
+                g_mutex_unlock(&p->lock);
         }
+        /* Here holding p->lock only. */
         g_mutex_unlock(&p->lock);
         if (sync)
                 sync->rec = NULL;
@@ -780,11 +939,13 @@ static void rbk__finalize(rbk_producer_t *p, rbk__rec_t *rec, rbk_err_t err,
         g_ptr_array_add(done, rec);
 }
 
-/* Runs the delivery callback of every final record, frees them, and
- * updates the unreported count. Called without p->lock. */
+/* Runs the delivery callback of every final record, gives them back to the
+ * pool, and updates the unreported count. Poll thread, without p->lock. */
 static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
         if (!done->len)
                 return;
+        rbk__pool_t back[RBK__POOL_CLASSES];
+        memset(back, 0, sizeof(back));
         for (guint i = 0; i < done->len; i++) {
                 rbk__rec_t *rec = g_ptr_array_index(done, i);
                 if (p->dr_cb) {
@@ -826,11 +987,22 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
                         ev.id = rec->id;
                         rbk__hooks_emit(p->hooks, &ev);
                 }
-                rbk__rec_free(rec);
+                rbk__rec_release(rec, back, p->pool_seen);
         }
         g_mutex_lock(&p->lock);
         p->unreported -= done->len;
-        g_cond_broadcast(&p->cond);
+        for (int c = 0; c < RBK__POOL_CLASSES; c++) {
+                rbk__pool_t *pl = &p->pool_free[c];
+                if (back[c].head) {
+                        back[c].tail->link.next = (GList *)pl->head;
+                        pl->head = back[c].head;
+                        pl->n += back[c].n;
+                }
+                p->pool_seen[c] = pl->n;
+        }
+        /* Flush and close wait for the count (as waiters). */
+        if (p->waiters)
+                g_cond_broadcast(&p->cond);
         g_mutex_unlock(&p->lock);
         g_ptr_array_set_size(done, 0);
 }
@@ -911,15 +1083,24 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
                               rd_kafka_event_t *ev, GPtrArray *done) {
         switch (rd_kafka_event_type(ev)) {
         case RD_KAFKA_EVENT_DR: {
-                const rd_kafka_message_t *m;
-                g_mutex_lock(&p->lock);
-                while ((m = rd_kafka_event_message_next(ev)))
-                        rbk__dr_one(p, rk, m, done);
-                g_mutex_unlock(&p->lock);
+                /* In chunks, so a sender waits for p->lock at most one
+                 * chunk's bookkeeping. */
+                const rd_kafka_message_t *ms[RBK__DR_CHUNK];
+                size_t n;
+                do {
+                        n = rd_kafka_event_message_array(ev, ms, RBK__DR_CHUNK);
+                        if (!n)
+                                break;
+                        g_mutex_lock(&p->lock);
+                        for (size_t i = 0; i < n; i++)
+                                rbk__dr_one(p, rk, ms[i], done);
+                        g_mutex_unlock(&p->lock);
+                } while (n == RBK__DR_CHUNK);
                 /* Destroying the event frees librdkafka's messages: that is
                  * when queue room appears. */
                 rd_kafka_event_destroy(ev);
                 g_mutex_lock(&p->lock);
+                p->room_gen++;
                 if (p->waiters)
                         g_cond_broadcast(&p->cond);
                 g_mutex_unlock(&p->lock);
@@ -1076,8 +1257,11 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
                    ferr ? cause : "fatal error");
         rbk__redact(full);
 
-        /* (1) Hold new sends. */
+        /* (1) Hold new sends: once set under p->send_lock, no sender is
+         * inside rd_kafka_produceva() any more. */
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
+        g_mutex_unlock(&p->send_lock);
         p->recovering = 1;
         p->st.fatal_errors++;
         g_strlcpy(p->fatal_reason, full, sizeof(p->fatal_reason));
@@ -1170,8 +1354,10 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
                                 goto out;
                         }
                         rec->resent++;
-                        rd_kafka_resp_err_t kerr = rbk__produce(p, rec);
+                        rd_kafka_resp_err_t kerr = rbk__produce(p->rk, rec);
                         if (!kerr) {
+                                rec->in_rk = 1;
+                                p->rk_pending++;
                                 resent++;
                                 p->st.resent++;
                                 if (rec->possibly_persisted)
@@ -1281,6 +1467,7 @@ static void rbk__shutdown(rbk_producer_t *p, GPtrArray *done) {
 static gpointer rbk__poll_main(gpointer arg) {
         rbk_producer_t *p = arg;
         GPtrArray *done = g_ptr_array_new();
+        int idle = 0;
         rbk__tls_no_block = 1;
         for (;;) {
                 g_mutex_lock(&p->lock);
@@ -1300,8 +1487,15 @@ static gpointer rbk__poll_main(gpointer arg) {
                         continue;
                 }
                 rd_kafka_event_t *ev = rd_kafka_queue_poll(q, RBK__POLL_MS);
-                if (ev)
+                if (ev) {
                         rbk__handle_event(p, rk, ev, done);
+                        idle = 0;
+                } else if (!idle) {
+                        /* A poll interval without events: give the
+                         * pooled records' memory back. */
+                        rbk__pool_trim(p);
+                        idle = 1;
+                }
         }
         rbk__shutdown(p, done);
         g_ptr_array_free(done, TRUE);
@@ -1311,6 +1505,10 @@ static gpointer rbk__poll_main(gpointer arg) {
 /* ------------------------------------------------------------ lifecycle */
 
 static void rbk__producer_free(rbk_producer_t *p) {
+        for (int c = 0; c < RBK__POOL_CLASSES; c++) {
+                rbk__pool_clear(&p->stash[c]);
+                rbk__pool_clear(&p->pool_free[c]);
+        }
         if (p->recoveries)
                 g_array_free(p->recoveries, TRUE);
         rbk__hooks_destroy(p->hooks);
@@ -1318,6 +1516,7 @@ static void rbk__producer_free(rbk_producer_t *p) {
         g_free(p->client_name);
         g_free(p->prefix);
         g_mutex_clear(&p->lock);
+        g_mutex_clear(&p->send_lock);
         g_mutex_clear(&p->close_lock);
         g_cond_clear(&p->cond);
         g_free(p);
@@ -1332,6 +1531,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         }
         rbk_producer_t *p = g_new0(rbk_producer_t, 1);
         g_mutex_init(&p->lock);
+        g_mutex_init(&p->send_lock);
         g_mutex_init(&p->close_lock);
         g_cond_init(&p->cond);
         g_queue_init(&p->outstanding);
@@ -1399,8 +1599,10 @@ rbk_err_t rbk_producer_flush(rbk_producer_t *p, int timeout_ms) {
                 return RBK_ERR_WOULD_BLOCK;
         int64_t end = rbk__deadline_us(timeout_ms < 0 ? 0 : timeout_ms);
         g_mutex_lock(&p->lock);
+        p->waiters++;
         while (p->unreported && g_get_monotonic_time() < end)
                 g_cond_wait_until(&p->cond, &p->lock, end);
+        p->waiters--;
         rbk_err_t err = p->unreported ? RBK_ERR_TIMED_OUT : RBK_OK;
         g_mutex_unlock(&p->lock);
         return err;
@@ -1422,12 +1624,18 @@ rbk_err_t rbk_producer_close(rbk_producer_t *p, int timeout_ms) {
         if (timeout_ms < 0)
                 timeout_ms = (int)p->shutdown_timeout_ms;
         int64_t end = rbk__deadline_us(timeout_ms);
+        /* Once closing is set under p->send_lock, no sender is inside
+         * rd_kafka_produceva() and none gets there. */
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
+        g_mutex_unlock(&p->send_lock);
         p->closing = 1;
         g_cond_broadcast(&p->cond);
         /* Flush, bounded. */
+        p->waiters++;
         while (p->unreported && g_get_monotonic_time() < end)
                 g_cond_wait_until(&p->cond, &p->lock, end);
+        p->waiters--;
         p->stop = 1;
         g_cond_broadcast(&p->cond);
         if (p->mainq)

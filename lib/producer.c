@@ -9,16 +9,17 @@
  *
  * Records of accepted, unreported messages sit in one list in acceptance
  * order. Sends are serialised by p->send_lock: a sender links its record at
- * the tail of the list and then calls rd_kafka_produceva() before the next
- * sender can, so acceptance order is also the order in which librdkafka
+ * the tail of p->incoming and then calls rd_kafka_produceva() before the
+ * next sender can, so acceptance order is also the order in which librdkafka
  * enqueued the messages: restricted to one partition it is the partition's
- * order. p->lock, which the poll thread needs for every delivery-report
- * batch, is held only briefly by a sender (to link its record, and to unlink
- * it again when librdkafka refuses it), never across rd_kafka_produceva().
- * After a fatal error the poll thread drains and retires the librdkafka
- * instance (failed and purged messages stay in the list, unreported),
- * creates a fresh one and re-sends the list in order, each record to the
- * partition it had.
+ * order. A send takes no other lock (in the steady state): the poll thread,
+ * holding both locks, moves p->incoming to the tail of p->outstanding
+ * (rbk__merge_incoming()) before it handles a delivery-report batch, so
+ * every record reported is in p->outstanding, and so do close, flush, stats
+ * and the recovery before they look at the list. After a fatal error the
+ * poll thread drains and retires the librdkafka instance (failed and purged
+ * messages stay in the list, unreported), creates a fresh one and re-sends
+ * the list in order, each record to the partition it had.
  *
  * Records come from a per-producer pool (size classes, see rbk__pool_*):
  * the sender takes them from its stash (under p->send_lock), the poll thread
@@ -26,13 +27,15 @@
  * neither thread calls malloc()/free() per message in the steady state and
  * no record is freed on another thread than the one that allocated it.
  *
- * Locking: lock order p->close_lock, p->send_lock, p->lock. p->lock protects
- * every mutable field below it in the struct. Neither lock is held while
+ * Locking: lock order p->close_lock, p->send_lock, p->lock. p->send_lock
+ * protects the sender's fields (seq, accepted, incoming, stash), p->lock
+ * every other mutable field below it in the struct. closing, recovering,
+ * gave_up, rk and mainq are written holding both locks, so a sender reads
+ * them holding p->send_lock alone, and once one of them is set no sender is
+ * inside rd_kafka_produceva() with the instance being replaced; fatal_pending
+ * is read without a lock (atomically). Neither lock is held while
  * application callbacks (delivery callback, hook, log) run. The poll thread
- * is the only one that replaces p->rk; it sets `recovering` and `closing`
- * holding p->send_lock too, so once they are set no sender is inside
- * rd_kafka_produceva() with the instance being replaced. Senders use p->rk
- * only holding p->send_lock and only when no recovery is in progress. */
+ * is the only one that replaces p->rk. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
@@ -62,7 +65,7 @@ static gpointer rbk__atfork_init(gpointer unused) {
 #define RBK__PURGE_WAIT_MS 5000
 /* Budget for warming topic metadata at creation. */
 #define RBK__WARM_BUDGET_MS 5000
-/* Delivery reports handled per p->lock hold (senders wait at most that). */
+/* Delivery reports handled per p->lock hold. */
 #define RBK__DR_CHUNK 256
 /* Record pool: size classes of 256 << c bytes, c < RBK__POOL_CLASSES; each
  * side (sender stash, poll-thread free list) keeps at most
@@ -113,6 +116,7 @@ typedef struct rbk__rec_s {
         char *f_reason; /* g_malloc'ed, NULL when delivered */
         int f_hook;     /* fire RBK_EV_DELIVERY_FAILED for it */
         int pool_class; /* size class in the pool, -1 when malloc()ed */
+        uint64_t oseq;  /* acceptance number (p->accepted once accepted) */
 } rbk__rec_t;
 
 /* A chain of free records of one size class. */
@@ -156,26 +160,32 @@ struct rbk_producer_s {
         int closed;
         rbk_err_t close_result;
 
-        /* Sends (and the fences that stop them) hold send_lock. */
-        GMutex send_lock;
-        uint64_t seq; /* last message sequence number used */
+        /* The sender's side (own cache lines). */
+        GMutex send_lock __attribute__((aligned(64)));
+        uint64_t seq;      /* last message sequence number used */
+        uint64_t accepted; /* messages accepted (numbers records) */
+        GQueue incoming;   /* accepted, not yet in outstanding */
         rbk__pool_t stash[RBK__POOL_CLASSES]; /* sender's free records */
 
-        GMutex lock;
+        GMutex lock __attribute__((aligned(64)));
         GCond cond; /* queue room, state changes, reports done */
         int waiters;
         int closing;       /* close started: sends fail with SHUTDOWN */
         int stop;          /* the poll thread must finish */
         int recovering;    /* fatal error being recovered: sends wait */
-        int fatal_pending; /* the current instance raised a fatal error */
+        int fatal_pending; /* the current instance raised a fatal error
+                            * (atomic: senders read it without a lock) */
         int gave_up;       /* recovery gave up: sends fail with FATAL */
         rd_kafka_t *rk;    /* NULL after giving up or closing */
         rd_kafka_queue_t *mainq;
         int64_t generation;
-        uint64_t room_gen;   /* delivery-report batches released */
+        uint64_t room_gen;   /* delivery-report batches released (atomic:
+                              * senders read it without a lock) */
+        uint64_t merged;     /* records up to this number are merged */
+        int merge_waiters;   /* poll thread waits for a merge (atomic) */
         GQueue outstanding;  /* records not yet final, acceptance order */
-        uint64_t rk_pending; /* records the current instance holds */
-        uint64_t unreported; /* accepted, delivery callback not yet done */
+        uint64_t rk_pending; /* those the current instance holds */
+        uint64_t unreported; /* those whose delivery callback is not done */
         GArray *recoveries;  /* int64 times (ms) of recent recoveries */
         char fatal_reason[512];
         uint64_t shutdown_undelivered;
@@ -185,6 +195,58 @@ struct rbk_producer_s {
 };
 
 /* ------------------------------------------------------------ helpers */
+
+/* Moves the records accepted since the last call to the tail of
+ * p->outstanding. Caller holds p->send_lock and p->lock. */
+static void rbk__merge_incoming(rbk_producer_t *p) {
+        GQueue *in = &p->incoming, *out = &p->outstanding;
+        guint n = in->length;
+        if (!n)
+                return;
+        if (out->tail) {
+                out->tail->next = in->head;
+                in->head->prev = out->tail;
+        } else {
+                out->head = in->head;
+        }
+        out->tail = in->tail;
+        out->length += n;
+        p->rk_pending += n;
+        p->unreported += n;
+        g_queue_init(in);
+        p->merged = p->accepted;
+}
+
+/* Returns (holding p->lock, which the caller holds) once every record up to
+ * number top is merged. A sender merges every RBK__MERGE_BATCH records and
+ * whenever the poll thread waits; the poll thread merges itself when no
+ * send holds p->send_lock. Poll thread only. */
+static void rbk__await_merged(rbk_producer_t *p, uint64_t top) {
+        while (p->merged < top) {
+                g_mutex_unlock(&p->lock);
+                if (g_mutex_trylock(&p->send_lock)) {
+                        g_mutex_lock(&p->lock);
+                        rbk__merge_incoming(p);
+                        g_mutex_unlock(&p->send_lock);
+                        continue;
+                }
+                g_mutex_lock(&p->lock);
+                if (p->merged >= top)
+                        break;
+                g_atomic_int_inc(&p->merge_waiters);
+                g_cond_wait_until(&p->cond, &p->lock,
+                                  g_get_monotonic_time() + 1000);
+                g_atomic_int_dec_and_test(&p->merge_waiters);
+        }
+}
+
+/* Takes both locks and merges; returns holding p->lock alone. */
+static void rbk__lock_merged(rbk_producer_t *p) {
+        g_mutex_lock(&p->send_lock);
+        g_mutex_lock(&p->lock);
+        rbk__merge_incoming(p);
+        g_mutex_unlock(&p->send_lock);
+}
 
 static int64_t rbk__deadline_us(int64_t timeout_ms) {
         return g_get_monotonic_time() + timeout_ms * 1000;
@@ -454,6 +516,9 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
         return err;
 }
 
+/* Records a sender links to p->incoming before it merges them itself. */
+#define RBK__MERGE_BATCH 64
+
 /* ------------------------------------------------------------ record pool */
 
 /* The size class of a record of total bytes, -1 when too large to pool. */
@@ -518,6 +583,14 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                        msg->key_len + msg->value_len + hdr_bytes;
         int c = rbk__pool_class(total);
         rbk__rec_t *rec;
+        if (c >= 0 && !p->stash[c].head &&
+            __atomic_load_n(&p->pool_free[c].n, __ATOMIC_RELAXED)) {
+                /* Take what the poll thread gave back, all at once. */
+                g_mutex_lock(&p->lock);
+                p->stash[c] = p->pool_free[c];
+                memset(&p->pool_free[c], 0, sizeof(p->pool_free[c]));
+                g_mutex_unlock(&p->lock);
+        }
         if (c >= 0 && p->stash[c].head) {
                 rec = p->stash[c].head;
                 p->stash[c].head = (rbk__rec_t *)rec->link.next;
@@ -717,6 +790,8 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
         int waited_room = 0;
         for (;;) {
                 const char *why = NULL;
+                rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+                uint64_t room_gen = 0;
                 g_mutex_lock(&p->send_lock);
                 if (!rec) {
                         rec = rbk__rec_new(p, msg, topic_len, id_len);
@@ -730,99 +805,99 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                         if (sync)
                                 sync->rec = rec;
                 }
-                if (generated) {
-                        rbk_msgid_t mid = {p->producer_id, p->seq + 1};
-                        rbk_msgid_format(&mid, (char *)rec->id,
-                                         RBK_MSGID_STR_SIZE);
-                }
-                g_mutex_lock(&p->lock);
-                if (p->closing) {
-                        err = rbk__seterr(errstr, errstr_size, RBK_ERR_SHUTDOWN,
-                                          "producer is closed");
+                /* closing, gave_up, recovering and rk only change under
+                 * p->send_lock too. */
+                if (p->closing || p->gave_up) {
                         g_mutex_unlock(&p->send_lock);
+                        g_mutex_lock(&p->lock);
+                        if (p->closing)
+                                err = rbk__seterr(errstr, errstr_size,
+                                                  RBK_ERR_SHUTDOWN,
+                                                  "producer is closed");
+                        else
+                                err = rbk__seterr(
+                                    errstr, errstr_size, RBK_ERR_FATAL,
+                                    "producer gave up after repeated fatal "
+                                    "errors: %s",
+                                    p->fatal_reason);
                         break;
                 }
-                if (p->gave_up) {
-                        err = rbk__seterr(errstr, errstr_size, RBK_ERR_FATAL,
-                                          "producer gave up after repeated "
-                                          "fatal errors: %s",
-                                          p->fatal_reason);
-                        g_mutex_unlock(&p->send_lock);
-                        break;
-                }
-                if (p->recovering || p->fatal_pending || !p->rk) {
+                if (p->recovering || g_atomic_int_get(&p->fatal_pending) ||
+                    !p->rk) {
                         why = "fatal-error recovery";
                 } else {
-                        /* Linked (and counted) before librdkafka can report
-                         * it; unlinked again if librdkafka refuses it. */
-                        rd_kafka_t *rk = p->rk;
-                        uint64_t room_gen = p->room_gen;
-                        int c = rec->pool_class;
-                        g_queue_push_tail_link(&p->outstanding, &rec->link);
-                        rec->in_rk = 1;
-                        p->rk_pending++;
-                        p->unreported++;
-                        p->st.accepted++;
-                        if (c >= 0 && !p->stash[c].head &&
-                            p->pool_free[c].head) {
-                                p->stash[c] = p->pool_free[c];
-                                memset(&p->pool_free[c], 0,
-                                       sizeof(p->pool_free[c]));
+                        if (generated) {
+                                rbk_msgid_t mid = {p->producer_id, p->seq + 1};
+                                rbk_msgid_format(&mid, (char *)rec->id,
+                                                 RBK_MSGID_STR_SIZE);
                         }
-                        g_mutex_unlock(&p->lock);
-                        rd_kafka_resp_err_t kerr = rbk__produce(rk, rec);
+                        /* Linked before librdkafka can report it; unlinked
+                         * again if librdkafka refuses it. */
+                        room_gen = __atomic_load_n(&p->room_gen,
+                                                   __ATOMIC_ACQUIRE);
+                        g_queue_push_tail_link(&p->incoming, &rec->link);
+                        rec->in_rk = 1;
+                        rec->oseq = p->accepted + 1;
+                        kerr = rbk__produce(p->rk, rec);
                         if (!kerr) {
                                 if (generated)
                                         p->seq++;
+                                p->accepted++;
+                                if (p->incoming.length >= RBK__MERGE_BATCH ||
+                                    g_atomic_int_get(&p->merge_waiters)) {
+                                        g_mutex_lock(&p->lock);
+                                        rbk__merge_incoming(p);
+                                        if (p->merge_waiters)
+                                                g_cond_broadcast(&p->cond);
+                                        g_mutex_unlock(&p->lock);
+                                }
                                 g_mutex_unlock(&p->send_lock);
                                 return RBK_OK;
                         }
-                        g_mutex_lock(&p->lock);
-                        g_queue_unlink(&p->outstanding, &rec->link);
+                        g_queue_unlink(&p->incoming, &rec->link);
                         rec->in_rk = 0;
-                        p->rk_pending--;
-                        p->unreported--;
-                        p->st.accepted--;
-                        if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                                if (p->room_gen != room_gen) {
-                                        /* Room appeared since: try again. */
-                                        g_mutex_unlock(&p->lock);
-                                        g_mutex_unlock(&p->send_lock);
-                                        continue;
-                                }
-                                why = "room in the producer queue";
-                                if (!waited_room && !rbk__tls_no_block) {
-                                        waited_room = 1;
-                                        p->st.queue_full_waits++;
-                                }
-                        } else if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
-                                if (!p->fatal_pending && p->mainq)
-                                        rd_kafka_queue_yield(p->mainq);
-                                p->fatal_pending = 1;
-                                why = "fatal-error recovery";
-                        } else if (kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
-                                err = rbk__seterr(
-                                    errstr, errstr_size,
-                                    RBK_ERR_MSG_SIZE_TOO_LARGE,
-                                    "message (key, value and headers) is "
-                                    "larger than message.max.bytes (%zu)",
-                                    p->max_msg_bytes);
-                                g_mutex_unlock(&p->send_lock);
-                                break;
-                        } else {
-                                err = rbk__seterr(
-                                    errstr, errstr_size, RBK_ERR_KAFKA,
-                                    "librdkafka refused the message for "
-                                    "topic %s: %s: %s",
-                                    msg->topic, rd_kafka_err2name(kerr),
-                                    rd_kafka_err2str(kerr));
-                                g_mutex_unlock(&p->send_lock);
-                                break;
-                        }
                 }
-                /* Wait for room or for the recovery to finish, holding
-                 * p->lock only. */
                 g_mutex_unlock(&p->send_lock);
+                g_mutex_lock(&p->lock);
+                if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                        if (p->room_gen != room_gen) {
+                                /* Room appeared since: try again. */
+                                g_mutex_unlock(&p->lock);
+                                continue;
+                        }
+                        why = "room in the producer queue";
+                        if (!waited_room && !rbk__tls_no_block) {
+                                waited_room = 1;
+                                p->st.queue_full_waits++;
+                        }
+                } else if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
+                        if (!p->fatal_pending && p->mainq)
+                                rd_kafka_queue_yield(p->mainq);
+                        g_atomic_int_set(&p->fatal_pending, 1);
+                        why = "fatal-error recovery";
+                } else if (kerr == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+                        err = rbk__seterr(errstr, errstr_size,
+                                          RBK_ERR_MSG_SIZE_TOO_LARGE,
+                                          "message (key, value and headers) "
+                                          "is larger than message.max.bytes "
+                                          "(%zu)",
+                                          p->max_msg_bytes);
+                        break;
+                } else if (kerr) {
+                        err = rbk__seterr(
+                            errstr, errstr_size, RBK_ERR_KAFKA,
+                            "librdkafka refused the message for topic %s: "
+                            "%s: %s",
+                            msg->topic, rd_kafka_err2name(kerr),
+                            rd_kafka_err2str(kerr));
+                        break;
+                } else if (!p->recovering && !p->fatal_pending && p->rk &&
+                           !p->closing && !p->gave_up) {
+                        /* The recovery ended meanwhile. */
+                        g_mutex_unlock(&p->lock);
+                        continue;
+                }
+                /* Wait for room or for the recovery to finish (p->lock). */
                 if (rbk__tls_no_block) {
                         err = rbk__seterr(
                             errstr, errstr_size, RBK_ERR_WOULD_BLOCK,
@@ -996,7 +1071,8 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
                 if (back[c].head) {
                         back[c].tail->link.next = (GList *)pl->head;
                         pl->head = back[c].head;
-                        pl->n += back[c].n;
+                        __atomic_store_n(&pl->n, pl->n + back[c].n,
+                                         __ATOMIC_RELAXED);
                 }
                 p->pool_seen[c] = pl->n;
         }
@@ -1028,7 +1104,7 @@ static void rbk__dr_one(rbk_producer_t *p, rd_kafka_t *rk,
                 /* The instance is lost: keep the record for the re-send. */
                 if (pp)
                         rec->possibly_persisted = 1;
-                p->fatal_pending = 1;
+                g_atomic_int_set(&p->fatal_pending, 1);
                 return;
         }
         if (p->stop && (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
@@ -1083,15 +1159,22 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
                               rd_kafka_event_t *ev, GPtrArray *done) {
         switch (rd_kafka_event_type(ev)) {
         case RD_KAFKA_EVENT_DR: {
-                /* In chunks, so a sender waits for p->lock at most one
-                 * chunk's bookkeeping. */
+                /* Every record reported was linked to p->incoming before
+                 * it was produced: once merged, it is in p->outstanding. */
                 const rd_kafka_message_t *ms[RBK__DR_CHUNK];
                 size_t n;
                 do {
                         n = rd_kafka_event_message_array(ev, ms, RBK__DR_CHUNK);
                         if (!n)
                                 break;
+                        uint64_t top = 0;
+                        for (size_t i = 0; i < n; i++) {
+                                const rbk__rec_t *rec = ms[i]->_private;
+                                if (rec && rec->oseq > top)
+                                        top = rec->oseq;
+                        }
                         g_mutex_lock(&p->lock);
+                        rbk__await_merged(p, top);
                         for (size_t i = 0; i < n; i++)
                                 rbk__dr_one(p, rk, ms[i], done);
                         g_mutex_unlock(&p->lock);
@@ -1100,7 +1183,8 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
                  * when queue room appears. */
                 rd_kafka_event_destroy(ev);
                 g_mutex_lock(&p->lock);
-                p->room_gen++;
+                __atomic_store_n(&p->room_gen, p->room_gen + 1,
+                                 __ATOMIC_RELEASE);
                 if (p->waiters)
                         g_cond_broadcast(&p->cond);
                 g_mutex_unlock(&p->lock);
@@ -1112,7 +1196,7 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
                 if (rd_kafka_event_error_is_fatal(ev) ||
                     err == RD_KAFKA_RESP_ERR__FATAL) {
                         g_mutex_lock(&p->lock);
-                        p->fatal_pending = 1;
+                        g_atomic_int_set(&p->fatal_pending, 1);
                         g_mutex_unlock(&p->lock);
                 } else {
                         int64_t gen;
@@ -1166,9 +1250,11 @@ static void rbk__retire(rbk_producer_t *p, GPtrArray *done) {
                                        RD_KAFKA_PURGE_F_INFLIGHT);
                 rbk__drain(p, rk, q, rbk__now_ms() + RBK__PURGE_WAIT_MS, done);
         }
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         p->rk = NULL;
         p->mainq = NULL;
+        g_mutex_unlock(&p->send_lock);
         g_mutex_unlock(&p->lock);
         /* Reports still queued (other than ours) are dropped by destroy. */
         rd_kafka_event_t *ev;
@@ -1227,9 +1313,11 @@ static void rbk__give_up(rbk_producer_t *p, int recoveries, const char *cause,
                    "%" G_GINT64_FORMAT " ms, rbk.producer.fatal.max."
                    "recoveries=%" G_GINT64_FORMAT "): %s",
                    recoveries, p->fatal_window_ms, p->max_recoveries, cause);
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         p->gave_up = 1;
         p->recovering = 0;
+        g_mutex_unlock(&p->send_lock);
         int64_t gen = p->generation;
         uint64_t lost = p->outstanding.length;
         g_cond_broadcast(&p->cond);
@@ -1258,11 +1346,13 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
         rbk__redact(full);
 
         /* (1) Hold new sends: once set under p->send_lock, no sender is
-         * inside rd_kafka_produceva() any more. */
+         * inside rd_kafka_produceva() any more, and every record accepted
+         * is in p->outstanding. */
         g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
-        g_mutex_unlock(&p->send_lock);
         p->recovering = 1;
+        rbk__merge_incoming(p);
+        g_mutex_unlock(&p->send_lock);
         p->st.fatal_errors++;
         g_strlcpy(p->fatal_reason, full, sizeof(p->fatal_reason));
         int64_t old_gen = p->generation;
@@ -1292,8 +1382,10 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
                 int closing = p->stop;
                 g_mutex_unlock(&p->lock);
                 if (closing) {
+                        g_mutex_lock(&p->send_lock);
                         g_mutex_lock(&p->lock);
                         p->recovering = 0;
+                        g_mutex_unlock(&p->send_lock);
                         g_mutex_unlock(&p->lock);
                         return; /* the shutdown reports what is left */
                 }
@@ -1333,11 +1425,13 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
         g_ptr_array_free(topics, TRUE);
 
         /* (4) Re-send everything outstanding, in acceptance order. */
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         p->rk = rk;
         p->mainq = q;
+        g_mutex_unlock(&p->send_lock);
         p->generation++;
-        p->fatal_pending = 0;
+        g_atomic_int_set(&p->fatal_pending, 0);
         int64_t gen = p->generation;
         GPtrArray *todo = g_ptr_array_sized_new(p->outstanding.length);
         for (GList *l = p->outstanding.head; l; l = l->next)
@@ -1377,7 +1471,7 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
                                         rbk__handle_event(p, rk, ev, done);
                                 if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
                                         g_mutex_lock(&p->lock);
-                                        p->fatal_pending = 1;
+                                        g_atomic_int_set(&p->fatal_pending, 1);
                                         g_mutex_unlock(&p->lock);
                                         goto out;
                                 }
@@ -1404,10 +1498,12 @@ out:
 
         /* (5) Sends resume on the same handle (unless the fresh instance
          * failed too: then the next round starts at once). */
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         int again = p->fatal_pending && !p->stop;
         if (!again)
                 p->recovering = 0;
+        g_mutex_unlock(&p->send_lock);
         g_cond_broadcast(&p->cond);
         g_mutex_unlock(&p->lock);
         if (again)
@@ -1519,7 +1615,7 @@ static void rbk__producer_free(rbk_producer_t *p) {
         g_mutex_clear(&p->send_lock);
         g_mutex_clear(&p->close_lock);
         g_cond_clear(&p->cond);
-        g_free(p);
+        g_aligned_free(p);
 }
 
 rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
@@ -1529,12 +1625,13 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
                             "conf is NULL");
                 return NULL;
         }
-        rbk_producer_t *p = g_new0(rbk_producer_t, 1);
+        rbk_producer_t *p = g_aligned_alloc0(1, sizeof(*p), 64);
         g_mutex_init(&p->lock);
         g_mutex_init(&p->send_lock);
         g_mutex_init(&p->close_lock);
         g_cond_init(&p->cond);
         g_queue_init(&p->outstanding);
+        g_queue_init(&p->incoming);
         p->recoveries = g_array_new(FALSE, FALSE, sizeof(int64_t));
         p->conf = rbk_conf_dup(conf);
         if (!p->conf) {
@@ -1598,11 +1695,17 @@ rbk_err_t rbk_producer_flush(rbk_producer_t *p, int timeout_ms) {
         if (rbk__tls_no_block)
                 return RBK_ERR_WOULD_BLOCK;
         int64_t end = rbk__deadline_us(timeout_ms < 0 ? 0 : timeout_ms);
-        g_mutex_lock(&p->lock);
-        p->waiters++;
-        while (p->unreported && g_get_monotonic_time() < end)
-                g_cond_wait_until(&p->cond, &p->lock, end);
-        p->waiters--;
+        /* Merged on every check: a record accepted meanwhile (by a
+         * delivery callback, say) counts as soon as it is accepted. */
+        rbk__lock_merged(p);
+        while (p->unreported && g_get_monotonic_time() < end) {
+                int64_t slice = g_get_monotonic_time() + RBK__POLL_MS * 1000;
+                p->waiters++;
+                g_cond_wait_until(&p->cond, &p->lock, MIN(slice, end));
+                p->waiters--;
+                g_mutex_unlock(&p->lock);
+                rbk__lock_merged(p);
+        }
         rbk_err_t err = p->unreported ? RBK_ERR_TIMED_OUT : RBK_OK;
         g_mutex_unlock(&p->lock);
         return err;
@@ -1628,8 +1731,9 @@ rbk_err_t rbk_producer_close(rbk_producer_t *p, int timeout_ms) {
          * rd_kafka_produceva() and none gets there. */
         g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
-        g_mutex_unlock(&p->send_lock);
         p->closing = 1;
+        rbk__merge_incoming(p);
+        g_mutex_unlock(&p->send_lock);
         g_cond_broadcast(&p->cond);
         /* Flush, bounded. */
         p->waiters++;
@@ -1666,8 +1770,12 @@ void rbk_producer_destroy(rbk_producer_t *p) {
 rbk_err_t rbk_producer_stats(rbk_producer_t *p, rbk_producer_stats_t *out) {
         if (!p || !out)
                 return RBK_ERR_INVALID_ARG;
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
+        rbk__merge_incoming(p);
         *out = p->st;
+        out->accepted = p->accepted;
+        g_mutex_unlock(&p->send_lock);
         out->version = RBK_PRODUCER_STATS_VERSION;
         out->in_flight = p->unreported;
         out->generation = p->generation;
@@ -1697,8 +1805,12 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         GHashTable *idx = g_hash_table_new_full(g_str_hash, g_str_equal,
                                                 g_free, NULL);
         int closing, recovering, gave_up;
+        g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
+        rbk__merge_incoming(p);
         st = p->st;
+        st.accepted = p->accepted;
+        g_mutex_unlock(&p->send_lock);
         st.in_flight = p->unreported;
         st.generation = p->generation;
         closing = p->closing;

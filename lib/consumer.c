@@ -36,7 +36,8 @@ static rbk__part_t *rbk__part_new(rbk_consumer_t *c, const char *topic,
         p->utopic = rbk__unprefixed(c->prefix, p->topic);
         p->partition = partition;
         p->assigned = 1;
-        g_queue_init(&p->msgs);
+        if (c->dedup)
+                p->dp = rbk__dedup_part(c->dedup, p->utopic, partition);
         p->fetch_next = RD_KAFKA_OFFSET_INVALID;
         p->stored = -1;
         p->committed = -1;
@@ -54,8 +55,10 @@ void rbk__part_unref(rbk__part_t *p) {
         if (!p || !g_atomic_int_dec_and_test(&p->refcnt))
                 return;
         rd_kafka_message_t *rkm;
-        while ((rkm = g_queue_pop_head(&p->msgs)))
+        while ((rkm = rbk__mq_pop(&p->msgs)))
                 rd_kafka_message_destroy(rkm);
+        rbk__mq_free(&p->msgs);
+        g_free(p->out.idbuf);
         if (p->pq) {
                 rd_kafka_queue_cb_event_enable(p->pq, NULL, NULL);
                 rd_kafka_queue_destroy(p->pq);
@@ -97,18 +100,18 @@ rbk__part_t *rbk__part_find(rbk_consumer_t *c, const char *topic,
 
 void rbk__part_drop_queue(rbk__part_t *p) {
         /* A busy head is with a handler: it stays until the handler ends. */
-        rd_kafka_message_t *head = p->busy ? g_queue_pop_head(&p->msgs) : NULL;
+        rd_kafka_message_t *head = p->busy ? rbk__mq_pop(&p->msgs) : NULL;
         rd_kafka_message_t *rkm;
-        while ((rkm = g_queue_pop_head(&p->msgs)))
+        while ((rkm = rbk__mq_pop(&p->msgs)))
                 rd_kafka_message_destroy(rkm);
         if (head)
-                g_queue_push_head(&p->msgs, head);
+                rbk__mq_push_head(&p->msgs, head);
 }
 
 static int rbk__part_runnable(rbk_consumer_t *c, rbk__part_t *p,
                               int64_t now) {
         return p->assigned && !p->revoking && !p->busy && !c->stopping &&
-               !g_queue_is_empty(&p->msgs) && !p->quarantined &&
+               rbk__mq_len(&p->msgs) && !p->quarantined &&
                p->hold == RBK__HOLD_NONE &&
                (p->retry_at == 0 || now >= p->retry_at);
 }
@@ -119,9 +122,28 @@ void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p) {
             !rbk__part_runnable(c, p, p->retry_at ? rbk__now_ms() : 0))
                 return;
         p->in_ready = 1;
-        g_queue_push_tail(&c->ready, rbk__part_ref(p));
+        p->ready_next = NULL;
+        if (c->ready_tail)
+                c->ready_tail->ready_next = rbk__part_ref(p);
+        else
+                c->ready_head = rbk__part_ref(p);
+        c->ready_tail = p;
         if (c->work_waiters)
                 g_cond_signal(&c->work_cond);
+}
+
+/* Pops the ready queue's head (its reference passes to the caller), or
+ * NULL. Caller holds c->lock. */
+static rbk__part_t *rbk__ready_pop(rbk_consumer_t *c) {
+        rbk__part_t *p = c->ready_head;
+        if (p) {
+                c->ready_head = p->ready_next;
+                if (!c->ready_head)
+                        c->ready_tail = NULL;
+                p->ready_next = NULL;
+                p->in_ready = 0;
+        }
+        return p;
 }
 
 /* Takes the next runnable partition and marks its head busy. Caller holds
@@ -129,8 +151,7 @@ void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p) {
 static rbk__part_t *rbk__take(rbk_consumer_t *c, rd_kafka_message_t **rkmp) {
         rbk__part_t *p;
         int64_t now = 0; /* read only for a partition in retry backoff */
-        while ((p = g_queue_pop_head(&c->ready))) {
-                p->in_ready = 0;
+        while ((p = rbk__ready_pop(c))) {
                 if (p->retry_at && !now)
                         now = rbk__now_ms();
                 if (!rbk__part_runnable(c, p, now)) {
@@ -140,7 +161,18 @@ static rbk__part_t *rbk__take(rbk_consumer_t *c, rd_kafka_message_t **rkmp) {
                 p->busy = 1;
                 p->attempts++;
                 p->retry_at = 0;
-                *rkmp = g_queue_peek_head(&p->msgs);
+                *rkmp = rbk__mq_peek(&p->msgs);
+                /* The message after this one is most likely the next
+                 * partition's head: written by a librdkafka thread, it is
+                 * not in this core's cache; start loading it now. */
+                if (c->ready_head) {
+                        const char *next = (const char *)rbk__mq_peek(
+                            &c->ready_head->msgs);
+                        if (next) {
+                                __builtin_prefetch(next);
+                                __builtin_prefetch(next + 64);
+                        }
+                }
                 return p;
         }
         return NULL;
@@ -203,12 +235,12 @@ static void rbk__part_complete_head_id(rbk_consumer_t *c, rbk__part_t *p,
         while (c->store_gate)
                 rbk__consumer_wait(c, 0);
         if (p->assigned && !p->quarantined) {
-                rd_kafka_topic_partition_list_t *l =
-                    rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)
-                    ->offset = rkm->offset + 1;
-                rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, l);
-                rd_kafka_topic_partition_list_destroy(l);
+                /* Stores rkm->offset + 1, as rd_kafka_offsets_store() would
+                 * (the same checks, an unassigned partition refused), through
+                 * the message's own topic handle: no list to build, no topic
+                 * lookup by name. */
+                rd_kafka_resp_err_t err =
+                    rd_kafka_offset_store(rkm->rkt, p->partition, rkm->offset);
                 if (err)
                         rbk__log(c->hooks, 4, "consumer",
                                  "storing offset %" PRId64
@@ -219,19 +251,19 @@ static void rbk__part_complete_head_id(rbk_consumer_t *c, rbk__part_t *p,
                         p->stored = rkm->offset + 1;
         }
         if (c->dedup && id && idlen)
-                rbk__dedup_record_msgid(c->dedup, p->utopic, p->partition, id,
-                                        idlen, msgid, rkm->offset);
-        if (g_queue_peek_head(&p->msgs) == rkm)
-                g_queue_pop_head(&p->msgs);
+                rbk__dedup_record_part(c->dedup, p->dp, id, idlen, msgid,
+                                       rkm->offset);
+        if (rbk__mq_peek(&p->msgs) == rkm)
+                rbk__mq_pop(&p->msgs);
         else
-                g_queue_remove(&p->msgs, rkm);
+                rbk__mq_remove(&p->msgs, rkm);
         rd_kafka_message_destroy(rkm);
         p->attempts = 0;
         p->retry_at = 0;
         p->last_progress_ms = now_ms;
         p->stall_reported = 0;
         if (p->fetch_paused &&
-            (int64_t)g_queue_get_length(&p->msgs) <= c->queue_max / 2) {
+            (int64_t)rbk__mq_len(&p->msgs) <= c->queue_max / 2) {
                 p->fetch_paused = 0;
                 rd_kafka_queue_yield(c->cq); /* the poll thread refills */
         }
@@ -241,10 +273,15 @@ void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
                              rd_kafka_message_t *rkm) {
         const void *id = NULL;
         size_t idlen = 0;
+        rbk_msgid_t m;
+        int ours = 0;
         rd_kafka_headers_t *hdrs;
-        if (c->dedup && !rd_kafka_message_headers(rkm, &hdrs))
-                rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER, &id, &idlen);
-        rbk__part_complete_head_id(c, p, rkm, id, idlen, NULL, rbk__now_ms());
+        if (c->dedup && !rd_kafka_message_headers(rkm, &hdrs) &&
+            !rd_kafka_header_get_last(hdrs, RBK_MSGID_HEADER, &id, &idlen) &&
+            id)
+                ours = rbk_msgid_parse(id, idlen, &m) == RBK_OK;
+        rbk__part_complete_head_id(c, p, rkm, id, idlen, ours ? &m : NULL,
+                                   rbk__now_ms());
 }
 
 rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
@@ -593,37 +630,61 @@ static void rbk__log_cb(const rd_kafka_t *rk, int level, const char *fac,
 
 /* ------------------------------------------------------------ poll loop */
 
-/* Hands one message from librdkafka to its partition queue. Poll thread. */
-static void rbk__dispatch(rbk_consumer_t *c, rd_kafka_message_t *rkm) {
-        if (rkm->err) {
-                if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET &&
-                    rkm->rkt)
-                        rbk__q_on_reset(c, rkm);
-                else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                        rbk__log(c->hooks, 4, "consumer", "consume error%s%s: %s",
-                                 rkm->rkt ? " on " : "",
-                                 rkm->rkt ? rbk__unprefixed(
-                                                c->prefix,
-                                                rd_kafka_topic_name(rkm->rkt))
-                                          : "",
-                                 rd_kafka_message_errstr(rkm));
-                rd_kafka_message_destroy(rkm);
-                return;
+/* A message carrying an error (poll thread, no lock held). */
+static void rbk__dispatch_error(rbk_consumer_t *c, rd_kafka_message_t *rkm) {
+        if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && rkm->rkt)
+                rbk__q_on_reset(c, rkm);
+        else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                rbk__log(c->hooks, 4, "consumer", "consume error%s%s: %s",
+                         rkm->rkt ? " on " : "",
+                         rkm->rkt ? rbk__unprefixed(
+                                        c->prefix,
+                                        rd_kafka_topic_name(rkm->rkt))
+                                  : "",
+                         rd_kafka_message_errstr(rkm));
+        rd_kafka_message_destroy(rkm);
+}
+
+/* Hands messages from librdkafka to their partitions' queues, in order,
+ * under one lock round (released only around an error). Poll thread. */
+static void rbk__dispatch(rbk_consumer_t *c, rd_kafka_message_t **rkms,
+                          size_t n) {
+        int locked = 0;
+        rbk__part_t *p = NULL;
+        const rd_kafka_topic_t *prkt = NULL;
+        int32_t ppart = -1;
+        for (size_t i = 0; i < n; i++) {
+                rd_kafka_message_t *rkm = rkms[i];
+                if (rkm->err) {
+                        if (locked)
+                                g_mutex_unlock(&c->lock);
+                        locked = 0;
+                        rbk__dispatch_error(c, rkm);
+                        continue;
+                }
+                if (!locked) {
+                        g_mutex_lock(&c->lock);
+                        locked = 1;
+                        p = NULL;
+                }
+                if (!p || rkm->rkt != prkt || rkm->partition != ppart) {
+                        p = rbk__part_find(c, rd_kafka_topic_name(rkm->rkt),
+                                           rkm->partition);
+                        prkt = rkm->rkt;
+                        ppart = rkm->partition;
+                }
+                if (!p || !p->assigned || p->revoking || p->quarantined ||
+                    (p->fetch_next >= 0 && rkm->offset < p->fetch_next)) {
+                        rd_kafka_message_destroy(rkm);
+                        continue;
+                }
+                rbk__mq_push(&p->msgs, rkm);
+                p->fetch_next = rkm->offset + 1;
+                c->consumed++;
+                rbk__part_maybe_ready(c, p);
         }
-        g_mutex_lock(&c->lock);
-        rbk__part_t *p =
-            rbk__part_find(c, rd_kafka_topic_name(rkm->rkt), rkm->partition);
-        if (!p || !p->assigned || p->revoking || p->quarantined ||
-            (p->fetch_next >= 0 && rkm->offset < p->fetch_next)) {
+        if (locked)
                 g_mutex_unlock(&c->lock);
-                rd_kafka_message_destroy(rkm);
-                return;
-        }
-        g_queue_push_tail(&p->msgs, rkm);
-        p->fetch_next = rkm->offset + 1;
-        c->consumed++;
-        rbk__part_maybe_ready(c, p);
-        g_mutex_unlock(&c->lock);
 }
 
 static void rbk__emit_stall(rbk_consumer_t *c, rbk__part_t *p, int64_t lag,
@@ -650,7 +711,7 @@ static void rbk__emit_stall(rbk_consumer_t *c, rbk__part_t *p, int64_t lag,
 
 /* The next offset the application will see for p (its position), or -1. */
 static int64_t rbk__part_position(const rbk__part_t *p) {
-        rd_kafka_message_t *head = g_queue_peek_head((GQueue *)&p->msgs);
+        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
         if (head)
                 return head->offset;
         if (p->fetch_next >= 0)
@@ -699,7 +760,7 @@ static void rbk__timers(rbk_consumer_t *c) {
                         continue;
                 int64_t lag = rbk__part_lag(c, p);
                 if (lag < 0)
-                        lag = g_queue_get_length(&p->msgs);
+                        lag = (int64_t)rbk__mq_len(&p->msgs);
                 if (lag <= 0)
                         continue;
                 p->stall_reported = 1;
@@ -756,7 +817,7 @@ static int rbk__fill(rbk_consumer_t *c) {
                 rbk__part_t *p = v;
                 if (!p->pq || !p->assigned || p->revoking)
                         continue;
-                int64_t r = c->queue_max - (int64_t)g_queue_get_length(&p->msgs);
+                int64_t r = c->queue_max - (int64_t)rbk__mq_len(&p->msgs);
                 if (r <= 0) {
                         p->fetch_paused = 1;
                         continue;
@@ -772,13 +833,13 @@ static int rbk__fill(rbk_consumer_t *c) {
                 rbk__part_t *p = g_ptr_array_index(todo, i);
                 ssize_t n = rd_kafka_consume_batch_queue(
                     p->pq, 0, buf, (size_t)g_array_index(room, int, i));
-                for (ssize_t j = 0; j < n; j++)
-                        rbk__dispatch(c, buf[j]);
-                if (n > 0)
+                if (n > 0) {
+                        rbk__dispatch(c, buf, (size_t)n);
                         total += (int)n;
+                }
                 if (n == g_array_index(room, int, i)) {
                         g_mutex_lock(&c->lock);
-                        if ((int64_t)g_queue_get_length(&p->msgs) >=
+                        if ((int64_t)rbk__mq_len(&p->msgs) >=
                             c->queue_max)
                                 p->fetch_paused = 1;
                         g_mutex_unlock(&c->lock);
@@ -795,7 +856,7 @@ static void rbk__poll_iteration(rbk_consumer_t *c, int timeout_ms) {
         int t = rbk__fill(c) > 0 ? 0 : rbk__next_timer_ms(c, timeout_ms);
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, t);
         for (int n = 0; rkm; n++) {
-                rbk__dispatch(c, rkm);
+                rbk__dispatch(c, &rkm, 1);
                 if (n + 1 >= RBK__POLL_BATCH)
                         break;
                 rkm = rd_kafka_consumer_poll(c->rk, 0);
@@ -810,7 +871,7 @@ static void rbk__poll_iteration(rbk_consumer_t *c, int timeout_ms) {
 
 static void rbk__msg_fill(rbk_consumer_t *c, rbk__msg_t *m, rbk__part_t *p,
                           rd_kafka_message_t *rkm) {
-        memset(m, 0, sizeof(*m));
+        memset(m, 0, offsetof(rbk__msg_t, idb)); /* idb: written when used */
         m->part = p;
         m->rkm = rkm;
         m->pub.version = RBK_MESSAGE_VERSION;
@@ -845,7 +906,15 @@ static void rbk__msg_fill(rbk_consumer_t *c, rbk__msg_t *m, rbk__part_t *p,
 /* The message passed dedup and goes to the application: copies the id and
  * starts the handler clock. */
 static void rbk__msg_ready(rbk__msg_t *m) {
-        if (m->id_raw) {
+        if (m->id_raw && m->id_len < sizeof(m->idb)) {
+                /* As g_strndup() would: up to the first NUL. */
+                const char *nul = memchr(m->id_raw, '\0', m->id_len);
+                size_t n = nul ? (size_t)(nul - (const char *)m->id_raw)
+                               : m->id_len;
+                memcpy(m->idb, m->id_raw, n);
+                m->idb[n] = '\0';
+                m->pub.id = m->idb;
+        } else if (m->id_raw) {
                 m->idbuf = g_strndup(m->id_raw, m->id_len);
                 m->pub.id = m->idbuf;
         }
@@ -894,7 +963,7 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
         }
         if (!p->assigned) {
                 /* Revoked meanwhile: not ours to store. */
-                g_queue_remove(&p->msgs, rkm);
+                rbk__mq_remove(&p->msgs, rkm);
                 rd_kafka_message_destroy(rkm);
         } else if (verdict == RBK_HANDLED) {
                 rbk__part_complete_head_id(
@@ -967,8 +1036,8 @@ static int rbk__dedup_drop(rbk_consumer_t *c, rbk__part_t *p, rbk__msg_t *m) {
         size_t idlen = m->id_len;
         rbk__dedup_verdict_t v = RBK__DEDUP_NO_ID;
         if (c->dedup && p->attempts == 1)
-                v = rbk__dedup_check_msgid(
-                    c->dedup, p->utopic, p->partition, id, idlen,
+                v = rbk__dedup_check_part(
+                    c->dedup, p->dp, id, idlen,
                     m->pub.has_msgid ? &m->pub.msgid : NULL);
         else if (id && idlen)
                 v = RBK__DEDUP_NEW;
@@ -1068,7 +1137,7 @@ static void rbk__consumer_free(rbk_consumer_t *c) {
         if (c->parts)
                 g_hash_table_destroy(c->parts);
         rbk__part_t *p;
-        while ((p = g_queue_pop_head(&c->ready)))
+        while ((p = rbk__ready_pop(c)))
                 rbk__part_unref(p);
         if (c->resets)
                 g_ptr_array_free(c->resets, TRUE);
@@ -1114,7 +1183,6 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         g_mutex_init(&c->dlq_mu);
         g_cond_init(&c->cond);
         g_cond_init(&c->work_cond);
-        g_queue_init(&c->ready);
         g_queue_init(&c->requests);
         c->pid = getpid();
         c->conf = rbk_conf_dup(conf);
@@ -1379,6 +1447,22 @@ void rbk_consumer_stop(rbk_consumer_t *c) {
                 c->stop_req = 1;
 }
 
+/* Hands out the busy head @rkm of @p (a reference, which passes to the
+ * message) through the partition's own message: 1 with *msgp set, or 0
+ * when dedup dropped it (completed, the reference dropped). */
+static int rbk__hand_out(rbk_consumer_t *c, rbk__part_t *p,
+                         rd_kafka_message_t *rkm, rbk_message_t **msgp) {
+        rbk__msg_t *m = &p->out;
+        rbk__msg_fill(c, m, p, rkm); /* keeps p's reference */
+        if (rbk__dedup_drop(c, p, m)) {
+                rbk__part_unref(p);
+                return 0;
+        }
+        rbk__msg_ready(m);
+        *msgp = &m->pub;
+        return 1;
+}
+
 rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
                             rbk_message_t **msgp) {
         if (!c || !msgp)
@@ -1386,35 +1470,32 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
         *msgp = NULL;
         if (rbk__forked(c->pid))
                 return RBK_ERR_FORKED;
+        /* A message already queued is handed out under this one lock round,
+         * without becoming the poll thread (as a run API worker takes one). */
+        rd_kafka_message_t *rkm = NULL;
         g_mutex_lock(&c->lock);
         rbk_err_t err = c->closed    ? RBK_ERR_SHUTDOWN
                         : c->running ? RBK_ERR_STATE
                         : !c->subscribed ? RBK_ERR_STATE
                                          : RBK_OK;
         c->stopping = 0;
+        rbk__part_t *p = err ? NULL : rbk__take(c, &rkm);
         g_mutex_unlock(&c->lock);
         if (err)
                 return err;
+        if (p && rbk__hand_out(c, p, rkm, msgp))
+                return RBK_OK;
         int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
         g_mutex_lock(&c->poll_mu);
         rbk__tl_poller = c;
         for (int polled = 0;; polled = 1) {
-                rd_kafka_message_t *rkm = NULL;
+                rkm = NULL;
                 g_mutex_lock(&c->lock);
-                rbk__part_t *p = c->running ? NULL : rbk__take(c, &rkm);
+                p = c->running ? NULL : rbk__take(c, &rkm);
                 g_mutex_unlock(&c->lock);
                 if (p) {
-                        rbk__msg_t tmp;
-                        rbk__msg_fill(c, &tmp, p, rkm);
-                        if (rbk__dedup_drop(c, p, &tmp)) {
-                                rbk__part_unref(p);
+                        if (!rbk__hand_out(c, p, rkm, msgp))
                                 continue;
-                        }
-                        rbk__msg_t *m = g_new(rbk__msg_t, 1);
-                        *m = tmp; /* keeps p's reference */
-                        m->pub.internal_ = m;
-                        rbk__msg_ready(m);
-                        *msgp = &m->pub;
                         break;
                 }
                 int64_t left = deadline - rbk__now_ms();
@@ -1437,13 +1518,22 @@ rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
         int64_t offset = m->rkm->offset;
         int attempts = p->attempts;
         rd_kafka_message_t *rkm = m->rkm;
+        /* m lives in p: once the lock is released the partition may hand
+         * out its next message through it, so what is needed afterwards is
+         * taken out first. */
+        char idcopy[RBK_MSGID_MAX_LEN + 1];
+        const char *id = NULL;
         g_mutex_lock(&c->lock);
         rbk__act_t act = rbk__finish(c, m, verdict, 1);
-        g_mutex_unlock(&c->lock);
-        rbk__after(c, p, act, rkm, offset, m->pub.id, attempts);
-        rbk__msg_clear(m);
+        char *idbuf = m->idbuf;
+        m->idbuf = NULL;
+        if (act != RBK__ACT_NONE && m->pub.id)
+                id = idbuf ? idbuf
+                           : strcpy(idcopy, m->pub.id); /* fits: from idb */
         m->pub.internal_ = NULL;
-        g_free(m);
+        g_mutex_unlock(&c->lock);
+        rbk__after(c, p, act, rkm, offset, id, attempts);
+        g_free(idbuf);
         rbk__part_unref(p);
         return RBK_OK;
 }
@@ -1717,7 +1807,7 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
                     ",\"quarantined\":%s",
                     p->partition, rbk__part_position(p), p->stored,
                     p->committed, rbk__part_lag(c, p),
-                    g_queue_get_length(&p->msgs),
+                    (unsigned)rbk__mq_len(&p->msgs),
                     (p->quarantined || p->hold || p->retry_at) ? "true"
                                                                : "false",
                     p->fetch_paused ? "true" : "false",

@@ -45,6 +45,89 @@ typedef enum {
         RBK__HOLD_DLQ_FAILED   /* dead letter could not be delivered */
 } rbk__hold_t;
 
+/* A partition's library queue: a ring of rd_kafka_message_t*, in offset
+ * order (no allocation per message, unlike a GQueue's list nodes). Under
+ * c->lock. */
+typedef struct rbk__mq_s {
+        rd_kafka_message_t **v;
+        size_t cap, head, len;
+} rbk__mq_t;
+
+static inline size_t rbk__mq_len(const rbk__mq_t *q) {
+        return q->len;
+}
+
+static inline rd_kafka_message_t *rbk__mq_peek(const rbk__mq_t *q) {
+        return q->len ? q->v[q->head] : NULL;
+}
+
+static inline void rbk__mq_push(rbk__mq_t *q, rd_kafka_message_t *rkm) {
+        if (q->len == q->cap) {
+                size_t ncap = q->cap ? q->cap * 2 : 64;
+                rd_kafka_message_t **nv = g_new(rd_kafka_message_t *, ncap);
+                for (size_t i = 0; i < q->len; i++)
+                        nv[i] = q->v[(q->head + i) % q->cap];
+                g_free(q->v);
+                q->v = nv;
+                q->cap = ncap;
+                q->head = 0;
+        }
+        q->v[(q->head + q->len) % q->cap] = rkm;
+        q->len++;
+}
+
+static inline void rbk__mq_push_head(rbk__mq_t *q, rd_kafka_message_t *rkm) {
+        rbk__mq_push(q, rkm); /* makes room */
+        q->len--;
+        q->head = (q->head + q->cap - 1) % q->cap;
+        q->v[q->head] = rkm;
+        q->len++;
+}
+
+static inline rd_kafka_message_t *rbk__mq_pop(rbk__mq_t *q) {
+        if (!q->len)
+                return NULL;
+        rd_kafka_message_t *rkm = q->v[q->head];
+        q->head = q->head + 1 == q->cap ? 0 : q->head + 1;
+        q->len--;
+        return rkm;
+}
+
+/* Removes @rkm wherever it is (it is normally the head). */
+static inline void rbk__mq_remove(rbk__mq_t *q, rd_kafka_message_t *rkm) {
+        for (size_t i = 0; i < q->len; i++) {
+                if (q->v[(q->head + i) % q->cap] != rkm)
+                        continue;
+                for (size_t j = i; j + 1 < q->len; j++)
+                        q->v[(q->head + j) % q->cap] =
+                            q->v[(q->head + j + 1) % q->cap];
+                q->len--;
+                return;
+        }
+}
+
+static inline void rbk__mq_free(rbk__mq_t *q) {
+        g_free(q->v);
+        q->v = NULL;
+        q->cap = q->head = q->len = 0;
+}
+
+/* A message handed to the application; the public part comes first. A
+ * partition hands out one message at a time, so the poll API's message
+ * lives in its partition (rbk__part_t.out), the run API's on the worker's
+ * stack: nothing is allocated per message. */
+typedef struct rbk__msg_s {
+        rbk_message_t pub;
+        struct rbk__part_s *part; /* a reference */
+        rd_kafka_message_t *rkm;
+        char *idbuf;        /* the id when longer than idb holds, or NULL */
+        const void *id_raw; /* the rbk-id header value in rkm, or NULL */
+        size_t id_len;
+        int dedup_count;    /* rbk__dedup_verdict_t to count at completion */
+        int64_t started_ms;
+        char idb[RBK_MSGID_MAX_LEN + 1]; /* pub.id, NUL-terminated */
+} rbk__msg_t;
+
 typedef struct rbk__part_s {
         gint refcnt;
         char *topic;        /* full (prefixed) name; immutable */
@@ -53,13 +136,15 @@ typedef struct rbk__part_s {
         int assigned;       /* 0 once revoked or lost: detached */
         int revoking;       /* being handed back: nothing new starts */
 
-        GQueue msgs;         /* rd_kafka_message_t*, in offset order */
+        rbk__mq_t msgs;      /* rd_kafka_message_t*, in offset order */
         int64_t fetch_next;  /* offset after the last message received,
                               * or RD_KAFKA_OFFSET_INVALID */
         int64_t stored;      /* last offset stored (next to read), or -1 */
         int64_t committed;   /* last known committed offset, or -1 */
         int busy;            /* the head message is out with a handler */
         int in_ready;        /* queued in c->ready */
+        struct rbk__part_s *ready_next; /* next in c->ready */
+        rbk__dedup_part_t *dp; /* the dedup window's partition, or NULL */
         rd_kafka_queue_t *pq; /* the partition's own librdkafka queue (not
                                * forwarded to the consumer queue), or NULL */
         int fetch_paused;    /* our queue is at rbk.consumer.queue.max: the
@@ -83,19 +168,10 @@ typedef struct rbk__part_s {
         uint64_t handler_cnt;
         double handler_ms_sum;
         double handler_ms_max;
+
+        rbk__msg_t out; /* the poll API's message (when busy) */
 } rbk__part_t;
 
-/* A message handed to the application; the public part comes first. */
-typedef struct rbk__msg_s {
-        rbk_message_t pub;
-        rbk__part_t *part; /* a reference */
-        rd_kafka_message_t *rkm;
-        char *idbuf;
-        const void *id_raw; /* the rbk-id header value in rkm, or NULL */
-        size_t id_len;
-        int dedup_count;    /* rbk__dedup_verdict_t to count at completion */
-        int64_t started_ms;
-} rbk__msg_t;
 
 /* An out-of-range report waiting to be examined by the poll thread. */
 typedef struct rbk__reset_s {
@@ -154,7 +230,9 @@ struct rbk_consumer_s {
         int work_waiters;
 
         GHashTable *parts; /* "topic\x01partition" -> rbk__part_t* (assigned) */
-        GQueue ready;      /* rbk__part_t* (no reference; in_ready set) */
+        /* Runnable partitions, FIFO through rbk__part_t.ready_next (each
+         * holds a reference; in_ready set). */
+        rbk__part_t *ready_head, *ready_tail;
         GQueue requests;   /* rbk__req_t* */
         GPtrArray *resets; /* rbk__reset_t* (poll thread only) */
         GHashTable *reported_keys; /* incident keys reported by this client */

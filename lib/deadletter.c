@@ -60,7 +60,7 @@ static void rbk__dlq_outcome(rbk__dlq_ctx_t *x, rbk_err_t err, int kafka_err,
         int report = 1;
         g_mutex_lock(&c->lock);
         c->dlq_inflight--;
-        rd_kafka_message_t *head = g_queue_peek_head(&p->msgs);
+        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
         int mine = p->assigned && p->hold == RBK__HOLD_DLQ_PENDING && head &&
                    head->offset == x->offset;
         if (!mine) {

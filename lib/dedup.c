@@ -985,10 +985,8 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
  * is assigned on first use. NULL (nothing locked) for a partition revoked
  * and not assigned again: a handler still finishing after a lost or timed
  * out revoke must not bring back windows for a partition we no longer own. */
-static inline rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d,
-                                               const char *topic,
-                                               int32_t partition) {
-        rbk__dpart_t *part = rbk__dpart_get(d, topic, partition, 1);
+static inline rbk__dpart_t *rbk__dpart_lock(rbk__dedup_t *d,
+                                            rbk__dpart_t *part) {
         rbk__plock_lock(&part->lock);
         if (G_LIKELY(part->assigned))
                 return part;
@@ -1004,6 +1002,12 @@ static inline rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d,
                 return NULL;
         }
         return part;
+}
+
+static inline rbk__dpart_t *rbk__dpart_acquire(rbk__dedup_t *d,
+                                               const char *topic,
+                                               int32_t partition) {
+        return rbk__dpart_lock(d, rbk__dpart_get(d, topic, partition, 1));
 }
 
 /* ---------------------------------------------------------------- API */
@@ -1133,7 +1137,7 @@ rbk__dedup_check_store(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
 /* check, the partition locked, the id known to be ours (@m) or not (@m
  * NULL). Unlocks the partition. */
 static inline rbk__dedup_verdict_t
-rbk__dedup_check_part(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
+rbk__dedup_check_locked(rbk__dedup_t *d, rbk__dpart_t *part, const char *topic,
                       int32_t partition, const void *id, size_t id_len,
                       const rbk_msgid_t *m) {
         rbk__dedup_verdict_t v;
@@ -1182,7 +1186,7 @@ rbk__dedup_verdict_t rbk__dedup_check(rbk__dedup_t *d, const char *topic,
                 return rbk__dedup_check_noid(d, topic, partition);
         if (!(part = rbk__dpart_acquire(d, topic, partition)))
                 return RBK__DEDUP_UNPROVABLE; /* revoked */
-        return rbk__dedup_check_part(
+        return rbk__dedup_check_locked(
             d, part, topic, partition, id, id_len,
             rbk__dedup_parse(part, id, id_len, &m) ? &m : NULL);
 }
@@ -1200,12 +1204,12 @@ rbk__dedup_verdict_t rbk__dedup_check_msgid(rbk__dedup_t *d,
                 return rbk__dedup_check_noid(d, topic, partition);
         if (!(part = rbk__dpart_acquire(d, topic, partition)))
                 return RBK__DEDUP_UNPROVABLE; /* revoked */
-        return rbk__dedup_check_part(d, part, topic, partition, id, id_len,
+        return rbk__dedup_check_locked(d, part, topic, partition, id, id_len,
                                      msgid);
 }
 
 /* record, the partition locked, the id known to be ours (@m) or not. */
-static inline void rbk__dedup_record_part(rbk__dedup_t *d, rbk__dpart_t *part,
+static inline void rbk__dedup_record_locked(rbk__dedup_t *d, rbk__dpart_t *part,
                                           const void *id, size_t id_len,
                                           const rbk_msgid_t *m,
                                           int64_t offset) {
@@ -1233,7 +1237,7 @@ void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,
                 return;
         if (!(part = rbk__dpart_acquire(d, topic, partition)))
                 return; /* revoked */
-        rbk__dedup_record_part(
+        rbk__dedup_record_locked(
             d, part, id, id_len,
             rbk__dedup_parse(part, id, id_len, &m) ? &m : NULL, offset);
 }
@@ -1245,7 +1249,7 @@ void rbk__dedup_record_msgid(rbk__dedup_t *d, const char *topic,
         if (!d || !topic || !id || id_len == 0 ||
             !(part = rbk__dpart_acquire(d, topic, partition)))
                 return;
-        rbk__dedup_record_part(d, part, id, id_len, msgid, offset);
+        rbk__dedup_record_locked(d, part, id, id_len, msgid, offset);
 }
 
 rbk_err_t rbk__dedup_commit(rbk__dedup_t *d, const char *topic,
@@ -1329,4 +1333,42 @@ void rbk__dedup_partition_counts(rbk__dedup_t *d, const char *topic,
                 *unprovable = b;
         if (no_id)
                 *no_id = c;
+}
+
+rbk__dedup_part_t *rbk__dedup_part(rbk__dedup_t *d, const char *topic,
+                                   int32_t partition) {
+        if (!d || !topic)
+                return NULL;
+        return rbk__dpart_get(d, topic, partition, 1);
+}
+
+rbk__dedup_verdict_t rbk__dedup_check_part(rbk__dedup_t *d,
+                                           rbk__dedup_part_t *dp,
+                                           const void *id, size_t id_len,
+                                           const rbk_msgid_t *msgid) {
+        rbk__dpart_t *part;
+
+        if (!d || !dp)
+                return RBK__DEDUP_UNPROVABLE;
+        part = rbk__dpart_lock(d, dp);
+        if (!id || id_len == 0) {
+                if (part) {
+                        __atomic_fetch_add(&part->no_id, 1, __ATOMIC_RELAXED);
+                        rbk__plock_unlock(&part->lock);
+                }
+                return RBK__DEDUP_NO_ID;
+        }
+        if (!part)
+                return RBK__DEDUP_UNPROVABLE; /* revoked */
+        return rbk__dedup_check_locked(d, part, part->key.topic,
+                                       part->key.partition, id, id_len, msgid);
+}
+
+void rbk__dedup_record_part(rbk__dedup_t *d, rbk__dedup_part_t *dp,
+                            const void *id, size_t id_len,
+                            const rbk_msgid_t *msgid, int64_t offset) {
+        rbk__dpart_t *part;
+        if (!d || !dp || !id || id_len == 0 || !(part = rbk__dpart_lock(d, dp)))
+                return;
+        rbk__dedup_record_locked(d, part, id, id_len, msgid, offset);
 }

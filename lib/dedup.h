@@ -119,6 +119,23 @@ void rbk__dedup_record_msgid(rbk__dedup_t *d, const char *topic,
                              int32_t partition, const void *id, size_t id_len,
                              const rbk_msgid_t *msgid, int64_t offset);
 
+/* A handle on one partition's windows, for the per-message calls without
+ * the partition lookup (the consumer keeps it in its own partition state).
+ * Created if absent; valid until rbk__dedup_destroy() (a partition's
+ * windows outlive its assignments). NULL only for a NULL @d or @topic. */
+typedef struct rbk__dpart_s rbk__dedup_part_t;
+rbk__dedup_part_t *rbk__dedup_part(rbk__dedup_t *d, const char *topic,
+                                   int32_t partition);
+/* rbk__dedup_check_msgid() / rbk__dedup_record_msgid() on a handle: the
+ * same verdicts, counters, locking and assignment rules. */
+rbk__dedup_verdict_t rbk__dedup_check_part(rbk__dedup_t *d,
+                                           rbk__dedup_part_t *dp,
+                                           const void *id, size_t id_len,
+                                           const rbk_msgid_t *msgid);
+void rbk__dedup_record_part(rbk__dedup_t *d, rbk__dedup_part_t *dp,
+                            const void *id, size_t id_len,
+                            const rbk_msgid_t *msgid, int64_t offset);
+
 /* Before (or together with) an offset commit of this partition: persists
  * its windows to the store. @next_offset is the offset being committed.
  * No-op (RBK_OK) without a store or when nothing was recorded since the last

@@ -501,7 +501,7 @@ static const char *rbk__how_name(rbk_resolve_t how) {
 
 /* The key of a held (gave-up / dead-letter failed) partition. */
 static char *rbk__hold_key(rbk_consumer_t *c, rbk__part_t *p) {
-        rd_kafka_message_t *head = g_queue_peek_head(&p->msgs);
+        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
         return g_strdup_printf("%s/%s/%" PRId32 "/gave-up/%" PRId64, c->ugroup,
                                p->utopic, p->partition,
                                head ? head->offset : (int64_t)-1);
@@ -517,7 +517,7 @@ static rbk__part_t *rbk__find_by_key(rbk_consumer_t *c, const char *key) {
                         return p;
                 if (!p->quarantined && p->hold != RBK__HOLD_NONE) {
                         /* The gave-up key, or the dead-letter one. */
-                        rd_kafka_message_t *head = g_queue_peek_head(&p->msgs);
+                        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
                         char *k = rbk__hold_key(c, p);
                         char *k2 = g_strdup_printf(
                             "%s/%s/%" PRId32 "/deadletter/%" PRId64, c->ugroup,
@@ -616,7 +616,7 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
                 /* A held partition: hand the same message again. */
                 rd_kafka_message_t *head;
                 g_mutex_lock(&c->lock);
-                head = g_queue_peek_head(&p->msgs);
+                head = rbk__mq_peek(&p->msgs);
                 int64_t off = head ? head->offset : p->fetch_next;
                 p->hold = RBK__HOLD_NONE;
                 p->attempts = 0;

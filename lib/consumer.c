@@ -19,6 +19,11 @@ __thread rbk_consumer_t *rbk__tl_poller;
 #define RBK__POLL_SLICE_MS 100
 /* Messages taken from librdkafka per poll iteration at most. */
 #define RBK__POLL_BATCH 1000
+/* Consecutive messages of one partition handed out before the next
+ * runnable partition's turn, at most, and for at most this long (see
+ * rbk__finish()). */
+#define RBK__BURST_MAX 256
+#define RBK__BURST_MS 2
 /* Bound of the blocking metadata calls (committed offsets, watermarks). */
 #define RBK__QUERY_TIMEOUT_MS 5000
 
@@ -116,20 +121,31 @@ static int rbk__part_runnable(rbk_consumer_t *c, rbk__part_t *p,
                (p->retry_at == 0 || now >= p->retry_at);
 }
 
-void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p) {
+/* rbk__part_maybe_ready(), at the head of the ready queue if @head. */
+static void rbk__part_maybe_ready_at(rbk_consumer_t *c, rbk__part_t *p,
+                                     int head) {
         /* The clock matters only for a retry backoff. */
         if (p->in_ready ||
             !rbk__part_runnable(c, p, p->retry_at ? rbk__now_ms() : 0))
                 return;
         p->in_ready = 1;
         p->ready_next = NULL;
-        if (c->ready_tail)
-                c->ready_tail->ready_next = rbk__part_ref(p);
-        else
-                c->ready_head = rbk__part_ref(p);
-        c->ready_tail = p;
+        rbk__part_ref(p);
+        if (!c->ready_head) {
+                c->ready_head = c->ready_tail = p;
+        } else if (head) {
+                p->ready_next = c->ready_head;
+                c->ready_head = p;
+        } else {
+                c->ready_tail->ready_next = p;
+                c->ready_tail = p;
+        }
         if (c->work_waiters)
                 g_cond_signal(&c->work_cond);
+}
+
+void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p) {
+        rbk__part_maybe_ready_at(c, p, 0);
 }
 
 /* Pops the ready queue's head (its reference passes to the caller), or
@@ -993,7 +1009,26 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
                 }
         }
         p->busy = 0;
-        rbk__part_maybe_ready(c, p);
+        /* A burst: the partition's next message was most likely received
+         * in the same fetch, next to this one in memory (in this core's
+         * cache), so the partition goes back to the head of the ready
+         * queue, for at most RBK__BURST_MAX messages and RBK__BURST_MS;
+         * then to the tail, behind every other runnable partition. */
+        int head = 0;
+        if (!rbk__mq_len(&p->msgs) || p->retry_at || p->hold) {
+                p->burst_start_ms = 0;
+        } else if (!p->burst_start_ms) {
+                p->burst_start_ms = now;
+                p->burst_n = 1;
+                head = 1;
+        } else if (p->burst_n < RBK__BURST_MAX &&
+                   now - p->burst_start_ms < RBK__BURST_MS) {
+                p->burst_n++;
+                head = 1;
+        } else {
+                p->burst_start_ms = 0;
+        }
+        rbk__part_maybe_ready_at(c, p, head);
         if (c->cond_waiters)
                 g_cond_broadcast(&c->cond);
         return act;

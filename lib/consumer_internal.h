@@ -144,6 +144,8 @@ typedef struct rbk__part_s {
         int busy;            /* the head message is out with a handler */
         int in_ready;        /* queued in c->ready */
         struct rbk__part_s *ready_next; /* next in c->ready */
+        int burst_n;              /* hand-outs in the current burst */
+        int64_t burst_start_ms;   /* when it began, or 0 */
         rbk__dedup_part_t *dp; /* the dedup window's partition, or NULL */
         rd_kafka_queue_t *pq; /* the partition's own librdkafka queue (not
                                * forwarded to the consumer queue), or NULL */

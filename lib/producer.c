@@ -29,7 +29,7 @@
  *
  * Locking: lock order p->close_lock, p->send_lock, p->lock. p->send_lock
  * protects the sender's fields (seq, accepted, incoming, stash), p->lock
- * every other mutable field below it in the struct. closing, recovering,
+ * every other mutable field after it in the struct. closing, recovering,
  * gave_up, rk and mainq are written holding both locks, so a sender reads
  * them holding p->send_lock alone, and once one of them is set no sender is
  * inside rd_kafka_produceva() with the instance being replaced; fatal_pending
@@ -92,6 +92,7 @@ typedef struct rbk__rec_s {
                             * link.next chains free records in the pool */
         const char *topic; /* full (prefixed) topic name */
         const char *id;    /* header value, NULL when ids are off */
+        size_t id_len;     /* its length */
         const void *key;
         size_t key_len;
         const void *value;
@@ -170,19 +171,9 @@ struct rbk_producer_s {
         GMutex lock __attribute__((aligned(64)));
         GCond cond; /* queue room, state changes, reports done */
         int waiters;
-        int closing;       /* close started: sends fail with SHUTDOWN */
-        int stop;          /* the poll thread must finish */
-        int recovering;    /* fatal error being recovered: sends wait */
-        int fatal_pending; /* the current instance raised a fatal error
-                            * (atomic: senders read it without a lock) */
-        int gave_up;       /* recovery gave up: sends fail with FATAL */
-        rd_kafka_t *rk;    /* NULL after giving up or closing */
-        rd_kafka_queue_t *mainq;
+        int stop;            /* the poll thread must finish */
         int64_t generation;
-        uint64_t room_gen;   /* delivery-report batches released (atomic:
-                              * senders read it without a lock) */
         uint64_t merged;     /* records up to this number are merged */
-        int merge_waiters;   /* poll thread waits for a merge (atomic) */
         GQueue outstanding;  /* records not yet final, acceptance order */
         uint64_t rk_pending; /* those the current instance holds */
         uint64_t unreported; /* those whose delivery callback is not done */
@@ -191,7 +182,19 @@ struct rbk_producer_s {
         uint64_t shutdown_undelivered;
         rbk_producer_stats_t st;
         rbk__pool_t pool_free[RBK__POOL_CLASSES]; /* given back, for stash */
-        guint pool_seen[RBK__POOL_CLASSES]; /* poll thread only */
+
+        /* Read by every send, written rarely (p->lock; the first six
+         * holding p->send_lock too, or atomically): a cache line of their
+         * own, apart from what the poll thread writes per message. */
+        int closing __attribute__((aligned(64))); /* sends fail: SHUTDOWN */
+        int recovering;    /* fatal error being recovered: sends wait */
+        int gave_up;       /* recovery gave up: sends fail with FATAL */
+        int fatal_pending; /* the current instance raised a fatal error
+                            * (atomic: senders read it without a lock) */
+        rd_kafka_t *rk;    /* NULL after giving up or closing */
+        rd_kafka_queue_t *mainq;
+        uint64_t room_gen; /* delivery-report batches released (atomic) */
+        int merge_waiters; /* poll thread waits for a merge (atomic) */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -495,7 +498,7 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
                 vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
                 vu[n].u.header.name = RBK_MSGID_HEADER;
                 vu[n].u.header.val = rec->id;
-                vu[n++].u.header.size = (ssize_t)strlen(rec->id);
+                vu[n++].u.header.size = (ssize_t)rec->id_len;
         }
         char rs[24];
         if (rec->possibly_persisted) {
@@ -540,6 +543,13 @@ static void rbk__pool_push(rbk__pool_t *pl, rbk__rec_t *rec) {
         pl->n++;
 }
 
+/* Moves chain src to dst (empty); src's count is read without a lock. */
+static void rbk__pool_take(rbk__pool_t *dst, rbk__pool_t *src) {
+        *dst = *src;
+        src->head = src->tail = NULL;
+        __atomic_store_n(&src->n, 0, __ATOMIC_RELAXED);
+}
+
 static void rbk__pool_clear(rbk__pool_t *pl) {
         rbk__rec_t *rec = pl->head;
         while (rec) {
@@ -556,8 +566,8 @@ static void rbk__pool_clear(rbk__pool_t *pl) {
 static void rbk__pool_trim(rbk_producer_t *p) {
         rbk__pool_t back[RBK__POOL_CLASSES];
         g_mutex_lock(&p->lock);
-        memcpy(back, p->pool_free, sizeof(back));
-        memset(p->pool_free, 0, sizeof(p->pool_free));
+        for (int c = 0; c < RBK__POOL_CLASSES; c++)
+                rbk__pool_take(&back[c], &p->pool_free[c]);
         g_mutex_unlock(&p->lock);
         for (int c = 0; c < RBK__POOL_CLASSES; c++)
                 rbk__pool_clear(&back[c]);
@@ -587,14 +597,22 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
             __atomic_load_n(&p->pool_free[c].n, __ATOMIC_RELAXED)) {
                 /* Take what the poll thread gave back, all at once. */
                 g_mutex_lock(&p->lock);
-                p->stash[c] = p->pool_free[c];
-                memset(&p->pool_free[c], 0, sizeof(p->pool_free[c]));
+                rbk__pool_take(&p->stash[c], &p->pool_free[c]);
                 g_mutex_unlock(&p->lock);
         }
         if (c >= 0 && p->stash[c].head) {
                 rec = p->stash[c].head;
-                p->stash[c].head = (rbk__rec_t *)rec->link.next;
+                rbk__rec_t *next = (rbk__rec_t *)rec->link.next;
+                p->stash[c].head = next;
                 p->stash[c].n--;
+                /* The next send's record was last touched by the poll
+                 * thread: start fetching it now, for writing. */
+                if (next)
+                        for (size_t o = 0;
+                             o < ((size_t)1 << (RBK__POOL_MIN_SHIFT + c)) &&
+                             o < total;
+                             o += 64)
+                                __builtin_prefetch((char *)next + o, 1, 3);
         } else {
                 rec = g_try_malloc(c >= 0 ? (size_t)1 << (RBK__POOL_MIN_SHIFT + c)
                                           : total);
@@ -619,6 +637,7 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                 else
                         b[0] = '\0'; /* formatted when sent */
                 rec->id = b;
+                rec->id_len = msg->id ? id_len : 0;
                 b += id_len + 1;
         }
         if (msg->key) {
@@ -663,7 +682,7 @@ static void rbk__rec_free(rbk__rec_t *rec) {
 
 /* Gives a reported record back to the pool chain back (poll thread), or
  * frees it when it is not poolable or that side of the pool is full
- * (seen: what p->pool_free held at the last hand-back). */
+ * (seen: what p->pool_free holds). */
 static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
                              const guint *seen) {
         int c = rec->pool_class;
@@ -828,8 +847,9 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                 } else {
                         if (generated) {
                                 rbk_msgid_t mid = {p->producer_id, p->seq + 1};
-                                rbk_msgid_format(&mid, (char *)rec->id,
-                                                 RBK_MSGID_STR_SIZE);
+                                int l = rbk_msgid_format(&mid, (char *)rec->id,
+                                                         RBK_MSGID_STR_SIZE);
+                                rec->id_len = l > 0 ? (size_t)l : 0;
                         }
                         /* Linked before librdkafka can report it; unlinked
                          * again if librdkafka refuses it. */
@@ -1021,6 +1041,10 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
                 return;
         rbk__pool_t back[RBK__POOL_CLASSES];
         memset(back, 0, sizeof(back));
+        /* What the free list holds now (a sender may have emptied it). */
+        guint seen[RBK__POOL_CLASSES];
+        for (int c = 0; c < RBK__POOL_CLASSES; c++)
+                seen[c] = __atomic_load_n(&p->pool_free[c].n, __ATOMIC_RELAXED);
         for (guint i = 0; i < done->len; i++) {
                 rbk__rec_t *rec = g_ptr_array_index(done, i);
                 if (p->dr_cb) {
@@ -1062,7 +1086,7 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
                         ev.id = rec->id;
                         rbk__hooks_emit(p->hooks, &ev);
                 }
-                rbk__rec_release(rec, back, p->pool_seen);
+                rbk__rec_release(rec, back, seen);
         }
         g_mutex_lock(&p->lock);
         p->unreported -= done->len;
@@ -1074,7 +1098,6 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
                         __atomic_store_n(&pl->n, pl->n + back[c].n,
                                          __ATOMIC_RELAXED);
                 }
-                p->pool_seen[c] = pl->n;
         }
         /* Flush and close wait for the count (as waiters). */
         if (p->waiters)

@@ -110,8 +110,21 @@ static void fault_leader_move(rbk_testcluster_t *tc, const char *topic,
                                  RBK_OK);
 }
 
+/* One request in flight (see PUSHED_CONF below): a request that reaches
+ * the old leader after the move is refused while a later one may already
+ * be accepted by the new leader; the mock, which checks no sequences for
+ * idempotent producers, appends the later one, and librdkafka then
+ * acknowledges the refused messages implicitly (offset -1001) although the
+ * mock never wrote them. Seen on a loaded machine under valgrind. Several
+ * requests in flight through leader changes are covered against real
+ * brokers by the chaos suite, which reads the log back. */
 START_TEST(leader_moves_mid_stream) {
-        scenario_t sc = {"leadermove", 20000, fault_leader_move, 0, {{NULL}}};
+        scenario_t sc = {"leadermove",
+                         20000,
+                         fault_leader_move,
+                         0,
+                         {{"max.in.flight.requests.per.connection", "1"},
+                          {NULL, NULL}}};
         run_scenario(&sc);
 }
 END_TEST

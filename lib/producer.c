@@ -686,7 +686,8 @@ static void rbk__rec_free(rbk__rec_t *rec) {
 static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
                              const guint *seen) {
         int c = rec->pool_class;
-        g_free(rec->f_reason);
+        if (rec->f_reason)
+                g_free(rec->f_reason);
         if (c < 0 || back[c].n + seen[c] >= rbk__pool_cap(c)) {
                 g_free(rec);
                 return;
@@ -1115,7 +1116,8 @@ static void rbk__dr_one(rbk_producer_t *p, rd_kafka_t *rk,
         rec->in_rk = 0;
         p->rk_pending--;
         if (m->partition >= 0)
-                g_atomic_int_set(&rec->partition, m->partition);
+                __atomic_store_n(&rec->partition, m->partition,
+                                 __ATOMIC_RELAXED);
         if (!m->err) {
                 rbk__finalize(p, rec, RBK_OK, 0, m->partition, m->offset, 0,
                               NULL, done);

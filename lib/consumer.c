@@ -44,6 +44,7 @@ static rbk__part_t *rbk__part_new(rbk_consumer_t *c, const char *topic,
         if (c->dedup)
                 p->dp = rbk__dedup_part(c->dedup, p->utopic, partition);
         p->fetch_next = RD_KAFKA_OFFSET_INVALID;
+        p->resolved_failed = -1;
         p->stored = -1;
         p->committed = -1;
         p->hold = RBK__HOLD_NONE;

@@ -139,6 +139,9 @@ typedef struct rbk__part_s {
         rbk__mq_t msgs;      /* rd_kafka_message_t*, in offset order */
         int64_t fetch_next;  /* offset after the last message received,
                               * or RD_KAFKA_OFFSET_INVALID */
+        int64_t resolved_failed; /* failed offset of the last resolved
+                                  * quarantine, while the position has not
+                                  * passed it (stale reports), or -1 */
         int64_t stored;      /* last offset stored (next to read), or -1 */
         int64_t committed;   /* last known committed offset, or -1 */
         int busy;            /* the head message is out with a handler */

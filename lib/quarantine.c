@@ -40,6 +40,21 @@ void rbk__q_on_reset(rbk_consumer_t *c, const rd_kafka_message_t *rkm) {
                 g_mutex_unlock(&c->lock);
                 return;
         }
+        if (p->resolved_failed >= 0 && p->fetch_next > p->resolved_failed)
+                p->resolved_failed = -1; /* the position has passed it */
+        if (!p->quarantined && rkm->offset >= 0 &&
+            rkm->offset == p->resolved_failed &&
+            p->fetch_next != rkm->offset) {
+                /* A report of the incident just resolved, made before the
+                 * re-assign took effect (librdkafka gives these reports no
+                 * version barrier): the partition is already elsewhere. */
+                g_mutex_unlock(&c->lock);
+                rbk__log(c->hooks, 7, "quarantine",
+                         "%s [%" PRId32 "]: ignoring a report of offset "
+                         "%" PRId64 " made before its resolution",
+                         p->utopic, rkm->partition, rkm->offset);
+                return;
+        }
         for (guint i = 0; i < c->resets->len; i++) {
                 rbk__reset_t *r = g_ptr_array_index(c->resets, i);
                 if (r->part == p) {
@@ -693,6 +708,10 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
         p->attempts = 0;
         p->retry_at = 0;
         p->fetch_next = chosen;
+        p->resolved_failed =
+            quarantined && q.failed_offset >= 0 && chosen != q.failed_offset
+                ? q.failed_offset
+                : -1;
         p->last_progress_ms = rbk__now_ms();
         p->stall_reported = 0;
         c->resolutions++;

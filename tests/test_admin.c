@@ -153,12 +153,12 @@ START_TEST(resolve_running_consumer) {
         ck_assert_int_eq(rbk_consumer_start(c, record, &seen), RBK_OK);
 
         rbk_quarantine_t q;
-        ck_assert_msg(CS_WAIT(quarantined(c, &q) == 1, 30000),
+        ck_assert_msg(CS_WAIT(quarantined(c, &q) == 1, 60000),
                       "partition 0 was not quarantined");
         ck_assert_str_eq(q.topic, topic);
         ck_assert_int_eq(q.partition, 0);
         ck_assert_str_eq(q.incident_key, "adm-g1/adm-t1/0/50");
-        ck_assert_msg(CS_WAIT(rbk__control_ready(c->control), 20000),
+        ck_assert_msg(CS_WAIT(rbk__control_ready(c->control), 60000),
                       "control listener not ready");
         /* The quarantine mark is committed before the hook fires; wait for
          * it to be visible anyway. */
@@ -219,7 +219,7 @@ START_TEST(resolve_running_consumer) {
                                   g_mutex_unlock(&seen.lock);
                                   hit;
                           }),
-                          20000),
+                          60000),
                       "offset 9 of partition 0 never handled");
         g_mutex_lock(&seen.lock);
         ck_assert_uint_eq(seen.offsets->len, 6);
@@ -357,7 +357,7 @@ START_TEST(resolve_without_control_topic) {
         seen.offsets = g_array_new(FALSE, FALSE, sizeof(int64_t));
         ck_assert_int_eq(rbk_consumer_start(c, record, &seen), RBK_OK);
         rbk_quarantine_t q;
-        ck_assert(CS_WAIT(quarantined(c, &q) == 1, 30000));
+        ck_assert(CS_WAIT(quarantined(c, &q) == 1, 60000));
         /* The consumer works without the topic; its listener waits. */
         ck_assert_int_eq(rbk__control_ready(c->control), 0);
 
@@ -373,7 +373,7 @@ START_TEST(resolve_without_control_topic) {
                                               RBK_RESOLVE_EARLIEST, 0, e,
                                               sizeof(e)),
                          RBK_OK);
-        ck_assert(CS_WAIT(seen_len(&seen) == 5, 20000));
+        ck_assert(CS_WAIT(seen_len(&seen) == 5, 60000));
         ck_assert_int_eq(rbk_consumer_close(c, 20000), RBK_OK);
         rbk_consumer_destroy(c);
         rbk_conf_destroy(conf);
@@ -386,8 +386,8 @@ END_TEST
 static Suite *suite(void) {
         Suite *s = suite_create("admin");
         RBK_TCASE(s, resolve_running_consumer, 110);
-        RBK_TCASE(s, resolve_group_without_members, 60);
-        RBK_TCASE(s, resolve_without_control_topic, 60);
+        RBK_TCASE(s, resolve_group_without_members, 120);
+        RBK_TCASE(s, resolve_without_control_topic, 120);
         return s;
 }
 

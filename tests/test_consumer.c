@@ -117,7 +117,7 @@ START_TEST(run_handles_everything_in_order) {
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_ERR_STATE);
         rbk_message_t *m;
         ck_assert_int_eq(rbk_consumer_poll(c, 0, &m), RBK_ERR_STATE);
-        ck_assert(CS_WAIT(cs_rec_distinct(rec) == 800, 30000));
+        ck_assert(CS_WAIT(cs_rec_distinct(rec) == 800, 60000));
         rbk_consumer_stop(c);
         ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
 
@@ -170,7 +170,7 @@ START_TEST(offsets_are_committed_while_running) {
         for (int round = 1; round <= 3; round++) {
                 cs_produce(cl, "t-ac", 0, (round - 1) * 50, 50, "ac");
                 ck_assert(CS_WAIT(cs_rec_distinct(rec) == (size_t)round * 50,
-                                  20000));
+                                  60000));
                 w.want = round * 50;
                 ck_assert_msg(cs_wait(committed_reaches, &w, 10000),
                               "round %d: committed offset %" PRId64
@@ -381,7 +381,7 @@ START_TEST(blocked_partition_does_not_block_others) {
                                   g_mutex_unlock(&b.lock);
                                   y;
                           }),
-                          20000));
+                          60000));
         /* Messages for the other partitions arrive during the block. */
         gint64 t0 = g_get_monotonic_time();
         for (int p = 1; p < 4; p++)
@@ -492,10 +492,10 @@ START_TEST(retry_hands_the_same_message_again) {
                                   g_mutex_unlock(&r.lock);
                                   y;
                           }),
-                          20000));
+                          60000));
         cs_produce(cl, "t-retry", 0, 10, 20, "r");
         cs_produce(cl, "t-retry", 2, 10, 20, "r");
-        ck_assert(CS_WAIT(cs_rec_distinct(r.rec) == 30 + 40, 20000));
+        ck_assert(CS_WAIT(cs_rec_distinct(r.rec) == 30 + 40, 60000));
         rbk_consumer_stop(c);
         ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
         for (int a = 0; a < 3; a++) {
@@ -553,7 +553,7 @@ START_TEST(gave_up_partition_is_held_until_resolved) {
         giveup_t g = {.rec = cs_rec_new(), .fail = 1};
         ck_assert_int_eq(rbk_consumer_start(c, h_giveup, &g), RBK_OK);
         ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_HANDLER_GAVE_UP) == 1,
-                          20000));
+                          60000));
         ck_assert(CS_WAIT(count_partition(g.rec, "t-gu", 1) == 6, 10000));
         ck_assert_int_eq(count_partition(g.rec, "t-gu", 0), 2);
         rbk_event_t ev;
@@ -646,7 +646,7 @@ START_TEST(shutdown_commits_in_flight_and_nothing_after) {
                                   g_mutex_unlock(&f.lock);
                                   y == 3;
                           }),
-                          20000));
+                          60000));
         /* All three partitions are inside offset 3's handler. Stop, and let
          * the handlers finish only while close is already waiting. */
         GThread *t = g_thread_new("release", release_later, &f);
@@ -790,7 +790,7 @@ START_TEST(stall_watchdog_and_stats) {
         g_mutex_init(&s.lock);
         g_cond_init(&s.cond);
         ck_assert_int_eq(rbk_consumer_start(c, h_stall, &s), RBK_OK);
-        ck_assert(CS_WAIT(stalls_of(evs, 0) >= 1, 20000));
+        ck_assert(CS_WAIT(stalls_of(evs, 0) >= 1, 60000));
         /* Once per stall, not every check. */
         ck_assert(!CS_WAIT(stalls_of(evs, 0) > 1, 1500));
         /* Partition 1 is fine (a very slow machine may have reported it
@@ -841,7 +841,7 @@ static void on_term(int sig) {
 
 static gpointer raise_when_done(gpointer a) {
         cs_rec_t *r = a;
-        CS_WAIT(cs_rec_distinct(r) == 10, 20000);
+        CS_WAIT(cs_rec_distinct(r) == 10, 60000);
         kill(getpid(), SIGUSR1);
         return NULL;
 }
@@ -899,7 +899,7 @@ START_TEST(duplicates_are_dropped_but_committed) {
                                   rbk_consumer_stats(c, &st);
                                   st.handled + st.duplicates_dropped == 36;
                           }),
-                          20000));
+                          60000));
         rbk_consumer_stop(c);
         ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
         /* Every id once; the duplicates never reached the handler, yet
@@ -922,18 +922,18 @@ END_TEST
 
 static Suite *suite(void) {
         Suite *s = suite_create("consumer");
-        RBK_TCASE(s, bad_input, 30);
-        RBK_TCASE(s, run_handles_everything_in_order, 60);
-        RBK_TCASE(s, offsets_are_committed_while_running, 60);
-        RBK_TCASE(s, at_least_once_across_a_crash, 90);
-        RBK_TCASE(s, blocked_partition_does_not_block_others, 60);
-        RBK_TCASE(s, retry_hands_the_same_message_again, 60);
-        RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 60);
-        RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 60);
-        RBK_TCASE(s, poll_api, 60);
-        RBK_TCASE(s, stall_watchdog_and_stats, 60);
-        RBK_TCASE(s, run_returns_after_sigterm, 60);
-        RBK_TCASE(s, duplicates_are_dropped_but_committed, 60);
+        RBK_TCASE(s, bad_input, 120);
+        RBK_TCASE(s, run_handles_everything_in_order, 120);
+        RBK_TCASE(s, offsets_are_committed_while_running, 120);
+        RBK_TCASE(s, at_least_once_across_a_crash, 120);
+        RBK_TCASE(s, blocked_partition_does_not_block_others, 120);
+        RBK_TCASE(s, retry_hands_the_same_message_again, 120);
+        RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 120);
+        RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 120);
+        RBK_TCASE(s, poll_api, 120);
+        RBK_TCASE(s, stall_watchdog_and_stats, 120);
+        RBK_TCASE(s, run_returns_after_sigterm, 120);
+        RBK_TCASE(s, duplicates_are_dropped_but_committed, 120);
         return s;
 }
 

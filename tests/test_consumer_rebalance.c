@@ -150,7 +150,7 @@ START_TEST(member_leaves_mid_stream) {
                 cs_produce(cl, "t-two", p, 0, n, "m");
         member_t a, b;
         rbk_consumer_t *ca = member_new(&a, cl, "a");
-        ck_assert(CS_WAIT(cs_rec_total(a.rec) >= (uint64_t)n / 5, 20000));
+        ck_assert(CS_WAIT(cs_rec_total(a.rec) >= (uint64_t)n / 5, 60000));
         rbk_consumer_t *cb = member_new(&b, cl, "b");
         /* B joins: A hands everything back, then both share (4 + 2
          * assignments for A, 2 for B, counted per partition). */
@@ -162,8 +162,8 @@ START_TEST(member_leaves_mid_stream) {
                                   g_mutex_unlock(&a.lock);
                                   y;
                           }),
-                          30000));
-        ck_assert(CS_WAIT(cs_rec_total(b.rec) >= (uint64_t)n / 10, 30000));
+                          60000));
+        ck_assert(CS_WAIT(cs_rec_total(b.rec) >= (uint64_t)n / 10, 60000));
         ck_assert_int_ge(a.revoked, 1);
         /* More messages while the group is stable, so A leaves while it is
          * handling messages it never saw before (a slow machine may have let
@@ -176,7 +176,7 @@ START_TEST(member_leaves_mid_stream) {
         }
         for (int p = 0; p < 4; p++)
                 cs_produce(cl, "t-two", p, n, n, "m");
-        ck_assert(CS_WAIT(fresh_handled(&a) > 0, 30000));
+        ck_assert(CS_WAIT(fresh_handled(&a) > 0, 60000));
         /* A leaves mid-stream. */
         a.leaving = 1;
         rbk_consumer_stop(ca);
@@ -341,7 +341,7 @@ START_TEST(dead_letter_after_delivery) {
         /* The dead letter is in flight: the origin offset is not stored and
          * nothing after it on that partition is handled. */
         ck_assert(CS_WAIT(stats_has(c, "\"held\":\"deadletter_pending\""),
-                          20000));
+                          60000));
         gint64 t0 = g_get_monotonic_time();
         ck_assert_int_lt(cs_committed(cl, "g-dlq", "t-src", 0, NULL, 0), 4);
         ck_assert(!CS_WAIT(count_p(d.rec, "t-src", 0) > 3, 500));
@@ -408,7 +408,7 @@ START_TEST(dead_letter_topic_unavailable_holds_partition) {
         dl_t d = {.rec = cs_rec_new(), .fail = 1};
         ck_assert_int_eq(rbk_consumer_start(c, h_poison, &d), RBK_OK);
         ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_DEADLETTER_FAILED) == 1,
-                          20000));
+                          60000));
         ck_assert(CS_WAIT(cs_rec_distinct(d.rec) == 13, 10000));
         rbk_event_t ev;
         ck_assert(cs_events_get(evs, RBK_EV_DEADLETTER_FAILED, 0, &ev, NULL, 0));
@@ -442,9 +442,9 @@ END_TEST
 
 static Suite *suite(void) {
         Suite *s = suite_create("consumer_rebalance");
-        RBK_TCASE(s, member_leaves_mid_stream, 90);
-        RBK_TCASE(s, dead_letter_after_delivery, 60);
-        RBK_TCASE(s, dead_letter_topic_unavailable_holds_partition, 60);
+        RBK_TCASE(s, member_leaves_mid_stream, 120);
+        RBK_TCASE(s, dead_letter_after_delivery, 120);
+        RBK_TCASE(s, dead_letter_topic_unavailable_holds_partition, 120);
         return s;
 }
 

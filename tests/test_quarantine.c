@@ -72,7 +72,7 @@ START_TEST(beyond_log_end_quarantines_only_that_partition) {
         qc_start(&q, cl, "g-q", "t-q", NULL);
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
-                          40000));
+                          60000));
         ck_assert(CS_WAIT(part_count(q.rec, "t-q", 0) == 10 &&
                               part_count(q.rec, "t-q", 2) == 10,
                           10000));
@@ -170,7 +170,7 @@ START_TEST(beyond_log_end_quarantines_only_that_partition) {
         /* After a restart the resolved position holds. */
         cs_produce(cl, "t-q", 1, 15, 3, "q");
         qc_start(&q, cl, "g-q", "t-q", NULL);
-        ck_assert(CS_WAIT(part_count(q.rec, "t-q", 1) == 3, 40000));
+        ck_assert(CS_WAIT(part_count(q.rec, "t-q", 1) == 3, 60000));
         ck_assert_int_eq(cs_rec_first(q.rec, "t-q", 1), 15);
         ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 0);
         ck_assert_int_eq(part_count(q.rec, "t-q", 0), 0);
@@ -208,7 +208,7 @@ START_TEST(resolve_earliest_and_latest) {
         qc_start(&q, cl, "g-el", "t-el", NULL);
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               2,
-                          40000));
+                          60000));
         ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 2);
         /* Earliest for partition 0, while partition 1 stays quarantined,
          * by incident key as the operator tool does. */
@@ -297,14 +297,14 @@ START_TEST(fetch_out_of_range_then_retry_committed) {
          * replies. */
         ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 0) == 5 &&
                               part_count(q.rec, "t-fe", 1) == 5,
-                          40000));
+                          60000));
         ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
                              cl->mc, 3, 1 /* Fetch */, 1,
                              RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE, 0),
                          0);
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
-                          40000));
+                          60000));
         rbk_event_t ev;
         ck_assert(cs_events_get(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key,
                                 sizeof(key)));
@@ -346,7 +346,7 @@ START_TEST(new_group_starts_at_initial_position) {
         /* earliest (the default) */
         qc_t q;
         qc_start(&q, cl, "g-new-e", "t-new", NULL);
-        ck_assert(CS_WAIT(cs_rec_distinct(q.rec) == 10, 40000));
+        ck_assert(CS_WAIT(cs_rec_distinct(q.rec) == 10, 60000));
         ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_INITIAL_POSITION), 2);
         ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 0);
         rbk_event_t ev;
@@ -365,7 +365,7 @@ START_TEST(new_group_starts_at_initial_position) {
          * committed at once so a crash cannot skip what comes next. */
         qc_start(&q, cl, "g-new-l", "t-new", "latest");
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_INITIAL_POSITION) == 2,
-                          40000));
+                          60000));
         ck_assert_int_eq(cs_committed(cl, "g-new-l", "t-new", 0, NULL, 0), 5);
         cs_produce(cl, "t-new", 0, 5, 2, "n");
         ck_assert(CS_WAIT(cs_rec_distinct(q.rec) == 2, 10000));
@@ -376,7 +376,7 @@ START_TEST(new_group_starts_at_initial_position) {
         qc_start(&q, cl, "g-new-x", "t-new", "error");
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               2,
-                          40000));
+                          60000));
         ck_assert(cs_events_get(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, NULL,
                                 0));
         ck_assert_int_eq(ev.committed_offset, RBK_NO_VALUE);
@@ -409,7 +409,7 @@ START_TEST(next_owner_reports_the_same_incident_as_repeat) {
         qc_start(&a, cl, "g-rep", "t-rep", NULL);
         ck_assert(CS_WAIT(cs_events_count(a.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
-                          40000));
+                          60000));
         rbk_event_t ev;
         ck_assert(cs_events_get(a.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key1,
                                 sizeof(key1)));
@@ -421,7 +421,7 @@ START_TEST(next_owner_reports_the_same_incident_as_repeat) {
         qc_start(&b, cl, "g-rep", "t-rep", NULL);
         ck_assert(CS_WAIT(cs_events_count(b.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
-                          30000));
+                          60000));
         ck_assert(cs_events_get(b.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key2,
                                 sizeof(key2)));
         ck_assert_str_eq(key2, key1);
@@ -435,11 +435,11 @@ END_TEST
 
 static Suite *suite(void) {
         Suite *s = suite_create("quarantine");
-        RBK_TCASE(s, beyond_log_end_quarantines_only_that_partition, 120);
-        RBK_TCASE(s, resolve_earliest_and_latest, 120);
-        RBK_TCASE(s, fetch_out_of_range_then_retry_committed, 120);
-        RBK_TCASE(s, new_group_starts_at_initial_position, 120);
-        RBK_TCASE(s, next_owner_reports_the_same_incident_as_repeat, 120);
+        RBK_TCASE(s, beyond_log_end_quarantines_only_that_partition, 180);
+        RBK_TCASE(s, resolve_earliest_and_latest, 180);
+        RBK_TCASE(s, fetch_out_of_range_then_retry_committed, 180);
+        RBK_TCASE(s, new_group_starts_at_initial_position, 180);
+        RBK_TCASE(s, next_owner_reports_the_same_incident_as_repeat, 180);
         return s;
 }
 

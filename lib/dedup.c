@@ -1367,8 +1367,19 @@ rbk__dedup_verdict_t rbk__dedup_check_part(rbk__dedup_t *d,
 void rbk__dedup_record_part(rbk__dedup_t *d, rbk__dedup_part_t *dp,
                             const void *id, size_t id_len,
                             const rbk_msgid_t *msgid, int64_t offset) {
-        rbk__dpart_t *part;
-        if (!d || !dp || !id || id_len == 0 || !(part = rbk__dpart_lock(d, dp)))
+        rbk__dpart_t *part = dp;
+        if (!d || !dp || !id || id_len == 0)
                 return;
+        rbk__plock_lock(&part->lock);
+        if (!part->assigned && !part->revoked) {
+                /* never assigned yet: assigned on first use */
+                rbk__plock_unlock(&part->lock);
+                if (!(part = rbk__dpart_lock(d, dp)))
+                        return;
+        }
+        /* A handler that finished after its partition was lost or revoked
+         * still records into the retained window (it stays revoked, and is
+         * never saved while so): if the partition comes straight back, this
+         * process does not hand the id to its handler again. */
         rbk__dedup_record_locked(d, part, id, id_len, msgid, offset);
 }

@@ -1039,10 +1039,20 @@ START_TEST(reassign_keeps_own_window_unless_store_newer) {
                 rec(a, "t", P, s);
         /* lost, assigned back: 11..20 (never saved) are still known */
         rbk__dedup_revoke(a, "t", 0);
+        /* A handler still running at the loss finishes (21): its id goes
+         * into the retained window, which stays revoked. */
+        char b21[RBK_MSGID_STR_SIZE];
+        int n21 = fmt_id(b21, P, 21);
+        rbk_msgid_t m21;
+        ck_assert_int_eq(rbk_msgid_parse(b21, (size_t)n21, &m21), RBK_OK);
+        rbk__dedup_record_part(a, rbk__dedup_part(a, "t", 0), b21, (size_t)n21,
+                               &m21, 20);
+        ck_assert_int_eq(chk(a, "t", P, 21), RBK__DEDUP_UNPROVABLE);
         rbk__dedup_assign(a, "t", 0);
         ck_assert_int_eq(chk(a, "t", P, 15), RBK__DEDUP_DUPLICATE);
         ck_assert_int_eq(chk(a, "t", P, 5), RBK__DEDUP_DUPLICATE);
-        ck_assert_int_eq(chk(a, "t", P, 21), RBK__DEDUP_NEW);
+        ck_assert_int_eq(chk(a, "t", P, 21), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(chk(a, "t", P, 22), RBK__DEDUP_NEW);
         ck_assert_int_eq(rbk__dedup_commit(a, "t", 0, 21, err, sizeof(err)), RBK_OK);
         rbk__dedup_revoke(a, "t", 0);
 

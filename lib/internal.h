@@ -26,6 +26,11 @@ int64_t rbk__now_ms(void);
  * non-empty, at most 249 chars, only [a-zA-Z0-9._-], not "." or "..". */
 rbk_err_t rbk__topic_validate(const char *prefix, const char *topic,
                               char *errstr, size_t errstr_size);
+/* The same, with the prefix's length; stores the topic's length in *lenp
+ * (when not NULL) once it is valid. */
+rbk_err_t rbk__topic_validate_len(size_t plen, const char *topic,
+                                  size_t *lenp, char *errstr,
+                                  size_t errstr_size);
 
 /* Prefix handling (rbk.prefix / KAFKA_PREFIX). full: g_strconcat (g_free);
  * strip: pointer into name past the prefix when it starts with it. */

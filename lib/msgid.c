@@ -10,35 +10,69 @@
 
 #include "internal.h"
 
-static const char rbk__hexdigits[16] = "0123456789abcdef";
+/* Two characters per table entry: hex "00".."ff" and decimal "00".."99".
+ * Ids are formatted for every message sent and parsed for every message
+ * consumed, so both directions avoid per-character branches. */
+static const char rbk__hex2[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+static const char rbk__dec2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* One more than the value of a lower-case hex digit, 0 for anything
+ * else. */
+static const unsigned char rbk__hexval1[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
+
+/* Decimal digits of v (1..20). */
+static int rbk__dec_len(uint64_t v) {
+        int n = 1;
+        while (v >= 10000) {
+                v /= 10000;
+                n += 4;
+        }
+        return n + (v >= 10) + (v >= 100) + (v >= 1000);
+}
 
 int rbk_msgid_format(const rbk_msgid_t *id, char *buf, size_t size) {
-        char dec[20];
-        int dlen = 0;
-        uint64_t seq, pid;
-
         if (!id || !buf)
                 return -1;
-
-        seq = id->seq;
-        do {
-                dec[dlen++] = (char)('0' + (int)(seq % 10));
-                seq /= 10;
-        } while (seq);
-
+        uint64_t seq = id->seq;
+        int dlen = rbk__dec_len(seq);
         /* 16 hex + '-' + digits + NUL */
         if (size < (size_t)(16 + 1 + dlen + 1))
                 return -1;
 
-        pid = id->producer_id;
-        for (int i = 15; i >= 0; i--) {
-                buf[i] = rbk__hexdigits[pid & 0xf];
-                pid >>= 4;
+        uint64_t pid = id->producer_id;
+        for (int i = 14; i >= 0; i -= 2) {
+                memcpy(buf + i, rbk__hex2 + 2 * (pid & 0xff), 2);
+                pid >>= 8;
         }
         buf[16] = '-';
-        for (int i = 0; i < dlen; i++)
-                buf[17 + i] = dec[dlen - 1 - i];
-        buf[17 + dlen] = '\0';
+        char *e = buf + 17 + dlen;
+        *e = '\0';
+        while (seq >= 100) {
+                e -= 2;
+                memcpy(e, rbk__dec2 + 2 * (seq % 100), 2);
+                seq /= 100;
+        }
+        if (seq >= 10) {
+                e -= 2;
+                memcpy(e, rbk__dec2 + 2 * seq, 2);
+        } else {
+                *--e = (char)('0' + seq);
+        }
         return 17 + dlen;
 }
 
@@ -53,28 +87,37 @@ rbk_err_t rbk_msgid_parse(const void *value, size_t len, rbk_msgid_t *out) {
         if (len < 18 || len > 37 || s[16] != '-')
                 return RBK_ERR_INVALID_ARG;
 
+        unsigned bad = 0;
         for (i = 0; i < 16; i++) {
-                unsigned char c = s[i];
-                unsigned v;
-                if (c >= '0' && c <= '9')
-                        v = c - '0';
-                else if (c >= 'a' && c <= 'f')
-                        v = c - 'a' + 10;
-                else
-                        return RBK_ERR_INVALID_ARG;
-                pid = (pid << 4) | v;
+                /* Not a hex digit: UINT_MAX. */
+                unsigned v = (unsigned)rbk__hexval1[s[i]] - 1u;
+                bad |= v;
+                pid = (pid << 4) | (v & 0xf);
         }
+        if (bad & ~0xfu)
+                return RBK_ERR_INVALID_ARG;
 
         /* The library never writes leading zeros (the sequence starts at
          * 1), so "0..." is not in its format: the form stays canonical. */
         if (s[17] == '0')
                 return RBK_ERR_INVALID_ARG;
-        for (i = 17; i < len; i++) {
+        size_t n = len - 17;
+        if (n > 20)
+                return RBK_ERR_INVALID_ARG;
+        /* Up to 19 digits cannot overflow 64 bits. */
+        size_t easy = n < 19 ? n : 19;
+        unsigned baddig = 0;
+        for (i = 17; i < 17 + easy; i++) {
                 unsigned c = (unsigned)s[i] - '0';
-                if (c > 9)
+                baddig |= c > 9;
+                seq = seq * 10 + c;
+        }
+        if (baddig)
+                return RBK_ERR_INVALID_ARG;
+        for (; i < len; i++) {
+                unsigned c = (unsigned)s[i] - '0';
+                if (c > 9 || seq > (UINT64_MAX - c) / 10)
                         return RBK_ERR_INVALID_ARG;
-                if (seq > (UINT64_MAX - c) / 10)
-                        return RBK_ERR_INVALID_ARG; /* overflow */
                 seq = seq * 10 + c;
         }
 

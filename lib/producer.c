@@ -698,15 +698,15 @@ static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
 }
 
 static rbk_err_t rbk__validate(rbk_producer_t *p, const rbk_msg_t *msg,
-                               size_t *id_lenp, char *errstr,
-                               size_t errstr_size) {
+                               size_t *topic_lenp, size_t *id_lenp,
+                               char *errstr, size_t errstr_size) {
         if (msg->version != RBK_MSG_VERSION)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
                                    "msg->version is %d, expected %d "
                                    "(initialise messages with RBK_MSG_INIT)",
                                    msg->version, RBK_MSG_VERSION);
-        rbk_err_t err =
-            rbk__topic_validate(p->prefix, msg->topic, errstr, errstr_size);
+        rbk_err_t err = rbk__topic_validate_len(p->prefix_len, msg->topic,
+                                                topic_lenp, errstr, errstr_size);
         if (err)
                 return err;
         if (msg->partition < RBK_PARTITION_ANY)
@@ -796,11 +796,11 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
                                    "producer used in a forked child process; "
                                    "create clients after fork()");
-        size_t id_len = 0;
-        rbk_err_t err = rbk__validate(p, msg, &id_len, errstr, errstr_size);
+        size_t id_len = 0, topic_len = 0;
+        rbk_err_t err =
+            rbk__validate(p, msg, &topic_len, &id_len, errstr, errstr_size);
         if (err)
                 return err;
-        size_t topic_len = strlen(msg->topic);
         int generated = !msg->id && id_len > 0;
         rbk__rec_t *rec = NULL;
 

@@ -21,18 +21,39 @@ int64_t rbk__now_ms(void) {
         return g_get_monotonic_time() / 1000;
 }
 
-static int rbk__legal_name_char(char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-               (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-}
+/* Characters Kafka allows in a topic name: a-z A-Z 0-9 . _ - */
+static const unsigned char rbk__legal_name[256] = {
+        ['.'] = 1, ['_'] = 1, ['-'] = 1,
+        ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,
+        ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+        ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+        ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+        ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+        ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+        ['y'] = 1, ['z'] = 1,
+        ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+        ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+        ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+        ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+        ['Y'] = 1, ['Z'] = 1,
+};
 
-rbk_err_t rbk__topic_validate(const char *prefix, const char *topic,
-                              char *errstr, size_t errstr_size) {
+rbk_err_t rbk__topic_validate_len(size_t plen, const char *topic,
+                                  size_t *lenp, char *errstr,
+                                  size_t errstr_size) {
         if (!topic)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_TOPIC,
                                    "topic name is NULL");
-        size_t plen = prefix ? strlen(prefix) : 0;
-        size_t len = strlen(topic);
+        /* One pass: length and characters (NUL is not legal). */
+        size_t len = 0;
+        while (rbk__legal_name[(unsigned char)topic[len]])
+                len++;
+        if (topic[len] != '\0')
+                return rbk__seterr(
+                    errstr, errstr_size, RBK_ERR_INVALID_TOPIC,
+                    "topic name has an illegal character at position "
+                    "%zu (0x%02x); allowed are a-z A-Z 0-9 . _ -",
+                    len, (unsigned char)topic[len]);
         if (len == 0)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_TOPIC,
                                    "topic name is empty");
@@ -45,15 +66,15 @@ rbk_err_t rbk__topic_validate(const char *prefix, const char *topic,
         if (plen == 0 && (!strcmp(topic, ".") || !strcmp(topic, "..")))
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_TOPIC,
                                    "topic name \"%s\" is not allowed", topic);
-        for (size_t i = 0; i < len; i++) {
-                if (!rbk__legal_name_char(topic[i]))
-                        return rbk__seterr(
-                            errstr, errstr_size, RBK_ERR_INVALID_TOPIC,
-                            "topic name has an illegal character at position "
-                            "%zu (0x%02x); allowed are a-z A-Z 0-9 . _ -",
-                            i, (unsigned char)topic[i]);
-        }
+        if (lenp)
+                *lenp = len;
         return RBK_OK;
+}
+
+rbk_err_t rbk__topic_validate(const char *prefix, const char *topic,
+                              char *errstr, size_t errstr_size) {
+        return rbk__topic_validate_len(prefix ? strlen(prefix) : 0, topic,
+                                       NULL, errstr, errstr_size);
 }
 
 char *rbk__prefixed(const char *prefix, const char *name) {

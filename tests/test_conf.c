@@ -352,6 +352,14 @@ START_TEST(topic_names) {
         ck_assert_msg(strstr(errstr, "position 1"), "%s", errstr);
         ck_assert_int_eq(rbk__topic_validate("", "..", errstr, sizeof(errstr)),
                          RBK_ERR_INVALID_TOPIC);
+        ck_assert_int_eq(rbk__topic_validate("", "ab\x80", errstr,
+                                             sizeof(errstr)),
+                         RBK_ERR_INVALID_TOPIC);
+        ck_assert_msg(strstr(errstr, "position 2 (0x80)"), "%s", errstr);
+        size_t tlen = 0;
+        ck_assert_int_eq(rbk__topic_validate_len(3, "orders.v2", &tlen, NULL, 0),
+                         RBK_OK);
+        ck_assert_uint_eq(tlen, 9);
         char longname[300];
         memset(longname, 'a', 249);
         longname[249] = '\0';

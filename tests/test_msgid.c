@@ -30,6 +30,15 @@ START_TEST(roundtrip_extremes) {
         roundtrip(0x9f86d081884c7d65ull, 42);
         roundtrip(0x10, 10);
         roundtrip(0x8000000000000000ull, 10000000000000000000ull);
+        /* Every change of length of the sequence, on both sides. */
+        for (uint64_t p10 = 10; p10 <= 10000000000000000000ull / 10 * 10;
+             p10 *= 10) {
+                roundtrip(0x0123456789abcdefull, p10 - 1);
+                roundtrip(0xfedcba9876543210ull, p10);
+                roundtrip(0x00000000000000a0ull, p10 + 1);
+                if (p10 > UINT64_MAX / 10)
+                        break;
+        }
         /* Longest id fills RBK_MSGID_STR_SIZE exactly. */
         rbk_msgid_t id = {UINT64_MAX, UINT64_MAX};
         char buf[RBK_MSGID_STR_SIZE];
@@ -68,6 +77,12 @@ START_TEST(malformed_rejected) {
             "9f86d081884c7d65- 1",        /* space */
             "9f86d081884c7d65-1 ",        /* trailing space */
             "9f86d081884c7d65-1x",        /* trailing garbage */
+            "9f86d081884c7d65-1:",        /* ':' is '9' + 1 */
+            "9f86d081884c7d65-?5",        /* '?' is '9' + 6 */
+            "9f86d081884c7d65-1/",        /* '/' is '0' - 1 */
+            "9f86d081884c7d65-1234567890123456789:", /* 20th char */
+            "9f86d081884c7d:5-1",         /* ':' among the hex digits */
+            "9f86d081884c7d`5-1",         /* '`' is 'a' - 1 */
             "9f86d081884c7d65-0",         /* seq 0 */
             "9f86d081884c7d65-01",        /* leading zero */
             "0000000000000000-1",         /* producer id 0 */

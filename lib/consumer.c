@@ -979,7 +979,18 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
                 c->handler_ms_sum += ms;
         }
         if (!p->assigned) {
-                /* Revoked meanwhile: not ours to store. */
+                /* Revoked or lost meanwhile: not ours to store. A handled
+                 * id still goes into the partition's dedup window, which
+                 * the library keeps: if the partition comes straight back
+                 * (a coordinator failover), it is read again from the last
+                 * commit, and this process must not hand the message to its
+                 * handler a second time. */
+                if (verdict == RBK_HANDLED && c->dedup && m->id_raw &&
+                    m->id_len)
+                        rbk__dedup_record_part(
+                            c->dedup, p->dp, m->id_raw, m->id_len,
+                            m->pub.has_msgid ? &m->pub.msgid : NULL,
+                            rkm->offset);
                 rbk__mq_remove(&p->msgs, rkm);
                 rd_kafka_message_destroy(rkm);
         } else if (verdict == RBK_HANDLED) {

@@ -27,6 +27,11 @@ static const char rbk__dec2[201] =
     "34353637383940414243444546474849505152535455565758596061626364656667"
     "6869707172737475767778798081828384858687888990919293949596979899";
 
+/* Hex digits are parsed eight at a time on little-endian machines. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define RBK__SWAR 1
+#else
+#define RBK__SWAR 0
 /* One more than the value of a lower-case hex digit, 0 for anything
  * else. */
 static const unsigned char rbk__hexval1[256] = {
@@ -34,6 +39,37 @@ static const unsigned char rbk__hexval1[256] = {
     ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
     ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
 };
+#endif
+
+#if RBK__SWAR
+#define RBK__ONES UINT64_C(0x0101010101010101)
+/* Parses 8 lower-case hex digits at p (p[0] the most significant) into
+ * *out; -1 when any byte is not one. Each byte is handled in its own lane:
+ * bytes below 0x80 plus addends below 0x80 never carry into the next. */
+static int rbk__hex8(const unsigned char *p, uint32_t *out) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        const uint64_t hi = RBK__ONES * 0x80;
+        if (x & hi)
+                return -1;
+        /* The high bit of each lane: byte >= lower bound, byte > upper. */
+        uint64_t ge_0 = x + RBK__ONES * (0x80 - '0');
+        uint64_t gt_9 = x + RBK__ONES * (0x80 - '9' - 1);
+        uint64_t ge_a = x + RBK__ONES * (0x80 - 'a');
+        uint64_t gt_f = x + RBK__ONES * (0x80 - 'f' - 1);
+        uint64_t ok = ((ge_0 & ~gt_9) | (ge_a & ~gt_f)) & hi;
+        if (ok != hi)
+                return -1;
+        /* '0'-'9': low nibble; 'a'-'f': low nibble + 9 (bit 6 set). */
+        uint64_t v = (x & (RBK__ONES * 0x0f)) + ((x >> 6) & RBK__ONES) * 9;
+        /* Pairs of lanes into bytes (even lane high), then the four bytes. */
+        v = ((v & UINT64_C(0x000f000f000f000f)) << 4) |
+            ((v >> 8) & UINT64_C(0x000f000f000f000f));
+        *out = (uint32_t)((v & 0xff) << 24 | ((v >> 16) & 0xff) << 16 |
+                          ((v >> 32) & 0xff) << 8 | ((v >> 48) & 0xff));
+        return 0;
+}
+#endif
 
 /* Decimal digits of v (1..20). */
 static int rbk__dec_len(uint64_t v) {
@@ -87,6 +123,16 @@ rbk_err_t rbk_msgid_parse(const void *value, size_t len, rbk_msgid_t *out) {
         if (len < 18 || len > 37 || s[16] != '-')
                 return RBK_ERR_INVALID_ARG;
 
+#if RBK__SWAR
+        /* Eight hex digits at a time: every byte checked to be 0-9 or a-f,
+         * then converted and packed, first character most significant. */
+        for (i = 0; i < 16; i += 8) {
+                uint32_t half;
+                if (rbk__hex8(s + i, &half))
+                        return RBK_ERR_INVALID_ARG;
+                pid = (pid << 32) | half;
+        }
+#else
         unsigned bad = 0;
         for (i = 0; i < 16; i++) {
                 /* Not a hex digit: UINT_MAX. */
@@ -96,6 +142,7 @@ rbk_err_t rbk_msgid_parse(const void *value, size_t len, rbk_msgid_t *out) {
         }
         if (bad & ~0xfu)
                 return RBK_ERR_INVALID_ARG;
+#endif
 
         /* The library never writes leading zeros (the sequence starts at
          * 1), so "0..." is not in its format: the form stays canonical. */

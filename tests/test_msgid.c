@@ -120,6 +120,87 @@ START_TEST(malformed_rejected) {
 }
 END_TEST
 
+/* The format as a plain character loop: what rbk_msgid_parse() must
+ * accept, and the values it must return. */
+static int ref_parse(const unsigned char *s, size_t len, uint64_t *pid,
+                     uint64_t *seq) {
+        if (len < 18 || len > 37 || s[16] != '-' || s[17] == '0')
+                return -1;
+        uint64_t p = 0, q = 0;
+        for (size_t i = 0; i < 16; i++) {
+                int v = s[i] >= '0' && s[i] <= '9'   ? s[i] - '0'
+                        : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
+                                                     : -1;
+                if (v < 0)
+                        return -1;
+                p = p << 4 | (uint64_t)v;
+        }
+        for (size_t i = 17; i < len; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return -1;
+                unsigned d = s[i] - '0';
+                if (q > (UINT64_MAX - d) / 10)
+                        return -1;
+                q = q * 10 + d;
+        }
+        if (!p || !q)
+                return -1;
+        *pid = p;
+        *seq = q;
+        return 0;
+}
+
+/* Valid ids with one or two bytes changed to anything (every byte value
+ * occurs), and lengths around the bounds: the same verdict and values as
+ * the plain loop. */
+START_TEST(parse_matches_reference) {
+        GRand *r = g_rand_new_with_seed(777);
+        long accepted = 0, refused = 0;
+        for (int i = 0; i < 400000; i++) {
+                rbk_msgid_t id = {((uint64_t)g_rand_int(r) << 32) | g_rand_int(r),
+                                  ((uint64_t)g_rand_int(r) << 32) | g_rand_int(r)};
+                id.seq >>= g_rand_int_range(r, 0, 64);
+                id.producer_id |= 1;
+                id.seq |= 1;
+                unsigned char b[64];
+                int n = rbk_msgid_format(&id, (char *)b, sizeof(b));
+                ck_assert_int_gt(n, 0);
+                int changes = g_rand_int_range(r, 0, 3);
+                for (int k = 0; k < changes; k++)
+                        b[g_rand_int_range(r, 0, n)] =
+                            (unsigned char)g_rand_int_range(r, 0, 256);
+                size_t len = (size_t)n;
+                if (g_rand_int_range(r, 0, 8) == 0) {
+                        /* Digits added or removed at the end. */
+                        int d = g_rand_int_range(r, -3, 4);
+                        for (int k = 0; k < d && len < sizeof(b); k++)
+                                b[len++] = (unsigned char)('0' +
+                                                           g_rand_int_range(r, 0, 10));
+                        if (d < 0 && (size_t)-d < len)
+                                len -= (size_t)-d;
+                }
+                uint64_t rp = 0, rs = 0;
+                int want = ref_parse(b, len, &rp, &rs);
+                rbk_msgid_t got = {7, 7};
+                rbk_err_t err = rbk_msgid_parse(b, len, &got);
+                ck_assert_msg((err == RBK_OK) == (want == 0),
+                              "verdict differs for \"%.*s\"", (int)len, b);
+                if (want == 0) {
+                        ck_assert_msg(got.producer_id == rp && got.seq == rs,
+                                      "values differ for \"%.*s\"", (int)len,
+                                      b);
+                        accepted++;
+                } else {
+                        refused++;
+                }
+        }
+        /* Both outcomes were exercised. */
+        ck_assert_int_gt(accepted, 100000);
+        ck_assert_int_gt(refused, 100000);
+        g_rand_free(r);
+}
+END_TEST
+
 START_TEST(format_small_buffer) {
         rbk_msgid_t id = {0xabcdefull, 12345};
         char buf[RBK_MSGID_STR_SIZE];
@@ -178,6 +259,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, roundtrip_extremes, 10);
         RBK_TCASE(s, roundtrip_random, 60);
         RBK_TCASE(s, malformed_rejected, 10);
+        RBK_TCASE(s, parse_matches_reference, 60);
         RBK_TCASE(s, format_small_buffer, 10);
         RBK_TCASE(s, new_producer_ids, 30);
         RBK_TCASE(s, fast_enough, 60);

@@ -81,7 +81,12 @@ static void opts_defaults(opts_t *o) {
         o->ctopic = "bench-consume";
         o->out = "bench/results";
         o->label = "mock";
-        o->n = 300000;
+        /* A million messages per producer run: the first ~100,000
+         * (librdkafka's queue.buffering.max.messages) fill the queue, when
+         * raw librdkafka allocates from untouched heap and the library
+         * fills its record pool; a long-lived producer runs in the steady
+         * state after that (docs/performance.md, "Run length"). */
+        o->n = 1000000;
         o->cn = 300000;
         o->payload = 200;
         o->rounds = 12;
@@ -1402,8 +1407,8 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                                                "raw_nohdr"};
         static const char *const p_arms[] = {"raw", "raw", "ours",
                                              "raw_nohdr"};
-        /* Producer runs are short and noisier (the sender and librdkafka's
-         * threads contend for malloc's arena): twice the rounds. */
+        /* Producer runs are noisier (the sender and librdkafka's threads
+         * contend for malloc's arena): twice the rounds. */
         int prounds = 2 * o->rounds;
         if (only_has(o, "producer")) {
                 fprintf(stderr, "rbk-bench: producer, %ld messages of %d "

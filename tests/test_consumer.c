@@ -1,6 +1,7 @@
 /* The group consumer against the mock cluster: bad input, at least once by
  * id across a crash, partition isolation, retry in place, shutdown with
  * handlers in flight, the poll API, stats and the stall watchdog. */
+#include <inttypes.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -895,18 +896,26 @@ START_TEST(duplicates_are_dropped_but_committed) {
         cs_rec_t *rec = cs_rec_new();
         rbk_consumer_stats_t st;
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
-        ck_assert(CS_WAIT(({
-                                  rbk_consumer_stats(c, &st);
-                                  st.handled + st.duplicates_dropped == 36;
-                          }),
-                          60000));
+        /* At least: a rebalance of the mock's group (it sometimes rejoins
+         * while the first join settles) re-reads what was not committed
+         * yet, and the dedup window drops that again. */
+        ck_assert_msg(CS_WAIT(({
+                                      rbk_consumer_stats(c, &st);
+                                      st.handled + st.duplicates_dropped >= 36 &&
+                                          cs_rec_distinct(rec) == 26;
+                              }),
+                              90000),
+                      "handled %" PRIu64 " dropped %" PRIu64 " distinct %u",
+                      st.handled, st.duplicates_dropped,
+                      (unsigned)cs_rec_distinct(rec));
         rbk_consumer_stop(c);
         ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         /* Every id once; the duplicates never reached the handler, yet
          * their offsets were stored and committed. */
         ck_assert_uint_eq(cs_rec_distinct(rec), 26);
         ck_assert_uint_eq(cs_rec_total(rec), 26);
-        ck_assert_uint_eq(st.duplicates_dropped, 10);
+        ck_assert_uint_ge(st.duplicates_dropped, 10);
         for (int p = 0; p < 2; p++)
                 ck_assert_int_eq(cs_committed(cl, "g-dup", "t-dup", p, NULL, 0),
                                  18);

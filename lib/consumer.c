@@ -985,8 +985,7 @@ static rbk__act_t rbk__finish(rbk_consumer_t *c, rbk__msg_t *m,
                  * (a coordinator failover), it is read again from the last
                  * commit, and this process must not hand the message to its
                  * handler a second time. */
-                if (verdict == RBK_HANDLED && c->dedup && m->id_raw &&
-                    m->id_len)
+                if (verdict == RBK_HANDLED)
                         rbk__dedup_record_part(
                             c->dedup, p->dp, m->id_raw, m->id_len,
                             m->pub.has_msgid ? &m->pub.msgid : NULL,

@@ -27,28 +27,17 @@ static const char rbk__dec2[201] =
     "34353637383940414243444546474849505152535455565758596061626364656667"
     "6869707172737475767778798081828384858687888990919293949596979899";
 
-/* Hex digits are parsed eight at a time on little-endian machines. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define RBK__SWAR 1
-#else
-#define RBK__SWAR 0
-/* One more than the value of a lower-case hex digit, 0 for anything
- * else. */
-static const unsigned char rbk__hexval1[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
-    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
-    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
-};
-#endif
-
-#if RBK__SWAR
 #define RBK__ONES UINT64_C(0x0101010101010101)
 /* Parses 8 lower-case hex digits at p (p[0] the most significant) into
- * *out; -1 when any byte is not one. Each byte is handled in its own lane:
- * bytes below 0x80 plus addends below 0x80 never carry into the next. */
+ * *out; -1 when any byte is not one. The bytes are loaded into the lanes
+ * of one word (p[0] in the lowest, on any byte order) and each is handled
+ * in its own lane: bytes below 0x80 plus addends below 0x80 never carry
+ * into the next. */
 static int rbk__hex8(const unsigned char *p, uint32_t *out) {
-        uint64_t x;
-        memcpy(&x, p, 8);
+        uint64_t x = (uint64_t)p[0] | (uint64_t)p[1] << 8 |
+                     (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24 |
+                     (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+                     (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
         const uint64_t hi = RBK__ONES * 0x80;
         if (x & hi)
                 return -1;
@@ -69,7 +58,6 @@ static int rbk__hex8(const unsigned char *p, uint32_t *out) {
                           ((v >> 32) & 0xff) << 8 | ((v >> 48) & 0xff));
         return 0;
 }
-#endif
 
 /* Decimal digits of v (1..20). */
 static int rbk__dec_len(uint64_t v) {
@@ -123,7 +111,6 @@ rbk_err_t rbk_msgid_parse(const void *value, size_t len, rbk_msgid_t *out) {
         if (len < 18 || len > 37 || s[16] != '-')
                 return RBK_ERR_INVALID_ARG;
 
-#if RBK__SWAR
         /* Eight hex digits at a time: every byte checked to be 0-9 or a-f,
          * then converted and packed, first character most significant. */
         for (i = 0; i < 16; i += 8) {
@@ -132,25 +119,12 @@ rbk_err_t rbk_msgid_parse(const void *value, size_t len, rbk_msgid_t *out) {
                         return RBK_ERR_INVALID_ARG;
                 pid = (pid << 32) | half;
         }
-#else
-        unsigned bad = 0;
-        for (i = 0; i < 16; i++) {
-                /* Not a hex digit: UINT_MAX. */
-                unsigned v = (unsigned)rbk__hexval1[s[i]] - 1u;
-                bad |= v;
-                pid = (pid << 4) | (v & 0xf);
-        }
-        if (bad & ~0xfu)
-                return RBK_ERR_INVALID_ARG;
-#endif
 
         /* The library never writes leading zeros (the sequence starts at
          * 1), so "0..." is not in its format: the form stays canonical. */
         if (s[17] == '0')
                 return RBK_ERR_INVALID_ARG;
-        size_t n = len - 17;
-        if (n > 20)
-                return RBK_ERR_INVALID_ARG;
+        size_t n = len - 17; /* 1..20 (len is 18..37) */
         /* Up to 19 digits cannot overflow 64 bits. */
         size_t easy = n < 19 ? n : 19;
         unsigned baddig = 0;

@@ -1,7 +1,22 @@
-/* The group consumer's internal state, shared by consumer.c (run and poll
- * APIs, workers, rebalances, shutdown, stats), quarantine.c (offset out of
- * range, initial positions, operator resolutions) and deadletter.c. Never
- * installed.
+/* The group consumer's internal state. Never installed.
+ *
+ * Files and who owns what (docs/architecture.md has the layer table and the
+ * partition state diagram):
+ *   consumer_part.c        the partition object: its message ring, hand-outs
+ *                          (with tickets), the ready queue, retry holds,
+ *                          quarantine flags, positions and per-partition
+ *                          counters. It alone writes an rbk__part_t field;
+ *                          everyone else calls its named transitions
+ *                          (scripts/check-layers enforces this).
+ *   consumer_assign.c      rebalances (eager and cooperative), commits, and
+ *                          the re-assign with an explicit commit that moves a
+ *                          partition's position.
+ *   consumer_quarantine.c  offset-out-of-range reports, initial positions,
+ *                          incidents and operator resolutions.
+ *   consumer_deadletter.c  the give-up path to a dead-letter topic.
+ *   consumer_control.c     the operator control listener's adapter.
+ *   consumer.c             lifecycle, the poll thread, workers, the run and
+ *                          poll APIs, stats.
  *
  * Threads:
  *   - the poll thread: the thread inside rbk_consumer_run() (or the one
@@ -14,7 +29,7 @@
  *     fetch again what it had prefetched). A partition queue turning
  *     non-empty, or a full library queue draining to half, wakes the poll
  *     thread with rd_kafka_queue_yield() on the consumer queue. Every
- *     rd_kafka_assign() happens while holding c->poll_mu, which serialises
+ *     assignment change happens while holding c->poll_mu, which serialises
  *     "being the poll thread".
  *   - worker threads (run API only, rbk.consumer.workers of them): take one
  *     partition at a time from the ready queue and run the handler on the
@@ -22,12 +37,16 @@
  *   - the dead-letter producer's poll thread: delivery reports of dead
  *     letters.
  *
+ * A message has one holder at a time: the partition's ring (queued), then a
+ * hand-out (a handler, the poll API's application, or a dead-letter send),
+ * identified by a ticket. Only the holder of the current ticket may end a
+ * hand-out; nothing destroys a handed-out message but its hand-out's end.
+ *
  * Locks: c->lock protects the partition table, every rbk__part_t field
- * except the immutable ones, the ready queue, the request queue and the
- * counters. It is never held while calling the handler, the hook, the
- * application's rebalance callback or a blocking librdkafka call, with one
- * exception: a re-assign holds it across its commit and rd_kafka_assign()
- * so that no offset is stored in between. Lock order: poll_mu, then lock.
+ * except the immutable ones, the ready queue, the request queue, the
+ * message slots and the counters. It is never held while calling the
+ * handler, the hook, the application's rebalance callback or a blocking
+ * librdkafka call. Lock order: poll_mu, then lock.
  */
 #ifndef RBK_CONSUMER_INTERNAL_H
 #define RBK_CONSUMER_INTERNAL_H
@@ -45,81 +64,30 @@ typedef enum {
         RBK__HOLD_DLQ_FAILED   /* dead letter could not be delivered */
 } rbk__hold_t;
 
+/* Who holds the partition's head message. */
+typedef enum {
+        RBK__OUT_NONE = 0,  /* nobody: it is queued */
+        RBK__OUT_HANDLER,   /* a handler (run API) or the application (poll) */
+        RBK__OUT_DEADLETTER /* a dead-letter send, until its report */
+} rbk__out_t;
+
 /* A partition's library queue: a ring of rd_kafka_message_t*, in offset
- * order (no allocation per message, unlike a GQueue's list nodes). Under
- * c->lock. */
+ * order (no allocation per message). Under c->lock; consumer_part.c only. */
 typedef struct rbk__mq_s {
         rd_kafka_message_t **v;
         size_t cap, head, len;
 } rbk__mq_t;
 
-static inline size_t rbk__mq_len(const rbk__mq_t *q) {
-        return q->len;
-}
-
-static inline rd_kafka_message_t *rbk__mq_peek(const rbk__mq_t *q) {
-        return q->len ? q->v[q->head] : NULL;
-}
-
-static inline void rbk__mq_push(rbk__mq_t *q, rd_kafka_message_t *rkm) {
-        if (q->len == q->cap) {
-                size_t ncap = q->cap ? q->cap * 2 : 64;
-                rd_kafka_message_t **nv = g_new(rd_kafka_message_t *, ncap);
-                for (size_t i = 0; i < q->len; i++)
-                        nv[i] = q->v[(q->head + i) % q->cap];
-                g_free(q->v);
-                q->v = nv;
-                q->cap = ncap;
-                q->head = 0;
-        }
-        q->v[(q->head + q->len) % q->cap] = rkm;
-        q->len++;
-}
-
-static inline void rbk__mq_push_head(rbk__mq_t *q, rd_kafka_message_t *rkm) {
-        rbk__mq_push(q, rkm); /* makes room */
-        q->len--;
-        q->head = (q->head + q->cap - 1) % q->cap;
-        q->v[q->head] = rkm;
-        q->len++;
-}
-
-static inline rd_kafka_message_t *rbk__mq_pop(rbk__mq_t *q) {
-        if (!q->len)
-                return NULL;
-        rd_kafka_message_t *rkm = q->v[q->head];
-        q->head = q->head + 1 == q->cap ? 0 : q->head + 1;
-        q->len--;
-        return rkm;
-}
-
-/* Removes @rkm wherever it is (it is normally the head). */
-static inline void rbk__mq_remove(rbk__mq_t *q, rd_kafka_message_t *rkm) {
-        for (size_t i = 0; i < q->len; i++) {
-                if (q->v[(q->head + i) % q->cap] != rkm)
-                        continue;
-                for (size_t j = i; j + 1 < q->len; j++)
-                        q->v[(q->head + j) % q->cap] =
-                            q->v[(q->head + j + 1) % q->cap];
-                q->len--;
-                return;
-        }
-}
-
-static inline void rbk__mq_free(rbk__mq_t *q) {
-        g_free(q->v);
-        q->v = NULL;
-        q->cap = q->head = q->len = 0;
-}
-
-/* A message handed to the application; the public part comes first. A
- * partition hands out one message at a time, so the poll API's message
- * lives in its partition (rbk__part_t.out), the run API's on the worker's
- * stack: nothing is allocated per message. */
+/* A message handed to the application; the public part comes first. The
+ * run API's lives on the worker's stack; the poll API's is a slot of the
+ * consumer's slot pool (never freed before the consumer), reused least
+ * recently first, so a stale pointer is recognised by its ticket. */
 typedef struct rbk__msg_s {
         rbk_message_t pub;
-        struct rbk__part_s *part; /* a reference */
+        struct rbk__part_s *part; /* a reference while handed out */
         rd_kafka_message_t *rkm;
+        uint64_t ticket;    /* the hand-out this message is; 0: none */
+        struct rbk__msg_s *pool_next;
         char *idbuf;        /* the id when longer than idb holds, or NULL */
         const void *id_raw; /* the rbk-id header value in rkm, or NULL */
         size_t id_len;
@@ -133,8 +101,15 @@ typedef struct rbk__part_s {
         char *topic;        /* full (prefixed) name; immutable */
         const char *utopic; /* into topic, prefix stripped; immutable */
         int32_t partition;  /* immutable */
+        rbk__dedup_part_t *dp; /* the dedup window's partition, or NULL;
+                                * immutable */
+
+        /* Everything below: written by consumer_part.c only. */
         int assigned;       /* 0 once revoked or lost: detached */
         int revoking;       /* being handed back: nothing new starts */
+        uint64_t assign_gen; /* bumped by every (re)assign of this partition */
+        int64_t assign_off;  /* explicit offset of the current assignment,
+                              * or RD_KAFKA_OFFSET_INVALID (group's commit) */
 
         rbk__mq_t msgs;      /* rd_kafka_message_t*, in offset order */
         int64_t fetch_next;  /* offset after the last message received,
@@ -144,12 +119,16 @@ typedef struct rbk__part_s {
                                   * passed it (stale reports), or -1 */
         int64_t stored;      /* last offset stored (next to read), or -1 */
         int64_t committed;   /* last known committed offset, or -1 */
-        int busy;            /* the head message is out with a handler */
+        int64_t drain_to;    /* an out-of-range fetch position: messages
+                              * below it are still handed out, then the
+                              * partition is quarantined; -1: none */
+
+        rbk__out_t out;      /* who holds the head message */
+        uint64_t out_ticket; /* the current hand-out, 0 when out is NONE */
         int in_ready;        /* queued in c->ready */
         struct rbk__part_s *ready_next; /* next in c->ready */
         int burst_n;              /* hand-outs in the current burst */
         int64_t burst_start_ms;   /* when it began, or 0 */
-        rbk__dedup_part_t *dp; /* the dedup window's partition, or NULL */
         rd_kafka_queue_t *pq; /* the partition's own librdkafka queue (not
                                * forwarded to the consumer queue), or NULL */
         int fetch_paused;    /* our queue is at rbk.consumer.queue.max: the
@@ -162,7 +141,7 @@ typedef struct rbk__part_s {
 
         int quarantined;
         rbk_quarantine_t q;  /* valid when quarantined */
-        int q_reported;      /* hook fired for this quarantine */
+        int64_t q_first_unhandled; /* first offset not handled, at paging */
 
         int64_t last_progress_ms;
         int stall_reported;
@@ -173,14 +152,13 @@ typedef struct rbk__part_s {
         uint64_t handler_cnt;
         double handler_ms_sum;
         double handler_ms_max;
-
-        rbk__msg_t out; /* the poll API's message (when busy) */
 } rbk__part_t;
 
 
 /* An out-of-range report waiting to be examined by the poll thread. */
 typedef struct rbk__reset_s {
         rbk__part_t *part; /* a reference */
+        uint64_t assign_gen; /* the partition's assignment it was made in */
         int64_t failed_offset;
         char *reason;
         int tries;
@@ -223,6 +201,7 @@ struct rbk_consumer_s {
         int64_t revoke_timeout_ms;
         int64_t shutdown_timeout_ms;
         char *initial_offset; /* "earliest" | "latest" | "error" */
+        int cooperative; /* the group's rebalance protocol is COOPERATIVE */
 
         GMutex poll_mu; /* held by whoever is the poll thread */
         GMutex lock;
@@ -234,10 +213,14 @@ struct rbk_consumer_s {
         int cond_waiters;
         int work_waiters;
 
+        /* consumer_part.c: the partition table, the ready queue, tickets
+         * and the poll API's message slots. */
         GHashTable *parts; /* "topic\x01partition" -> rbk__part_t* (assigned) */
-        /* Runnable partitions, FIFO through rbk__part_t.ready_next (each
-         * holds a reference; in_ready set). */
-        rbk__part_t *ready_head, *ready_tail;
+        rbk__part_t *ready_head, *ready_tail; /* FIFO through ready_next */
+        uint64_t next_ticket;
+        rbk__msg_t *slot_free_head, *slot_free_tail; /* FIFO */
+        GPtrArray *slots; /* every slot ever made (freed at destroy) */
+
         GQueue requests;   /* rbk__req_t* */
         GPtrArray *resets; /* rbk__reset_t* (poll thread only) */
         GHashTable *reported_keys; /* incident keys reported by this client */
@@ -267,7 +250,7 @@ struct rbk_consumer_s {
         GMutex dlq_mu;
         rbk_producer_t *dlq;
 
-        /* Counters. */
+        /* Counters (the message counters written by consumer_part.c). */
         uint64_t consumed, handled, retried, dead_lettered, duplicates,
             unprovable, no_id, commits, quarantines, resolutions,
             initial_positions, stalls;
@@ -275,22 +258,154 @@ struct rbk_consumer_s {
         uint64_t handler_cnt;
 };
 
-/* Monotonic clock and the thread-local "I am the poll thread of c". */
 extern __thread rbk_consumer_t *rbk__tl_poller;
 
-/* ---------------------------------------------------------- consumer.c */
+/* ---------------------------------------------------------- consumer_part.c
+ * Every function that takes a partition expects c->lock held unless it
+ * says otherwise. */
 
+/* The key of the partition table. g_free. */
+char *rbk__part_key(const char *topic, int32_t partition);
 rbk__part_t *rbk__part_ref(rbk__part_t *p);
 void rbk__part_unref(rbk__part_t *p);
-/* Lookup by full topic name; caller holds c->lock. No reference taken. */
+/* Lookup by full topic name. No reference taken. */
 rbk__part_t *rbk__part_find(rbk_consumer_t *c, const char *topic,
                             int32_t partition);
-/* Puts p on the ready queue if it can run now; caller holds c->lock. */
-void rbk__part_maybe_ready(rbk_consumer_t *c, rbk__part_t *p);
-/* Drops every queued message of p; caller holds c->lock and p is not busy. */
-void rbk__part_drop_queue(rbk__part_t *p);
-/* Fires an event (no lock held). */
-void rbk__consumer_emit(rbk_consumer_t *c, rbk_event_t *ev);
+/* The partition of an assignment: found, or created and entered in the
+ * table. A new assignment generation starts (assign_off: the offset the
+ * assignment names, RD_KAFKA_OFFSET_INVALID for the group's commit). */
+rbk__part_t *rbk__part_assign(rbk_consumer_t *c, const char *topic,
+                              int32_t partition, int64_t assign_off);
+/* Sets the partition's own librdkafka queue (NULL: takes it away and
+ * returns the old one for the caller to destroy). */
+rd_kafka_queue_t *rbk__part_set_queue(rbk__part_t *p, rd_kafka_queue_t *pq);
+/* Revoke, step 1: nothing new starts, queued messages are dropped (a
+ * handed-out head stays with its holder). */
+void rbk__part_revoke_begin(rbk_consumer_t *c, rbk__part_t *p);
+/* Revoke, step 2: the partition leaves the table, detached; its queue is
+ * returned for the caller to destroy (no lock may be held then). */
+rd_kafka_queue_t *rbk__part_detach(rbk_consumer_t *c, rbk__part_t *p);
+/* Hand-outs (handlers, dead letters) in flight among @parts (all when
+ * NULL). */
+int rbk__part_out_count(rbk_consumer_t *c, GPtrArray *parts);
+
+/* Fetched messages: accepts @rkm into p's queue (1) or destroys it (0). */
+int rbk__part_push(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm);
+/* Room in p's queue for the poll thread (0: none; p marked fetch-paused). */
+int64_t rbk__part_room(rbk_consumer_t *c, rbk__part_t *p);
+/* Marks p fetch-paused when its queue is full after a read. */
+void rbk__part_note_full(rbk_consumer_t *c, rbk__part_t *p);
+/* Retry timers due: partitions back on the ready queue. */
+void rbk__part_timers(rbk_consumer_t *c, int64_t now);
+/* Milliseconds until the earliest retry is due (at most @max). */
+int rbk__part_next_timer_ms(rbk_consumer_t *c, int max);
+/* The stall watchdog: partitions with lag and no progress for the stall
+ * timeout are marked reported and returned (references), with lag and
+ * idle time in @info (two int64_t each). */
+GPtrArray *rbk__part_stalled(rbk_consumer_t *c, int64_t now, GArray *info);
+/* Every queued partition that can run goes on the ready queue. */
+void rbk__part_ready_all(rbk_consumer_t *c);
+/* Drops every ready-queue entry (destroy). */
+void rbk__part_ready_clear(rbk_consumer_t *c);
+
+/* The next offset the application will see for p (its position), or -1. */
+int64_t rbk__part_position(const rbk__part_t *p);
+/* The first offset not yet handled: the head of the queue, else the
+ * position. */
+int64_t rbk__part_first_unhandled(const rbk__part_t *p);
+/* The lag of p from its cached high watermark, or -1. */
+int64_t rbk__part_lag(rbk_consumer_t *c, const rbk__part_t *p);
+/* The held partition's head offset (the gave-up or dead-letter one), or
+ * -1. */
+int64_t rbk__part_head_offset(const rbk__part_t *p);
+size_t rbk__part_queued(const rbk__part_t *p);
+
+/* Hands out the head of the next runnable partition: the partition (a
+ * reference) with *rkmp and *ticketp set, or NULL. */
+rbk__part_t *rbk__part_take(rbk_consumer_t *c, rd_kafka_message_t **rkmp,
+                            uint64_t *ticketp);
+
+/* What the caller must do after a hand-out ends, without the lock. */
+typedef enum {
+        RBK__ACT_NONE = 0,
+        RBK__ACT_GAVE_UP,   /* fire RBK_EV_HANDLER_GAVE_UP */
+        RBK__ACT_DEADLETTER /* send it: rbk__dlq_send(); the hand-out goes on */
+} rbk__act_t;
+
+/* Ends hand-out @m (its ticket) with a verdict. @ran_handler: the handler
+ * ran (timing counted). A message of a revoked partition is destroyed (its
+ * id still recorded in the kept dedup window when handled). Returns
+ * RBK_ERR_STATE when @m's ticket is not the partition's current hand-out
+ * (nothing changes), else RBK_OK with *actp set. When *actp is
+ * RBK__ACT_DEADLETTER the hand-out continues, held by the dead-letter send,
+ * until rbk__part_deadletter_done(). */
+rbk_err_t rbk__part_complete(rbk_consumer_t *c, rbk__msg_t *m,
+                             rbk_verdict_t verdict, int ran_handler,
+                             rbk__act_t *actp);
+/* The dead-letter send of hand-out @ticket ended: delivered (the offset is
+ * stored, 1 returned) or failed (the partition stays held with @reason).
+ * Returns 0 when the hand-out is no longer the partition's (revoked or
+ * detached meanwhile): the message was destroyed, nothing stored. */
+int rbk__part_deadletter_done(rbk_consumer_t *c, rbk__part_t *p,
+                              uint64_t ticket, int ok, const char *reason);
+/* Counts a duplicate that dedup dropped (the message is completed). */
+void rbk__part_count_duplicate(rbk_consumer_t *c, rbk__part_t *p);
+
+/* Poll API message slots: one for hand-out @ticket of p (a reference on p
+ * passes to it), and back to the pool. */
+rbk__msg_t *rbk__part_slot_get(rbk_consumer_t *c);
+void rbk__part_slot_put(rbk_consumer_t *c, rbk__msg_t *m);
+void rbk__part_slots_free(rbk_consumer_t *c);
+
+/* Message views. */
+void rbk__msg_fill(rbk_consumer_t *c, rbk__msg_t *m, rbk__part_t *p,
+                   rd_kafka_message_t *rkm, uint64_t ticket);
+void rbk__msg_ready(rbk__msg_t *m);
+void rbk__msg_clear(rbk__msg_t *m);
+
+/* Positions and commits. */
+void rbk__part_set_committed(rbk__part_t *p, int64_t off);
+/* A re-assign moved p to @off: queued messages (none handed out) dropped,
+ * quarantine and holds cleared, retries reset, new generation. @resolved:
+ * the failed offset of the incident this resolves, or -1. */
+void rbk__part_reposition(rbk_consumer_t *c, rbk__part_t *p, int64_t off,
+                          int64_t resolved_failed);
+/* A re-assign kept p where it was: a new assignment generation at @off. */
+void rbk__part_reassigned(rbk__part_t *p, int64_t off);
+
+/* Out of range. */
+/* A report of @failed for p: 1 if it belongs to p's current state and must
+ * be examined, 0 if stale (made before the current assignment or for the
+ * incident already known / just resolved). Messages queued at or beyond
+ * @failed are dropped; those below it stay and are still handed out. */
+int rbk__part_out_of_range(rbk_consumer_t *c, rbk__part_t *p, int64_t failed);
+/* 1 when p has nothing below its failed position left to hand out (or is
+ * held, so nothing more will be). */
+int rbk__part_drained(const rbk__part_t *p);
+/* Quarantines p (paged by the caller): records @q; queued messages stay. */
+void rbk__part_quarantine(rbk_consumer_t *c, rbk__part_t *p,
+                          const rbk_quarantine_t *q, int64_t first_unhandled);
+/* p was moved away from the failed offset @failed of a resolved incident:
+ * late reports of it are stale until the position passes it. */
+void rbk__part_note_resolved(rbk__part_t *p, int64_t failed);
+/* Releases a held (gave-up / dead-letter failed) partition to hand out its
+ * head again. */
+void rbk__part_release_hold(rbk_consumer_t *c, rbk__part_t *p);
+/* Why p cannot be resolved now (an error message into @es), or RBK_OK. */
+rbk_err_t rbk__part_resolvable(const rbk__part_t *p, char *es, size_t esz);
+/* The partition with quarantine or hold incident @key, or NULL. */
+rbk__part_t *rbk__part_find_incident(rbk_consumer_t *c, const char *key);
+/* The incident key of a held partition. g_free. */
+char *rbk__part_hold_key(rbk_consumer_t *c, const rbk__part_t *p);
+
+/* ---------------------------------------------------------- consumer_assign.c */
+
+/* The rebalance callback's work. Poll thread. */
+void rbk__assign_rebalance(rbk_consumer_t *c, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *parts);
+/* librdkafka's commit result (offset_commit_cb or the close queue). */
+void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *offsets);
 /* Commit of stored offsets, waited for at most timeout_ms; returns the
  * librdkafka error (_NO_OFFSET when nothing was to commit counts as
  * success, _TIMED_OUT when the wait expired). Dedup windows are saved
@@ -302,15 +417,25 @@ rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
 rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
                                      rd_kafka_topic_partition_list_t *offsets,
                                      int timeout_ms);
-/* Finishes the head message of p as handled (or dead-lettered): stores
- * offset+1, records the id with dedup, pops and frees the message, marks
- * progress. Caller holds c->lock. */
-void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
-                             rd_kafka_message_t *rkm);
-/* The key of the partition table. g_free. */
-char *rbk__part_key(const char *topic, int32_t partition);
+/* Commits explicit offsets (with metadata strings, may be NULL)
+ * synchronously; the partitions' committed offsets follow. */
+rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
+                                         rbk__part_t **parts,
+                                         const int64_t *offsets,
+                                         char *const *metas, size_t n);
+/* Moves the partitions in @targets to the offsets in @offsets: stored
+ * offsets committed first, the targets' new offsets committed explicitly
+ * (with @metas, unless NULL), then the targets assigned again at those
+ * offsets (eager: the whole assignment again, every other partition at the
+ * library's own next offset; cooperative: the targets alone, unassigned
+ * and assigned). Poll thread, no lock held. A failed commit aborts before
+ * anything is re-assigned. */
+rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
+                                     const int64_t *offsets, char *const *metas,
+                                     size_t n);
+/* Leaves the assignment (close): rbk__assign_rebalance() for revoke. */
 
-/* ---------------------------------------------------------- quarantine.c */
+/* ---------------------------------------------------------- consumer_quarantine.c */
 
 /* Queues an _AUTO_OFFSET_RESET report (poll thread). */
 void rbk__q_on_reset(rbk_consumer_t *c, const rd_kafka_message_t *rkm);
@@ -323,20 +448,6 @@ void rbk__q_clear_resets(rbk_consumer_t *c, int only_detached);
 void rbk__q_process_requests(rbk_consumer_t *c);
 /* Fails every queued request with RBK_ERR_SHUTDOWN (c->lock held). */
 void rbk__q_fail_requests(rbk_consumer_t *c);
-/* Re-assigns the whole current assignment: the partitions in @targets
- * (rbk__part_t*) at the offsets in @offsets (int64_t, same order), every
- * other partition at the library's own next offset, pauses re-applied,
- * stored offsets committed before and stored again after. Poll thread, no
- * lock held. */
-rd_kafka_resp_err_t rbk__q_reassign(rbk_consumer_t *c, rbk__part_t **targets,
-                                    const int64_t *offsets, size_t n);
-/* Same, and commits the targets' new offsets explicitly (with the given
- * metadata strings) after the stored offsets and before the assign. A
- * failed commit aborts before anything is re-assigned. */
-rd_kafka_resp_err_t rbk__q_reassign_commit(rbk_consumer_t *c,
-                                           rbk__part_t **targets,
-                                           const int64_t *offsets,
-                                           char *const *metas, size_t n);
 
 /* Resolves a quarantine (or a held partition) by incident key, as
  * rbk_consumer_resolve() does by topic and partition. @applied_by names who
@@ -354,20 +465,26 @@ rbk_err_t rbk__consumer_resolve(rbk_consumer_t *c, const char *topic,
                                 int64_t offset, const char *applied_by,
                                 char *errstr, size_t errstr_size);
 
-/* The consumer's group as the application named it, its client name. */
-const char *rbk__consumer_group(const rbk_consumer_t *c);
+/* ---------------------------------------------------------- consumer_deadletter.c */
 
-/* ---------------------------------------------------------- deadletter.c */
-
-/* Sends the head message of p to the dead-letter topic (p->hold is
- * RBK__HOLD_DLQ_PENDING). No lock held. On a send error the partition goes
- * to RBK__HOLD_DLQ_FAILED and RBK_EV_DEADLETTER_FAILED fires. */
+/* Sends hand-out @ticket's message @rkm of p to the dead-letter topic (the
+ * hand-out holds it until the report). No lock held. On a send error the
+ * partition goes to RBK__HOLD_DLQ_FAILED and RBK_EV_DEADLETTER_FAILED
+ * fires. */
 void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
-                   int attempts);
+                   uint64_t ticket, int attempts);
 /* Waits (bounded) until no dead letter is in flight. */
 void rbk__dlq_flush(rbk_consumer_t *c, int timeout_ms);
 /* Closes and destroys the dead-letter producer. */
 void rbk__dlq_close(rbk_consumer_t *c, int timeout_ms);
+
+/* ---------------------------------------------------------- consumer.c */
+
+/* Fires an event (no lock held). */
+void rbk__consumer_emit(rbk_consumer_t *c, rbk_event_t *ev);
+/* Reports a dedup store failure for a partition (no lock held). */
+void rbk__consumer_dedup_error(rbk_consumer_t *c, const char *topic,
+                               int32_t partition, const char *reason);
 
 /* Waits on c->cond until end_us (monotonic, 0: no bound). Caller holds
  * c->lock. Every wait on c->cond goes through here, so that a wake-up can
@@ -379,6 +496,12 @@ static inline void rbk__consumer_wait(rbk_consumer_t *c, int64_t end_us) {
         else
                 g_cond_wait(&c->cond, &c->lock);
         c->cond_waiters--;
+}
+
+/* Wakes waiters on c->cond (caller holds c->lock). */
+static inline void rbk__consumer_wake(rbk_consumer_t *c) {
+        if (c->cond_waiters)
+                g_cond_broadcast(&c->cond);
 }
 
 #endif /* RBK_CONSUMER_INTERNAL_H */

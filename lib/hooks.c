@@ -189,6 +189,7 @@ char *rbk_event_to_json(const rbk_event_t *ev) {
         rbk__json_kint(out, "skip_if_latest", ev->skip_if_latest);
         rbk__json_kint(out, "replay_if_earliest", ev->replay_if_earliest);
         rbk__json_kint(out, "gap", ev->gap);
+        rbk__json_kint(out, "first_unhandled", ev->first_unhandled);
         rbk__json_kint(out, "generation", ev->generation);
         rbk__json_kstr(out, "id", ev->id);
         g_string_append_c(out, '}');
@@ -385,6 +386,7 @@ void rbk__event_init(rbk_event_t *ev, rbk_event_class_t cls,
         ev->replay_if_earliest = RBK_NO_VALUE;
         ev->gap = RBK_NO_VALUE;
         ev->generation = RBK_NO_VALUE;
+        ev->first_unhandled = RBK_NO_VALUE;
 }
 
 static int rbk__sev_level(rbk_severity_t sev) {
@@ -412,6 +414,24 @@ static void rbk__incidents_prune(rbk__hooks_t *h, int64_t now) {
         }
         if (g_hash_table_size(h->incidents) >= RBK__HOOKS_MAX_KEYS)
                 g_hash_table_remove_all(h->incidents);
+}
+
+/* Events that report a change of state (a partition quarantined, an
+ * incident resolved, a partition held or released): never rate-limited, so
+ * a pager that closes on "resolved" always hears that a partition is stuck
+ * again. Only repeats of an unchanged state are. */
+static int rbk__event_is_change(rbk_event_class_t cls) {
+        switch (cls) {
+        case RBK_EV_OFFSET_OUT_OF_RANGE:
+        case RBK_EV_QUARANTINE_RESOLVED:
+        case RBK_EV_HANDLER_GAVE_UP:
+        case RBK_EV_DEADLETTERED:
+        case RBK_EV_DEADLETTER_FAILED:
+        case RBK_EV_INITIAL_POSITION:
+                return 1;
+        default:
+                return 0;
+        }
 }
 
 int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev) {
@@ -446,7 +466,8 @@ int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev) {
                         ev->suppressed = 0;
                 } else {
                         ev->repeat = 1;
-                        if (h->rate_ms > 0 && now - inc->last_ms < h->rate_ms) {
+                        if (h->rate_ms > 0 && now - inc->last_ms < h->rate_ms &&
+                            !rbk__event_is_change(ev->cls)) {
                                 inc->suppressed++;
                                 deliver = 0;
                         } else {

@@ -67,13 +67,14 @@ typedef struct rbk_event_s {
         int64_t high_watermark;     /**< Log end offset, or RBK_NO_VALUE. */
         int64_t skip_if_latest;     /**< Messages skipped by resolving to latest, or RBK_NO_VALUE. */
         int64_t replay_if_earliest; /**< Messages (re)played by resolving to earliest, or RBK_NO_VALUE. */
-        int64_t gap;                /**< Estimated messages lost to retention (committed - low), or RBK_NO_VALUE. */
+        int64_t gap;                /**< Messages retention removed before this consumer handled them: low - first_unhandled when positive (what resolving to earliest skips), else 0; or RBK_NO_VALUE. */
         int64_t generation;         /**< Producer instance generation, or RBK_NO_VALUE. */
         const char *id;             /**< Message id concerned, or NULL. */
+        int64_t first_unhandled;    /**< The first offset this consumer has not handled (quarantine), or RBK_NO_VALUE. Since version 2. */
 } rbk_event_t;
 
 /** The current rbk_event_t layout version. */
-#define RBK_EVENT_VERSION 1
+#define RBK_EVENT_VERSION 2
 
 /**
  * @brief The hook callback.
@@ -83,6 +84,8 @@ typedef struct rbk_event_s {
  * never concurrently for one client. It must not block for long and must not
  * destroy the client. Events with an incident key are rate-limited per key
  * (`rbk.hook.rate.limit.ms`); suppressed events are counted in the next one.
+ * Events that change a state (a partition quarantined, an incident
+ * resolved, a partition held or dead-lettered) are never rate-limited.
  * @param ev the event, valid during the call.
  * @param opaque as given to rbk_conf_set_hook().
  */

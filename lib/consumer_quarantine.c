@@ -5,8 +5,13 @@
  *
  * librdkafka 2.0.2 with auto.offset.reset=error reports the partition with
  * an _AUTO_OFFSET_RESET message and stops fetching it; seeking it then fails
- * with _STATE, so every change of position here is a re-assign of the whole
- * assignment (rbk__q_reassign()).
+ * with _STATE (still so in 2.8), so every change of position here is a
+ * re-assign with an explicit commit (rbk__assign_move()).
+ *
+ * Messages fetched before the failed position are valid data: the
+ * partition keeps handing them out, in order, and is quarantined only once
+ * none is left (rbk__part_drained()), so the page's numbers count from the
+ * first offset not handled.
  *
  * Repeats across processes: when quarantining, the committed offset is
  * committed again with the metadata "rbk-quarantine:<incident key>"; the
@@ -33,26 +38,15 @@ void rbk__q_on_reset(rbk_consumer_t *c, const rd_kafka_message_t *rkm) {
         const char *topic = rd_kafka_topic_name(rkm->rkt);
         g_mutex_lock(&c->lock);
         rbk__part_t *p = rbk__part_find(c, topic, rkm->partition);
-        if (!p || !p->assigned || p->revoking ||
-            (p->quarantined && p->q.failed_offset == rkm->offset)) {
-                /* Not ours, or the quarantine we already know about (a
-                 * re-assign of the other partitions repeats it). */
+        if (!p || !rbk__part_out_of_range(c, p, rkm->offset)) {
+                /* Not ours, the incident already known, or a report made
+                 * before the partition's current position. */
                 g_mutex_unlock(&c->lock);
-                return;
-        }
-        if (p->resolved_failed >= 0 && p->fetch_next > p->resolved_failed)
-                p->resolved_failed = -1; /* the position has passed it */
-        if (!p->quarantined && rkm->offset >= 0 &&
-            rkm->offset == p->resolved_failed &&
-            p->fetch_next != rkm->offset) {
-                /* A report of the incident just resolved, made before the
-                 * re-assign took effect (librdkafka gives these reports no
-                 * version barrier): the partition is already elsewhere. */
-                g_mutex_unlock(&c->lock);
-                rbk__log(c->hooks, 7, "quarantine",
-                         "%s [%" PRId32 "]: ignoring a report of offset "
-                         "%" PRId64 " made before its resolution",
-                         p->utopic, rkm->partition, rkm->offset);
+                if (p)
+                        rbk__log(c->hooks, 7, "quarantine",
+                                 "%s [%" PRId32 "]: ignoring a stale report "
+                                 "of offset %" PRId64,
+                                 p->utopic, rkm->partition, rkm->offset);
                 return;
         }
         for (guint i = 0; i < c->resets->len; i++) {
@@ -64,6 +58,7 @@ void rbk__q_on_reset(rbk_consumer_t *c, const rd_kafka_message_t *rkm) {
         }
         rbk__reset_t *r = g_new0(rbk__reset_t, 1);
         r->part = rbk__part_ref(p);
+        r->assign_gen = p->assign_gen;
         r->failed_offset = rkm->offset;
         r->reason = g_strdup(rd_kafka_message_errstr(rkm));
         g_ptr_array_add(c->resets, r);
@@ -88,150 +83,24 @@ void rbk__q_clear_resets(rbk_consumer_t *c, int only_detached) {
         g_mutex_unlock(&c->lock);
 }
 
-/* Commits explicit offsets (with metadata) synchronously. */
-static rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
-                                                rbk__part_t **parts,
-                                                const int64_t *offsets,
-                                                char *const *metas, size_t n) {
-        if (n == 0)
-                return RD_KAFKA_RESP_ERR_NO_ERROR;
-        rd_kafka_topic_partition_list_t *l =
-            rd_kafka_topic_partition_list_new((int)n);
-        for (size_t i = 0; i < n; i++) {
-                rd_kafka_topic_partition_t *t = rd_kafka_topic_partition_list_add(
-                    l, parts[i]->topic, parts[i]->partition);
-                t->offset = offsets[i];
-                if (metas && metas[i]) {
-                        t->metadata = strdup(metas[i]);
-                        t->metadata_size = strlen(metas[i]);
-                }
-        }
-        rd_kafka_resp_err_t err =
-            rbk__commit_wait(c, l, RBK__COMMIT_TIMEOUT_MS);
-        rd_kafka_topic_partition_list_destroy(l);
-        if (!err) {
-                g_mutex_lock(&c->lock);
-                for (size_t i = 0; i < n; i++)
-                        parts[i]->committed = offsets[i];
-                g_mutex_unlock(&c->lock);
-        }
-        return err;
-}
-
-rd_kafka_resp_err_t rbk__q_reassign_commit(rbk_consumer_t *c,
-                                           rbk__part_t **targets,
-                                           const int64_t *offsets,
-                                           char *const *metas, size_t n) {
-        /* No offset is stored while the assignment is replaced. */
-        g_mutex_lock(&c->lock);
-        c->store_gate++;
-        g_mutex_unlock(&c->lock);
-
-        /* 1. Commit what is stored (the re-assign drops stored offsets). */
-        rbk__consumer_commit_stored(c, RBK__COMMIT_TIMEOUT_MS);
-
-        /* 2. Targets forget their stored offset (librdkafka commits stored
-         * offsets of removed partitions asynchronously), then their new
-         * position is committed explicitly. */
-        rd_kafka_topic_partition_list_t *unstore =
-            rd_kafka_topic_partition_list_new((int)n);
-        for (size_t i = 0; i < n; i++)
-                rd_kafka_topic_partition_list_add(unstore, targets[i]->topic,
-                                                  targets[i]->partition)
-                    ->offset = RD_KAFKA_OFFSET_INVALID;
-        rd_kafka_offsets_store(c->rk, unstore);
-        rd_kafka_topic_partition_list_destroy(unstore);
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-        if (metas)
-                err = rbk__commit_explicit(c, targets, offsets, metas, n);
-        if (err) {
-                rbk__log(c->hooks, 3, "quarantine",
-                         "committing the new position failed: %s",
-                         rd_kafka_err2str(err));
-                goto done;
-        }
-
-        /* 3. The whole assignment again: targets at their new offsets,
-         * quarantined partitions at their failed offset (they report the
-         * same, known, incident and stay stopped), the rest at the
-         * library's own next offset (not position(): the library holds
-         * messages librdkafka has already handed over). Partition queues
-         * and their settings survive the re-assign. */
-        rd_kafka_topic_partition_list_t *all =
-            rd_kafka_topic_partition_list_new(8);
-        rd_kafka_topic_partition_list_t *restore =
-            rd_kafka_topic_partition_list_new(8);
-        g_mutex_lock(&c->lock);
-        GHashTableIter it;
-        gpointer v;
-        g_hash_table_iter_init(&it, c->parts);
-        while (g_hash_table_iter_next(&it, NULL, &v)) {
-                rbk__part_t *p = v;
-                int64_t off = RD_KAFKA_OFFSET_INVALID;
-                int target = 0;
-                for (size_t i = 0; i < n; i++) {
-                        if (targets[i] == p) {
-                                off = offsets[i];
-                                target = 1;
-                        }
-                }
-                if (!target) {
-                        if (p->quarantined)
-                                off = p->q.failed_offset >= 0
-                                          ? p->q.failed_offset
-                                          : RD_KAFKA_OFFSET_INVALID;
-                        else if (p->fetch_next >= 0)
-                                off = p->fetch_next;
-                        if (p->stored >= 0)
-                                rd_kafka_topic_partition_list_add(
-                                    restore, p->topic, p->partition)
-                                    ->offset = p->stored;
-                } else {
-                        p->stored = -1;
-                        p->fetch_next = off >= 0 ? off : RD_KAFKA_OFFSET_INVALID;
-                }
-                rd_kafka_topic_partition_list_add(all, p->topic, p->partition)
-                    ->offset = off;
-        }
-        g_mutex_unlock(&c->lock);
-        err = rd_kafka_assign(c->rk, all);
-        if (err)
-                rbk__log(c->hooks, 3, "quarantine", "re-assign failed: %s",
-                         rd_kafka_err2str(err));
-        if (restore->cnt)
-                rd_kafka_offsets_store(c->rk, restore);
-        rd_kafka_topic_partition_list_destroy(all);
-        rd_kafka_topic_partition_list_destroy(restore);
-done:
-        g_mutex_lock(&c->lock);
-        c->store_gate--;
-        g_cond_broadcast(&c->cond);
-        g_mutex_unlock(&c->lock);
-        return err;
-}
-
-rd_kafka_resp_err_t rbk__q_reassign(rbk_consumer_t *c, rbk__part_t **targets,
-                                    const int64_t *offsets, size_t n) {
-        return rbk__q_reassign_commit(c, targets, offsets, NULL, n);
-}
-
-/* Estimates for the hook (see docs/operations.md). */
-static void rbk__q_estimates(int64_t pos, int64_t lo, int64_t hi,
+/* Estimates for the hook (see docs/operations.md), from the first offset
+ * not handled @u: what resolving to earliest or latest skips or replays. */
+static void rbk__q_estimates(int64_t u, int64_t lo, int64_t hi,
                              rbk_event_t *ev) {
-        if (pos < 0 || lo < 0 || hi < 0)
+        if (u < 0 || lo < 0 || hi < 0)
                 return;
-        if (pos < lo) { /* retention went past us */
-                ev->gap = lo - pos;
+        if (u < lo) { /* retention went past us: lo - u are gone */
+                ev->gap = lo - u;
                 ev->replay_if_earliest = 0;
-                ev->skip_if_latest = hi - lo;
-        } else if (pos > hi) { /* beyond the log end */
+                ev->skip_if_latest = hi - u;
+        } else if (u > hi) { /* beyond the log end: the log is not ours */
                 ev->gap = 0;
                 ev->replay_if_earliest = hi - lo;
                 ev->skip_if_latest = hi - lo;
         } else { /* within: a transient fetch error */
                 ev->gap = 0;
-                ev->replay_if_earliest = pos - lo;
-                ev->skip_if_latest = hi - pos;
+                ev->replay_if_earliest = u - lo;
+                ev->skip_if_latest = hi - u;
         }
 }
 
@@ -258,20 +127,19 @@ static void rbk__quarantine(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
         }
         int repeat =
             marked || g_hash_table_contains(c->reported_keys, key);
-        p->quarantined = 1;
-        memset(&p->q, 0, sizeof(p->q));
-        g_strlcpy(p->q.topic, p->utopic, sizeof(p->q.topic));
-        p->q.partition = p->partition;
-        p->q.failed_offset = failed;
-        p->q.committed_offset = committed >= 0 ? committed : RBK_NO_VALUE;
-        p->q.low_watermark = lo;
-        p->q.high_watermark = hi;
-        g_strlcpy(p->q.incident_key, key, sizeof(p->q.incident_key));
-        if (committed >= 0)
-                p->committed = committed;
-        rbk__part_drop_queue(p);
-        p->retry_at = 0;
-        c->quarantines++;
+        rbk_quarantine_t q;
+        memset(&q, 0, sizeof(q));
+        g_strlcpy(q.topic, p->utopic, sizeof(q.topic));
+        q.partition = p->partition;
+        q.failed_offset = failed;
+        q.committed_offset = committed >= 0 ? committed : RBK_NO_VALUE;
+        q.low_watermark = lo;
+        q.high_watermark = hi;
+        g_strlcpy(q.incident_key, key, sizeof(q.incident_key));
+        int64_t unhandled = rbk__part_first_unhandled(p);
+        if (unhandled < 0)
+                unhandled = failed >= 0 ? failed : committed;
+        rbk__part_quarantine(c, p, &q, unhandled);
         g_hash_table_add(c->reported_keys, g_strdup(key));
         if (c->resolved_keys)
                 g_hash_table_remove(c->resolved_keys, key);
@@ -301,15 +169,18 @@ static void rbk__quarantine(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
         ev.committed_offset = committed >= 0 ? committed : RBK_NO_VALUE;
         ev.low_watermark = lo;
         ev.high_watermark = hi;
-        rbk__q_estimates(failed >= 0 ? failed : committed, lo, hi, &ev);
+        ev.first_unhandled = unhandled >= 0 ? unhandled : RBK_NO_VALUE;
+        rbk__q_estimates(unhandled, lo, hi, &ev);
         char *msg = g_strdup_printf(
             "partition %s [%" PRId32 "] of group %s quarantined: offset "
             "%" PRId64 " is out of range (log %" PRId64 "..%" PRId64
-            ", committed %" PRId64 ")%s; nothing of this partition is "
+            ", committed %" PRId64 ", first unhandled %" PRId64
+            ")%s; nothing of this partition is "
             "consumed until it is resolved (rbk_consumer_resolve, rbk-admin): "
             "%s",
             p->utopic, p->partition, c->ugroup, failed, lo, hi,
             committed >= 0 ? committed : (int64_t)RBK_NO_VALUE,
+            unhandled >= 0 ? unhandled : (int64_t)RBK_NO_VALUE,
             repeat ? " [repeat]" : "", reason ? reason : "");
         ev.message = msg;
         rbk__consumer_emit(c, &ev);
@@ -343,7 +214,16 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
         g_mutex_lock(&c->lock);
         for (guint i = 0; i < c->resets->len;) {
                 rbk__reset_t *r = g_ptr_array_index(c->resets, i);
-                if (r->next_try_ms <= now) {
+                if (!r->part->assigned ||
+                    r->part->assign_gen != r->assign_gen) {
+                        /* Made before the partition's current assignment:
+                         * it changes nothing. */
+                        g_ptr_array_remove_index(c->resets, i);
+                        rbk__reset_free(r);
+                } else if (r->next_try_ms <= now &&
+                           rbk__part_drained(r->part)) {
+                        /* Every message fetched below the failed position
+                         * was handled (or the partition is held). */
                         g_ptr_array_remove_index(c->resets, i);
                         g_ptr_array_add(due, r);
                 } else {
@@ -356,6 +236,10 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                 return;
         }
 
+        /* What was handled before the failed position is committed first:
+         * the incident's committed offset is then the first unhandled one,
+         * and the marker commit below never moves it back. */
+        rbk__consumer_commit_stored(c, RBK__COMMIT_TIMEOUT_MS);
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new((int)due->len);
         for (guint i = 0; i < due->len; i++) {
@@ -435,7 +319,7 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                 for (guint i = 0; i < init->len; i++)
                         metas[i] = g_strdup_printf("rbk-initial:%s",
                                                    c->initial_offset);
-                rd_kafka_resp_err_t err = rbk__q_reassign_commit(
+                rd_kafka_resp_err_t err = rbk__assign_move(
                     c, (rbk__part_t **)init->pdata,
                     (int64_t *)(void *)init_off->data, metas, init->len);
                 g_strfreev(metas);
@@ -473,9 +357,9 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                 }
         }
         if (resume->len)
-                rbk__q_reassign(c, (rbk__part_t **)resume->pdata,
-                                (int64_t *)(void *)resume_off->data,
-                                resume->len);
+                rbk__assign_move(c, (rbk__part_t **)resume->pdata,
+                                 (int64_t *)(void *)resume_off->data, NULL,
+                                 resume->len);
 
         /* Retries go back on the queue (keep must not free them). */
         g_mutex_lock(&c->lock);
@@ -514,40 +398,6 @@ static const char *rbk__how_name(rbk_resolve_t how) {
         }
 }
 
-/* The key of a held (gave-up / dead-letter failed) partition. */
-static char *rbk__hold_key(rbk_consumer_t *c, rbk__part_t *p) {
-        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
-        return g_strdup_printf("%s/%s/%" PRId32 "/gave-up/%" PRId64, c->ugroup,
-                               p->utopic, p->partition,
-                               head ? head->offset : (int64_t)-1);
-}
-
-static rbk__part_t *rbk__find_by_key(rbk_consumer_t *c, const char *key) {
-        GHashTableIter it;
-        gpointer v;
-        g_hash_table_iter_init(&it, c->parts);
-        while (g_hash_table_iter_next(&it, NULL, &v)) {
-                rbk__part_t *p = v;
-                if (p->quarantined && !strcmp(p->q.incident_key, key))
-                        return p;
-                if (!p->quarantined && p->hold != RBK__HOLD_NONE) {
-                        /* The gave-up key, or the dead-letter one. */
-                        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
-                        char *k = rbk__hold_key(c, p);
-                        char *k2 = g_strdup_printf(
-                            "%s/%s/%" PRId32 "/deadletter/%" PRId64, c->ugroup,
-                            p->utopic, p->partition,
-                            head ? head->offset : (int64_t)-1);
-                        int eq = !strcmp(k, key) || !strcmp(k2, key);
-                        g_free(k);
-                        g_free(k2);
-                        if (eq)
-                                return p;
-                }
-        }
-        return NULL;
-}
-
 static void rbk__emit_resolved(rbk_consumer_t *c, rbk__part_t *p,
                                const char *key, rbk_resolve_t how,
                                int64_t chosen, int64_t lo, int64_t hi,
@@ -580,7 +430,7 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
         const char *by = req->applied_by ? req->applied_by : "api";
         g_mutex_lock(&c->lock);
         rbk__part_t *p = req->incident_key
-                             ? rbk__find_by_key(c, req->incident_key)
+                             ? rbk__part_find_incident(c, req->incident_key)
                              : rbk__part_find(c, req->topic, req->partition);
         if (!p || !p->assigned || p->revoking) {
                 int gone = req->incident_key && c->resolved_keys &&
@@ -601,26 +451,16 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
                     "%s [%" PRId32 "] is not assigned to this consumer",
                     rbk__unprefixed(c->prefix, req->topic), req->partition);
         }
-        if (!p->quarantined && p->hold == RBK__HOLD_NONE) {
+        rbk_err_t rerr = rbk__part_resolvable(p, es, esz);
+        if (rerr) {
                 g_mutex_unlock(&c->lock);
-                return rbk__seterr(es, esz, RBK_ERR_NOT_QUARANTINED,
-                                   "%s [%" PRId32
-                                   "] is neither quarantined nor held",
-                                   p->utopic, p->partition);
-        }
-        if (p->busy || p->hold == RBK__HOLD_DLQ_PENDING) {
-                g_mutex_unlock(&c->lock);
-                return rbk__seterr(es, esz, RBK_ERR_STATE,
-                                   "%s [%" PRId32
-                                   "] has a handler call or dead letter in "
-                                   "flight; try again",
-                                   p->utopic, p->partition);
+                return rerr;
         }
         rbk__part_ref(p);
         int quarantined = p->quarantined;
         rbk_quarantine_t q = p->q;
         char *key = quarantined ? g_strdup(p->q.incident_key)
-                                : rbk__hold_key(c, p);
+                                : rbk__part_hold_key(c, p);
         int64_t committed = quarantined ? q.committed_offset
                             : p->committed >= 0 ? p->committed
                                                 : RBK_NO_VALUE;
@@ -629,16 +469,10 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
         rbk_err_t ret = RBK_OK;
         if (!quarantined && req->how == RBK_RESOLVE_COMMITTED) {
                 /* A held partition: hand the same message again. */
-                rd_kafka_message_t *head;
                 g_mutex_lock(&c->lock);
-                head = rbk__mq_peek(&p->msgs);
-                int64_t off = head ? head->offset : p->fetch_next;
-                p->hold = RBK__HOLD_NONE;
-                p->attempts = 0;
-                p->retry_at = 0;
-                p->last_progress_ms = rbk__now_ms();
+                int64_t off = rbk__part_position(p);
+                rbk__part_release_hold(c, p);
                 c->resolutions++;
-                rbk__part_maybe_ready(c, p);
                 g_mutex_unlock(&c->lock);
                 rbk__emit_resolved(c, p, key, req->how, off, RBK_NO_VALUE,
                                    RBK_NO_VALUE, committed, by);
@@ -692,7 +526,7 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
                                      rbk__how_name(req->how), key);
         char *metas[1] = {meta};
         /* The partition is held back until after the re-assign. */
-        err = rbk__q_reassign_commit(c, &p, &chosen, metas, 1);
+        err = rbk__assign_move(c, &p, &chosen, metas, 1);
         g_free(meta);
         if (err) {
                 ret = rbk__seterr(es, esz, RBK_ERR_KAFKA,
@@ -702,18 +536,8 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
                 goto out;
         }
         g_mutex_lock(&c->lock);
-        p->quarantined = 0;
-        p->hold = RBK__HOLD_NONE;
-        rbk__part_drop_queue(p);
-        p->attempts = 0;
-        p->retry_at = 0;
-        p->fetch_next = chosen;
-        p->resolved_failed =
-            quarantined && q.failed_offset >= 0 && chosen != q.failed_offset
-                ? q.failed_offset
-                : -1;
-        p->last_progress_ms = rbk__now_ms();
-        p->stall_reported = 0;
+        if (quarantined && q.failed_offset >= 0 && chosen != q.failed_offset)
+                rbk__part_note_resolved(p, q.failed_offset);
         c->resolutions++;
         if (!c->resolved_keys)
                 c->resolved_keys = g_hash_table_new_full(

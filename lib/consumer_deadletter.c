@@ -4,7 +4,8 @@
  * rbk-dlq-offset) by a producer the consumer creates on first use from its
  * own configuration. The origin offset is stored only once the dead
  * letter's delivery report says delivered; until then the partition is held
- * back. If the dead letter cannot be delivered, the partition stays held and
+ * back, and the message stays with the send (a hand-out of its own, which a
+ * revoke waits for and never frees underneath). If the dead letter cannot be delivered, the partition stays held and
  * RBK_EV_DEADLETTER_FAILED fires; rbk_consumer_resolve() releases it. */
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 typedef struct {
         rbk_consumer_t *c;
         rbk__part_t *p; /* a reference */
+        uint64_t ticket; /* the hand-out the send holds */
         int64_t offset;
         char *id;
 } rbk__dlq_ctx_t;
@@ -52,32 +54,17 @@ static void rbk__dlq_event(rbk_consumer_t *c, rbk__part_t *p, int64_t offset,
         g_free(key);
 }
 
-/* The outcome of one dead letter. Any thread; c->lock not held. */
+/* The outcome of one dead letter: the hand-out ends. Any thread; c->lock
+ * not held. */
 static void rbk__dlq_outcome(rbk__dlq_ctx_t *x, rbk_err_t err, int kafka_err,
                              const char *reason) {
         rbk_consumer_t *c = x->c;
         rbk__part_t *p = x->p;
-        int report = 1;
         g_mutex_lock(&c->lock);
-        c->dlq_inflight--;
-        rd_kafka_message_t *head = rbk__mq_peek(&p->msgs);
-        int mine = p->assigned && p->hold == RBK__HOLD_DLQ_PENDING && head &&
-                   head->offset == x->offset;
-        if (!mine) {
-                report = !err; /* a failure for a partition gone: quiet */
-        } else if (!err) {
-                p->hold = RBK__HOLD_NONE;
-                rbk__part_complete_head(c, p, head);
-                c->dead_lettered++;
-                rbk__part_maybe_ready(c, p);
-        } else {
-                p->hold = RBK__HOLD_DLQ_FAILED;
-                g_free(p->hold_reason);
-                p->hold_reason = g_strdup(reason);
-        }
-        g_cond_broadcast(&c->cond);
+        int mine = rbk__part_deadletter_done(c, p, x->ticket, !err, reason);
         g_mutex_unlock(&c->lock);
-        if (report)
+        /* A failure for a partition gone is quiet: its next owner decides. */
+        if (mine || !err)
                 rbk__dlq_event(c, p, x->offset, x->id, !err, err, kafka_err,
                                reason);
         rbk__part_unref(p);
@@ -138,12 +125,13 @@ static rbk_producer_t *rbk__dlq_producer(rbk_consumer_t *c, char *errstr,
 }
 
 void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
-                   int attempts) {
+                   uint64_t ticket, int attempts) {
         char e[512];
         e[0] = '\0';
         rbk__dlq_ctx_t *x = g_new0(rbk__dlq_ctx_t, 1);
         x->c = c;
         x->p = rbk__part_ref(p);
+        x->ticket = ticket;
         x->offset = rkm->offset;
 
         rbk_header_t hdrs[RBK__DLQ_MAX_HEADERS];
@@ -192,10 +180,6 @@ void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
                         n++;
                 }
         }
-
-        g_mutex_lock(&c->lock);
-        c->dlq_inflight++;
-        g_mutex_unlock(&c->lock);
 
         rbk_producer_t *prod = rbk__dlq_producer(c, e, sizeof(e));
         rbk_err_t err = RBK_ERR_STATE;

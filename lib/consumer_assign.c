@@ -1,0 +1,499 @@
+/* The consumer's assignment: rebalances (eager, and cooperative where
+ * librdkafka's group protocol says so), commits, and the re-assign with an
+ * explicit commit that moves a partition's position (the only way a
+ * position moves: librdkafka refuses to seek a partition whose offset was
+ * reset with auto.offset.reset=error, its issue 2961). Partition state is
+ * changed only through consumer_part.c's transitions. */
+#include <stdio.h>
+#include <string.h>
+
+#include "consumer_internal.h"
+
+/* Bound of the blocking metadata calls (committed offsets). */
+#define RBK__QUERY_TIMEOUT_MS 5000
+#define RBK__COMMIT_TIMEOUT_MS 10000
+
+/* ------------------------------------------------------------ commits */
+
+rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
+                                     rd_kafka_topic_partition_list_t *offsets,
+                                     int timeout_ms) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+        rd_kafka_resp_err_t err = rd_kafka_commit_queue(c->rk, offsets, q,
+                                                        NULL, NULL);
+        if (!err) {
+                int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
+                err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+                for (;;) {
+                        int64_t left = deadline - rbk__now_ms();
+                        rd_kafka_event_t *ev =
+                            rd_kafka_queue_poll(q, (int)MAX(left, 0));
+                        if (ev && rd_kafka_event_type(ev) ==
+                                      RD_KAFKA_EVENT_OFFSET_COMMIT) {
+                                err = rd_kafka_event_error(ev);
+                                const rd_kafka_topic_partition_list_t *r =
+                                    rd_kafka_event_topic_partition_list(ev);
+                                for (int i = 0; !err && r && i < r->cnt; i++)
+                                        if (r->elems[i].err)
+                                                err = r->elems[i].err;
+                                rd_kafka_event_destroy(ev);
+                                break;
+                        }
+                        if (ev)
+                                rd_kafka_event_destroy(ev);
+                        if (left <= 0)
+                                break;
+                }
+        }
+        rd_kafka_queue_destroy(q);
+        return err;
+}
+
+/* Saves the dedup windows of @parts (references) up to their stored
+ * offsets. No lock held. */
+static void rbk__save_windows(rbk_consumer_t *c, GPtrArray *parts,
+                              const GArray *upto) {
+        for (guint i = 0; i < parts->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(parts, i);
+                char e[256];
+                if (rbk__dedup_commit(c->dedup, p->utopic, p->partition,
+                                      g_array_index(upto, int64_t, i), e,
+                                      sizeof(e)))
+                        rbk__consumer_dedup_error(c, p->utopic, p->partition,
+                                                  e);
+        }
+}
+
+rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
+                                                int timeout_ms) {
+        if (c->dedup) {
+                GPtrArray *todo = g_ptr_array_new_with_free_func(
+                    (GDestroyNotify)rbk__part_unref);
+                GArray *upto = g_array_new(FALSE, FALSE, sizeof(int64_t));
+                g_mutex_lock(&c->lock);
+                GHashTableIter it;
+                gpointer v;
+                g_hash_table_iter_init(&it, c->parts);
+                while (g_hash_table_iter_next(&it, NULL, &v)) {
+                        rbk__part_t *p = v;
+                        if (p->stored >= 0 && p->stored != p->committed) {
+                                g_ptr_array_add(todo, rbk__part_ref(p));
+                                g_array_append_val(upto, p->stored);
+                        }
+                }
+                g_mutex_unlock(&c->lock);
+                rbk__save_windows(c, todo, upto);
+                g_ptr_array_free(todo, TRUE);
+                g_array_free(upto, TRUE);
+        }
+        rd_kafka_resp_err_t err = rbk__commit_wait(c, NULL, timeout_ms);
+        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (err)
+                rbk__log(c->hooks, 4, "consumer", "committing offsets failed: %s",
+                         rd_kafka_err2str(err));
+        return err;
+}
+
+void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *offsets) {
+        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                return;
+        if (err) {
+                rbk__log(c->hooks, 4, "consumer", "offset commit failed: %s",
+                         rd_kafka_err2str(err));
+                return;
+        }
+        GPtrArray *saved = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)rbk__part_unref);
+        GArray *upto = g_array_new(FALSE, FALSE, sizeof(int64_t));
+        g_mutex_lock(&c->lock);
+        c->commits++;
+        for (int i = 0; offsets && i < offsets->cnt; i++) {
+                rd_kafka_topic_partition_t *t = &offsets->elems[i];
+                if (t->err || t->offset < 0)
+                        continue;
+                rbk__part_t *p = rbk__part_find(c, t->topic, t->partition);
+                if (!p)
+                        continue;
+                rbk__part_set_committed(p, t->offset);
+                if (c->dedup) {
+                        g_ptr_array_add(saved, rbk__part_ref(p));
+                        g_array_append_val(upto, t->offset);
+                }
+        }
+        g_mutex_unlock(&c->lock);
+        /* Dedup windows follow the commits (a no-op when unchanged). */
+        rbk__save_windows(c, saved, upto);
+        g_ptr_array_free(saved, TRUE);
+        g_array_free(upto, TRUE);
+}
+
+rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
+                                         rbk__part_t **parts,
+                                         const int64_t *offsets,
+                                         char *const *metas, size_t n) {
+        if (n == 0)
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new((int)n);
+        for (size_t i = 0; i < n; i++) {
+                rd_kafka_topic_partition_t *t = rd_kafka_topic_partition_list_add(
+                    l, parts[i]->topic, parts[i]->partition);
+                t->offset = offsets[i];
+                if (metas && metas[i]) {
+                        t->metadata = strdup(metas[i]);
+                        t->metadata_size = strlen(metas[i]);
+                }
+        }
+        rd_kafka_resp_err_t err =
+            rbk__commit_wait(c, l, RBK__COMMIT_TIMEOUT_MS);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (!err) {
+                g_mutex_lock(&c->lock);
+                for (size_t i = 0; i < n; i++)
+                        rbk__part_set_committed(parts[i], offsets[i]);
+                g_mutex_unlock(&c->lock);
+        }
+        return err;
+}
+
+/* ------------------------------------------------------------ rebalance */
+
+static void rbk__app_rebalance(rbk_consumer_t *c, rbk_rebalance_t what,
+                               rbk__part_t *p) {
+        if (c->conf->rebalance_cb)
+                c->conf->rebalance_cb(what, p->utopic, p->partition,
+                                      c->conf->rebalance_opaque);
+}
+
+/* A partition queue became non-empty (librdkafka thread): wake the poll
+ * thread out of rd_kafka_consumer_poll(). */
+static void rbk__pq_event(rd_kafka_t *rk, void *opaque) {
+        rbk_consumer_t *c = opaque;
+        rd_kafka_queue_yield(c->cq);
+}
+
+/* Applies an assignment change to librdkafka: the whole list (eager) or
+ * the listed partitions (cooperative). @add: assign, else revoke. */
+static rd_kafka_resp_err_t rbk__apply(rbk_consumer_t *c,
+                                      rd_kafka_topic_partition_list_t *parts,
+                                      int add) {
+        if (!c->cooperative)
+                return rd_kafka_assign(c->rk, add ? parts : NULL);
+        rd_kafka_error_t *error = add
+                                      ? rd_kafka_incremental_assign(c->rk, parts)
+                                      : rd_kafka_incremental_unassign(c->rk,
+                                                                      parts);
+        if (!error)
+                return RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_resp_err_t err = rd_kafka_error_code(error);
+        rbk__log(c->hooks, 4, "consumer", "incremental %s failed: %s",
+                 add ? "assign" : "unassign", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        return err;
+}
+
+static void rbk__on_assign(rbk_consumer_t *c,
+                           rd_kafka_topic_partition_list_t *parts) {
+        GPtrArray *mine = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)rbk__part_unref);
+        g_mutex_lock(&c->lock);
+        for (int i = 0; i < parts->cnt; i++) {
+                rd_kafka_topic_partition_t *t = &parts->elems[i];
+                rbk__part_t *p =
+                    rbk__part_assign(c, t->topic, t->partition, t->offset);
+                g_ptr_array_add(mine, rbk__part_ref(p));
+        }
+        g_mutex_unlock(&c->lock);
+
+        for (guint i = 0; c->dedup && i < mine->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(mine, i);
+                rbk__dedup_assign(c->dedup, p->utopic, p->partition);
+        }
+
+        /* The committed offsets, for stats and lag. */
+        rd_kafka_topic_partition_list_t *q =
+            rd_kafka_topic_partition_list_copy(parts);
+        if (!rd_kafka_committed(c->rk, q, RBK__QUERY_TIMEOUT_MS)) {
+                g_mutex_lock(&c->lock);
+                for (int i = 0; i < q->cnt; i++) {
+                        rbk__part_t *p = rbk__part_find(c, q->elems[i].topic,
+                                                        q->elems[i].partition);
+                        if (p)
+                                rbk__part_set_committed(p, q->elems[i].offset);
+                }
+                g_mutex_unlock(&c->lock);
+        }
+        rd_kafka_topic_partition_list_destroy(q);
+
+        /* Each partition's messages stay in its own queue, read by the
+         * poll thread as room allows (set up before the fetch starts). */
+        for (guint i = 0; i < mine->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(mine, i);
+                rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(
+                    c->rk, p->topic, p->partition);
+                if (!pq)
+                        continue;
+                g_mutex_lock(&c->lock);
+                int has = p->pq != NULL;
+                if (!has)
+                        rbk__part_set_queue(p, pq);
+                g_mutex_unlock(&c->lock);
+                if (has) {
+                        rd_kafka_queue_destroy(pq);
+                        continue;
+                }
+                rd_kafka_queue_forward(pq, NULL);
+                rd_kafka_queue_cb_event_enable(pq, rbk__pq_event, c);
+        }
+        rd_kafka_resp_err_t err = rbk__apply(c, parts, 1);
+        if (err)
+                rbk__log(c->hooks, 3, "consumer", "assign failed: %s",
+                         rd_kafka_err2str(err));
+        else
+                rbk__log(c->hooks, 6, "consumer", "assigned %d partition(s)%s",
+                         parts->cnt, c->cooperative ? " (incremental)" : "");
+        for (guint i = 0; i < mine->len; i++)
+                rbk__app_rebalance(c, RBK_ASSIGNED,
+                                   g_ptr_array_index(mine, i));
+        g_ptr_array_free(mine, TRUE);
+}
+
+/* Hands back partitions: in-flight hand-outs finish (bounded; a dead
+ * letter in flight counts), queued messages are dropped, stored offsets
+ * committed (unless lost), state dropped, then the application hears
+ * about each partition. */
+static void rbk__on_revoke(rbk_consumer_t *c,
+                           rd_kafka_topic_partition_list_t *parts, int lost) {
+        GPtrArray *mine = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)rbk__part_unref);
+        g_mutex_lock(&c->lock);
+        for (int i = 0; i < parts->cnt; i++) {
+                rd_kafka_topic_partition_t *t = &parts->elems[i];
+                rbk__part_t *p = rbk__part_find(c, t->topic, t->partition);
+                if (!p)
+                        continue;
+                rbk__part_revoke_begin(c, p);
+                g_ptr_array_add(mine, rbk__part_ref(p));
+        }
+        /* Let in-flight hand-outs finish and store: handlers of the run
+         * API (with the poll API the application's thread is this one, so
+         * its message stays with it and is refused when given back) and
+         * dead letters of both. */
+        if (!lost) {
+                int64_t deadline = rbk__now_ms() + c->revoke_timeout_ms;
+                for (;;) {
+                        int busy = 0;
+                        for (guint i = 0; i < mine->len; i++) {
+                                rbk__part_t *p = g_ptr_array_index(mine, i);
+                                busy += p->out == RBK__OUT_DEADLETTER ||
+                                        (p->out == RBK__OUT_HANDLER &&
+                                         c->running);
+                        }
+                        if (!busy)
+                                break;
+                        int64_t now = rbk__now_ms();
+                        if (now >= deadline) {
+                                rbk__log(c->hooks, 4, "consumer",
+                                         "revoke: %d handler(s) or dead "
+                                         "letter(s) still running after "
+                                         "%" PRId64
+                                         " ms; their offsets are not committed",
+                                         busy, c->revoke_timeout_ms);
+                                break;
+                        }
+                        rbk__consumer_wait(c, g_get_monotonic_time() +
+                                                  (deadline - now) * 1000);
+                }
+        }
+        g_mutex_unlock(&c->lock);
+
+        if (!lost)
+                rbk__consumer_commit_stored(c, (int)c->revoke_timeout_ms);
+
+        GPtrArray *pqs = g_ptr_array_new();
+        g_mutex_lock(&c->lock);
+        for (guint i = 0; i < mine->len; i++) {
+                /* The partition queue goes now: its event callback lives on
+                 * librdkafka's queue, which a new assignment shares. */
+                rd_kafka_queue_t *pq =
+                    rbk__part_detach(c, g_ptr_array_index(mine, i));
+                if (pq)
+                        g_ptr_array_add(pqs, pq);
+        }
+        g_mutex_unlock(&c->lock);
+        for (guint i = 0; i < pqs->len; i++) {
+                rd_kafka_queue_cb_event_enable(g_ptr_array_index(pqs, i), NULL,
+                                               NULL);
+                rd_kafka_queue_destroy(g_ptr_array_index(pqs, i));
+        }
+        g_ptr_array_free(pqs, TRUE);
+        rbk__q_clear_resets(c, 1);
+
+        for (guint i = 0; c->dedup && i < mine->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(mine, i);
+                rbk__dedup_revoke(c->dedup, p->utopic, p->partition);
+        }
+        rd_kafka_resp_err_t err = rbk__apply(c, parts, 0);
+        if (err)
+                rbk__log(c->hooks, 4, "consumer", "unassign failed: %s",
+                         rd_kafka_err2str(err));
+        rbk__log(c->hooks, 6, "consumer", "%s %d partition(s)",
+                 lost ? "lost" : "revoked", parts->cnt);
+        for (guint i = 0; i < mine->len; i++)
+                rbk__app_rebalance(c, lost ? RBK_LOST : RBK_REVOKED,
+                                   g_ptr_array_index(mine, i));
+        g_ptr_array_free(mine, TRUE);
+        g_mutex_lock(&c->lock);
+        rbk__consumer_wake(c);
+        g_mutex_unlock(&c->lock);
+}
+
+void rbk__assign_rebalance(rbk_consumer_t *c, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *parts) {
+        /* The group's protocol, fixed once the group chose its assignor
+         * (librdkafka refuses a plain assign under COOPERATIVE). */
+        const char *proto = rd_kafka_rebalance_protocol(c->rk);
+        c->cooperative = proto && !strcmp(proto, "COOPERATIVE");
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                rbk__on_assign(c, parts);
+        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                rbk__on_revoke(c, parts, rd_kafka_assignment_lost(c->rk));
+        } else {
+                rbk__log(c->hooks, 3, "consumer", "rebalance error: %s",
+                         rd_kafka_err2str(err));
+                rbk__on_revoke(c, parts, 1);
+        }
+}
+
+/* ------------------------------------------------------------ moving */
+
+/* Eager: the whole assignment again, the targets at their new offsets,
+ * quarantined partitions at their failed offset (they report the same,
+ * known, incident and stay stopped), the rest at the library's own next
+ * offset (not position(): the library holds messages librdkafka has
+ * already handed over), their stored offsets stored again. */
+static rd_kafka_resp_err_t rbk__move_eager(rbk_consumer_t *c,
+                                           rbk__part_t **targets,
+                                           const int64_t *offsets, size_t n) {
+        rd_kafka_topic_partition_list_t *all =
+            rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_t *restore =
+            rd_kafka_topic_partition_list_new(8);
+        g_mutex_lock(&c->lock);
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, c->parts);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+                rbk__part_t *p = v;
+                int64_t off = RD_KAFKA_OFFSET_INVALID;
+                int target = 0;
+                for (size_t i = 0; i < n; i++) {
+                        if (targets[i] == p) {
+                                off = offsets[i];
+                                target = 1;
+                        }
+                }
+                if (!target) {
+                        if (p->quarantined)
+                                off = p->q.failed_offset >= 0
+                                          ? p->q.failed_offset
+                                          : RD_KAFKA_OFFSET_INVALID;
+                        else if (p->drain_to >= 0)
+                                off = p->drain_to;
+                        else if (p->fetch_next >= 0)
+                                off = p->fetch_next;
+                        if (p->stored >= 0)
+                                rd_kafka_topic_partition_list_add(
+                                    restore, p->topic, p->partition)
+                                    ->offset = p->stored;
+                        /* Quarantined partitions keep their generation:
+                         * they report the known incident again. */
+                        if (!p->quarantined && p->drain_to < 0)
+                                rbk__part_reassigned(p, off);
+                } else {
+                        rbk__part_reposition(c, p, off, -1);
+                }
+                rd_kafka_topic_partition_list_add(all, p->topic, p->partition)
+                    ->offset = off;
+        }
+        g_mutex_unlock(&c->lock);
+        rd_kafka_resp_err_t err = rd_kafka_assign(c->rk, all);
+        if (restore->cnt)
+                rd_kafka_offsets_store(c->rk, restore);
+        rd_kafka_topic_partition_list_destroy(all);
+        rd_kafka_topic_partition_list_destroy(restore);
+        return err;
+}
+
+/* Cooperative: the targets alone leave and come back at their new
+ * offsets; every other partition keeps flowing. */
+static rd_kafka_resp_err_t rbk__move_cooperative(rbk_consumer_t *c,
+                                                 rbk__part_t **targets,
+                                                 const int64_t *offsets,
+                                                 size_t n) {
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new((int)n);
+        g_mutex_lock(&c->lock);
+        for (size_t i = 0; i < n; i++) {
+                rbk__part_reposition(c, targets[i], offsets[i], -1);
+                rd_kafka_topic_partition_list_add(l, targets[i]->topic,
+                                                  targets[i]->partition)
+                    ->offset = offsets[i];
+        }
+        g_mutex_unlock(&c->lock);
+        rd_kafka_resp_err_t err = rbk__apply(c, l, 0);
+        if (!err)
+                err = rbk__apply(c, l, 1);
+        rd_kafka_topic_partition_list_destroy(l);
+        return err;
+}
+
+rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
+                                     const int64_t *offsets, char *const *metas,
+                                     size_t n) {
+        /* No offset is stored while the assignment is replaced. */
+        g_mutex_lock(&c->lock);
+        c->store_gate++;
+        g_mutex_unlock(&c->lock);
+
+        /* 1. Commit what is stored (an eager re-assign drops stored
+         * offsets). */
+        rbk__consumer_commit_stored(c, RBK__COMMIT_TIMEOUT_MS);
+
+        /* 2. Targets forget their stored offset (librdkafka commits stored
+         * offsets of removed partitions asynchronously), then their new
+         * position is committed explicitly. */
+        rd_kafka_topic_partition_list_t *unstore =
+            rd_kafka_topic_partition_list_new((int)n);
+        for (size_t i = 0; i < n; i++)
+                rd_kafka_topic_partition_list_add(unstore, targets[i]->topic,
+                                                  targets[i]->partition)
+                    ->offset = RD_KAFKA_OFFSET_INVALID;
+        rd_kafka_offsets_store(c->rk, unstore);
+        rd_kafka_topic_partition_list_destroy(unstore);
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (metas)
+                err = rbk__commit_explicit(c, targets, offsets, metas, n);
+        if (err) {
+                rbk__log(c->hooks, 3, "quarantine",
+                         "committing the new position failed: %s",
+                         rd_kafka_err2str(err));
+                goto done;
+        }
+
+        /* 3. The assignment again, with the targets at their new offsets.
+         * Partition queues and their settings survive it. */
+        err = c->cooperative ? rbk__move_cooperative(c, targets, offsets, n)
+                             : rbk__move_eager(c, targets, offsets, n);
+        if (err)
+                rbk__log(c->hooks, 3, "quarantine", "re-assign failed: %s",
+                         rd_kafka_err2str(err));
+done:
+        g_mutex_lock(&c->lock);
+        c->store_gate--;
+        g_cond_broadcast(&c->cond);
+        g_mutex_unlock(&c->lock);
+        return err;
+}

@@ -1,0 +1,325 @@
+/* The partition module's promises: a message has one holder at a time
+ * (a revoke never frees a message a dead-letter send holds), messages
+ * already fetched are handled before a partition whose position fell out
+ * of range is quarantined (and the page's numbers count from the first
+ * unhandled offset), and a stale rbk_consumer_done() changes nothing. */
+#include "consumer_internal.h" /* the revoke driven from the test */
+#include "consumer_support.h"
+#include "harness.h"
+
+/* ------------------------------------------------------------ stale done */
+
+START_TEST(stale_done_is_refused) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-sd", 1);
+        cs_produce(cl, "t-sd", 0, 0, 5, "sd");
+        rbk_conf_t *conf = cs_conf(cl, "g-sd");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-sd"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        rbk_message_t *a = NULL, *b = NULL, *x = NULL;
+        for (int i = 0; i < 600 && !a; i++)
+                ck_assert_int_eq(rbk_consumer_poll(c, 100, &a), RBK_OK);
+        ck_assert_ptr_nonnull(a);
+        ck_assert_int_eq(a->offset, 0);
+        ck_assert_int_eq(rbk_consumer_done(c, a, RBK_HANDLED), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_poll(c, 5000, &b), RBK_OK);
+        ck_assert_ptr_nonnull(b);
+        ck_assert_int_eq(b->offset, 1);
+        /* A's second done: refused, and B stays outstanding. */
+        ck_assert_int_eq(rbk_consumer_done(c, a, RBK_HANDLED), RBK_ERR_STATE);
+        ck_assert_int_eq(rbk_consumer_done(c, a, RBK_RETRY), RBK_ERR_STATE);
+        /* Nothing else comes out of the partition while B is out. */
+        ck_assert_int_eq(rbk_consumer_poll(c, 300, &x), RBK_OK);
+        ck_assert_ptr_null(x);
+        ck_assert_int_eq(rbk_consumer_done(c, b, RBK_HANDLED), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_done(c, b, RBK_HANDLED), RBK_ERR_STATE);
+        /* C is handed out, never given back: the commit must stop at it. */
+        rbk_message_t *cm = NULL;
+        ck_assert_int_eq(rbk_consumer_poll(c, 5000, &cm), RBK_OK);
+        ck_assert_ptr_nonnull(cm);
+        ck_assert_int_eq(cm->offset, 2);
+        ck_assert_int_eq(rbk_consumer_done(c, b, RBK_HANDLED), RBK_ERR_STATE);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        ck_assert_int_eq(cs_committed(cl, "g-sd", "t-sd", 0, NULL, 0), 2);
+        /* After close, C's done is refused too (its partition is gone). */
+        ck_assert_int_eq(rbk_consumer_done(c, cm, RBK_HANDLED), RBK_ERR_STATE);
+        rbk_consumer_destroy(c);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ lagging */
+
+typedef struct {
+        GMutex lock;
+        GCond cond;
+        int gate_at;       /* offset the handler waits at, -1: none */
+        int waiting;       /* the handler is waiting at gate_at */
+        int slow_at;       /* offset at which it waits for the page (bounded) */
+        cs_events_t *evs;
+        GArray *offsets;   /* int64_t, handled, in order */
+} lag_t;
+
+static rbk_verdict_t h_lag(const rbk_message_t *m, void *opaque) {
+        lag_t *l = opaque;
+        g_mutex_lock(&l->lock);
+        if (m->offset == l->gate_at) {
+                l->waiting = 1;
+                g_cond_broadcast(&l->cond);
+                while (l->gate_at >= 0)
+                        g_cond_wait(&l->cond, &l->lock);
+                l->waiting = 0;
+        }
+        int slow = m->offset == l->slow_at;
+        g_mutex_unlock(&l->lock);
+        if (slow) /* still busy when the fetch past it fails */
+                CS_WAIT(cs_events_count(l->evs, RBK_EV_OFFSET_OUT_OF_RANGE) > 0,
+                        3000);
+        g_mutex_lock(&l->lock);
+        int64_t o = m->offset;
+        g_array_append_val(l->offsets, o);
+        g_mutex_unlock(&l->lock);
+        return RBK_HANDLED;
+}
+
+static int lag_count(lag_t *l, int64_t from, int64_t to) {
+        int n = 0;
+        g_mutex_lock(&l->lock);
+        for (guint i = 0; i < l->offsets->len; i++) {
+                int64_t o = g_array_index(l->offsets, int64_t, i);
+                n += o >= from && o < to;
+        }
+        g_mutex_unlock(&l->lock);
+        return n;
+}
+
+static int64_t lag_first_from(lag_t *l, int64_t from) {
+        int64_t best = -1;
+        g_mutex_lock(&l->lock);
+        for (guint i = 0; i < l->offsets->len; i++) {
+                int64_t o = g_array_index(l->offsets, int64_t, i);
+                if (o >= from && (best < 0 || o < best))
+                        best = o;
+        }
+        g_mutex_unlock(&l->lock);
+        return best;
+}
+
+/* Appends @n messages of @size bytes each (past the mock's 5 MB per
+ * partition, the log start moves: retention). */
+static void produce_big(cs_cluster_t *cl, const char *topic, int n,
+                        size_t size) {
+        char *buf = g_malloc0(size);
+        for (int i = 0; i < n; i++) {
+                rd_kafka_resp_err_t err;
+                do {
+                        err = rd_kafka_producev(
+                            cl->prk, RD_KAFKA_V_TOPIC(topic),
+                            RD_KAFKA_V_PARTITION(0),
+                            RD_KAFKA_V_VALUE(buf, size),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_END);
+                        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                                rd_kafka_poll(cl->prk, 10);
+                } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
+                ck_assert_msg(!err, "produce: %s", rd_kafka_err2str(err));
+        }
+        ck_assert_int_eq(rd_kafka_flush(cl->prk, 30000), 0);
+        g_free(buf);
+}
+
+START_TEST(lagging_consumer_handles_what_it_fetched) {
+        char e[512], key[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-lag", 1);
+        cs_produce(cl, "t-lag", 0, 0, 40, "lag");
+        lag_t l = {.gate_at = 15, .slow_at = 30};
+        g_mutex_init(&l.lock);
+        g_cond_init(&l.cond);
+        l.offsets = g_array_new(FALSE, FALSE, sizeof(int64_t));
+        l.evs = cs_events_new();
+        rbk_conf_t *conf = cs_conf(cl, "g-lag");
+        /* The library holds 25, librdkafka 15 more and then stops fetching
+         * (queued.min.messages): the fetch position stays at 40. */
+        cs_set(conf, "rbk.consumer.queue.max", "25");
+        cs_set(conf, "queued.min.messages", "15");
+        cs_set(conf, "rbk.consumer.initial.offset", "earliest");
+        rbk_conf_set_hook(conf, cs_hook, l.evs);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-lag"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_consumer_start(c, h_lag, &l), RBK_OK);
+        /* The handler is behind: it waits at 15 with 15..39 fetched. */
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&l.lock);
+                                  int w = l.waiting;
+                                  g_mutex_unlock(&l.lock);
+                                  w;
+                          }),
+                          60000));
+        rbk_consumer_stats_t st;
+        ck_assert(CS_WAIT((rbk_consumer_stats(c, &st), st.consumed >= 25),
+                          10000));
+        /* Retention passes the fetch position. */
+        produce_big(cl, "t-lag", 120, 50000);
+        int64_t lo = -1, hi = -1;
+        ck_assert_int_eq(rd_kafka_query_watermark_offsets(
+                             cl->prk, "t-lag", 0, &lo, &hi, 5000),
+                         0);
+        ck_assert_int_gt(lo, 40);
+        g_mutex_lock(&l.lock);
+        l.gate_at = -1;
+        g_cond_broadcast(&l.cond);
+        g_mutex_unlock(&l.lock);
+
+        ck_assert(CS_WAIT(cs_events_count(l.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+                              1,
+                          60000));
+        /* Every message fetched below the failed position was handled. */
+        ck_assert_int_eq(lag_count(&l, 0, 40), 40);
+        rbk_event_t ev;
+        ck_assert(cs_events_get(l.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key,
+                                sizeof(key)));
+        ck_assert_int_eq(ev.offset, 40);
+        ck_assert_int_eq(ev.low_watermark, lo);
+        ck_assert_int_eq(ev.high_watermark, hi);
+        ck_assert_int_eq(ev.first_unhandled, 40);
+        ck_assert_int_eq(ev.gap, lo - 40);
+        ck_assert_int_eq(ev.replay_if_earliest, 0);
+        ck_assert_int_eq(ev.skip_if_latest, hi - 40);
+        ck_assert_int_eq(cs_committed(cl, "g-lag", "t-lag", 0, NULL, 0), 40);
+        /* earliest skips exactly the gap: the next handled offset is lo. */
+        ck_assert_int_eq(rbk_consumer_resolve(c, "t-lag", 0,
+                                              RBK_RESOLVE_EARLIEST, 0, e,
+                                              sizeof(e)),
+                         RBK_OK);
+        ck_assert(CS_WAIT(lag_count(&l, 40, hi) == hi - lo, 60000));
+        ck_assert_int_eq(lag_first_from(&l, 40), lo);
+        ck_assert_int_eq(lag_count(&l, 40, lo), 0);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        ck_assert_int_eq(cs_committed(cl, "g-lag", "t-lag", 0, NULL, 0), hi);
+        rbk_consumer_destroy(c);
+        rbk_conf_destroy(conf);
+        cs_events_free(l.evs);
+        g_array_free(l.offsets, TRUE);
+        g_mutex_clear(&l.lock);
+        g_cond_clear(&l.cond);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ dead letters */
+
+typedef struct {
+        cs_rec_t *rec;
+        volatile gint fail; /* offsets of partition 0 below this fail */
+} dq_t;
+
+static rbk_verdict_t h_dq(const rbk_message_t *m, void *opaque) {
+        dq_t *d = opaque;
+        cs_rec_add(d->rec, m);
+        return m->partition == 0 && m->offset < g_atomic_int_get(&d->fail)
+                   ? RBK_RETRY
+                   : RBK_HANDLED;
+}
+
+/* Revokes and re-assigns the whole assignment from the test's thread, as
+ * a rebalance would (it becomes the poll thread for it). */
+static void revoke_and_assign(rbk_consumer_t *c) {
+        rd_kafka_topic_partition_list_t *l = NULL;
+        g_mutex_lock(&c->poll_mu);
+        rbk__tl_poller = c;
+        ck_assert_int_eq(rd_kafka_assignment(c->rk, &l), 0);
+        if (l->cnt) {
+                rbk__assign_rebalance(c, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS,
+                                      l);
+                rbk__assign_rebalance(c, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS,
+                                      l);
+        }
+        rbk__tl_poller = NULL;
+        g_mutex_unlock(&c->poll_mu);
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-dr", 2);
+        cs_topic(cl, "t-dr-dlq", 1);
+        for (int p = 0; p < 2; p++) {
+                ck_assert_int_eq(
+                    rd_kafka_mock_partition_set_leader(cl->mc, "t-dr", p, 1),
+                    0);
+                cs_produce(cl, "t-dr", p, 0, 10, "dr");
+        }
+        /* The dead-letter topic's leader answers slowly. */
+        ck_assert_int_eq(
+            rd_kafka_mock_partition_set_leader(cl->mc, "t-dr-dlq", 0, 3), 0);
+        ck_assert_int_eq(rd_kafka_mock_broker_set_rtt(cl->mc, 3, 300), 0);
+        rbk_conf_t *conf = cs_conf(cl, "g-dr");
+        cs_set(conf, "rbk.consumer.giveup", "deadletter");
+        cs_set(conf, "rbk.consumer.deadletter.topic", "t-dr-dlq");
+        cs_set(conf, "rbk.consumer.retry.max.attempts", "1");
+        cs_set(conf, "rbk.consumer.revoke.timeout.ms", "50");
+        cs_events_t *evs = cs_events_new();
+        rbk_conf_set_hook(conf, cs_hook, evs);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-dr"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        dq_t d = {.rec = cs_rec_new(), .fail = 10};
+        ck_assert_int_eq(rbk_consumer_start(c, h_dq, &d), RBK_OK);
+        ck_assert(CS_WAIT(cs_rec_has(d.rec, "dr-0-0"), 60000));
+        /* Revokes land while dead letters of partition 0 are in flight
+         * (each takes ~600 ms; the revoke waits 50 ms for it). */
+        int iterations = (int)rbk_test_scale(12, 4);
+        for (int i = 0; i < iterations; i++) {
+                ck_assert(CS_WAIT(({
+                                          g_mutex_lock(&c->lock);
+                                          int n = c->dlq_inflight;
+                                          g_mutex_unlock(&c->lock);
+                                          n > 0 ||
+                                              cs_events_count(
+                                                  evs, RBK_EV_DEADLETTERED) >=
+                                                  10;
+                                  }),
+                                  20000));
+                revoke_and_assign(c);
+        }
+        /* Then it settles: every message of partition 0 is dead-lettered
+         * (some more than once: a revoked one is read again), partition 1
+         * is handled, and the commits cover both. */
+        ck_assert(CS_WAIT(cs_committed(cl, "g-dr", "t-dr", 0, NULL, 0) == 10 &&
+                              cs_committed(cl, "g-dr", "t-dr", 1, NULL, 0) ==
+                                  10,
+                          90000));
+        ck_assert_int_eq(cs_rec_missing(d.rec, "dr", 2, 10, NULL, 0), 0);
+        ck_assert_int_eq(cs_events_count(evs, RBK_EV_DEADLETTER_FAILED), 0);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
+        cs_rec_free(d.rec);
+        cs_events_free(evs);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+static Suite *suite(void) {
+        Suite *s = suite_create("consumer_part");
+        RBK_TCASE(s, stale_done_is_refused, 120);
+        RBK_TCASE(s, lagging_consumer_handles_what_it_fetched, 180);
+        RBK_TCASE(s, revoke_never_frees_a_dead_letter_in_flight, 180);
+        return s;
+}
+
+RBK_TEST_MAIN()

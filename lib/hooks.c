@@ -89,66 +89,11 @@ const char *rbk_severity_name(rbk_severity_t sev) {
 
 /* ------------------------------------------------------------ JSON */
 
-/* Appends @p s as a JSON string (quotes included). Control characters are
- * escaped, valid UTF-8 passes through, each invalid byte becomes U+FFFD so
- * the output is always valid JSON. */
-static void rbk__json_str(GString *out, const char *s) {
-        const unsigned char *p = (const unsigned char *)s;
-        g_string_append_c(out, '"');
-        while (*p) {
-                unsigned char c = *p;
-                if (c < 0x80) {
-                        switch (c) {
-                        case '"':
-                                g_string_append(out, "\\\"");
-                                break;
-                        case '\\':
-                                g_string_append(out, "\\\\");
-                                break;
-                        case '\n':
-                                g_string_append(out, "\\n");
-                                break;
-                        case '\r':
-                                g_string_append(out, "\\r");
-                                break;
-                        case '\t':
-                                g_string_append(out, "\\t");
-                                break;
-                        case '\b':
-                                g_string_append(out, "\\b");
-                                break;
-                        case '\f':
-                                g_string_append(out, "\\f");
-                                break;
-                        default:
-                                if (c < 0x20 || c == 0x7f)
-                                        g_string_append_printf(out, "\\u%04x",
-                                                               c);
-                                else
-                                        g_string_append_c(out, (char)c);
-                        }
-                        p++;
-                        continue;
-                }
-                /* Multi-byte: validate one sequence. */
-                gunichar u = g_utf8_get_char_validated((const char *)p, -1);
-                if (u == (gunichar)-1 || u == (gunichar)-2) {
-                        g_string_append(out, "\\ufffd");
-                        p++;
-                } else {
-                        int n = g_unichar_to_utf8(u, NULL);
-                        g_string_append_len(out, (const char *)p, n);
-                        p += n;
-                }
-        }
-        g_string_append_c(out, '"');
-}
-
 static void rbk__json_kstr(GString *out, const char *k, const char *v) {
         if (!v)
                 return;
         g_string_append_printf(out, ",\"%s\":", k);
-        rbk__json_str(out, v);
+        rbk__json_escape_str(out, v);
 }
 
 static void rbk__json_kint(GString *out, const char *k, int64_t v) {

@@ -40,6 +40,12 @@ const char *rbk__unprefixed(const char *prefix, const char *name);
 /* Fork detection: each client records getpid() at creation. */
 int rbk__forked(pid_t creator);
 
+/* Appends @p s to @p out as a JSON string, quotes included: `"` and `\`
+ * escaped, \n \r \t \b \f as such, other control characters (and DEL) as
+ * \u00XX, valid UTF-8 unchanged, each byte of an invalid sequence as
+ * \ufffd, so the result is always valid JSON. NULL appends "". */
+void rbk__json_escape_str(GString *out, const char *s);
+
 /* ------------------------------------------------------------ conf.c */
 
 /* Memory handed to the application (dumps, JSON) is malloc()ed: rbk_free()

@@ -287,20 +287,6 @@ static int rbk__kerr_retriable(rd_kafka_resp_err_t err) {
         }
 }
 
-static void rbk__json_str(GString *s, const char *v) {
-        g_string_append_c(s, '"');
-        for (; v && *v; v++) {
-                unsigned char c = (unsigned char)*v;
-                if (c == '"' || c == '\\')
-                        g_string_append_printf(s, "\\%c", c);
-                else if (c < 0x20)
-                        g_string_append_printf(s, "\\u%04x", c);
-                else
-                        g_string_append_c(s, (char)c);
-        }
-        g_string_append_c(s, '"');
-}
-
 /* ------------------------------------------------------------ partitioner */
 
 /* A wrapper around librdkafka's built-in partitioners that records the
@@ -1861,7 +1847,7 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         /* The topic strings live in records: format while locked. */
         g_array_sort(counts, rbk__pcount_cmp);
         GString *s = g_string_new("{\"client\":");
-        rbk__json_str(s, p->client_name);
+        rbk__json_escape_str(s, p->client_name);
         g_string_append_printf(
             s,
             ",\"state\":\"%s\",\"generation\":%" G_GINT64_FORMAT
@@ -1880,7 +1866,7 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         for (guint i = 0; i < counts->len; i++) {
                 rbk__pcount_t *c = &g_array_index(counts, rbk__pcount_t, i);
                 g_string_append(s, i ? ",{\"topic\":" : "{\"topic\":");
-                rbk__json_str(s, c->topic);
+                rbk__json_escape_str(s, c->topic);
                 g_string_append_printf(s,
                                        ",\"partition\":%d,\"in_flight\":%" G_GUINT64_FORMAT
                                        "}",

@@ -46,6 +46,20 @@ int rbk__forked(pid_t creator);
  * \ufffd, so the result is always valid JSON. NULL appends "". */
 void rbk__json_escape_str(GString *out, const char *s);
 
+/* Redaction of secrets in text that may quote configuration or broker
+ * messages: PEM blocks (BEGIN through END, or to the end when cut off) and
+ * the values of ssl.key.pem=, sasl.password=, password= and secret= (case
+ * insensitive, up to whitespace or a comma). */
+#define RBK__REDACTED "[redacted]"
+/* Redacts @p s. With @p may_grow, every secret becomes "[redacted]";
+ * without, the string never gets longer (a value shorter than the marker
+ * becomes "*"). */
+void rbk__redact_gstring(GString *s, int may_grow);
+/* A redacted copy of @p line (g_free). */
+char *rbk__redact_dup(const char *line);
+/* Redacts @p line in place (never longer than before); NULL is ignored. */
+void rbk__redact(char *line);
+
 /* ------------------------------------------------------------ conf.c */
 
 /* Memory handed to the application (dumps, JSON) is malloc()ed: rbk_free()
@@ -112,8 +126,6 @@ void rbk__log(rbk__hooks_t *h, int level, const char *fac, const char *fmt,
  * callback). */
 void rbk__hooks_rd_log(rbk__hooks_t *h, int level, const char *fac,
                        const char *buf);
-/* Replaces secrets in a log line in place (PEM bodies, password=...). */
-void rbk__redact(char *line);
 /* Logs warnings for known issues of the running librdkafka version that
  * affect the library's defaults, and fires RBK_EV_VERSION_WARNING once per
  * process. */

@@ -159,3 +159,87 @@ void rbk__json_escape_str(GString *out, const char *s) {
         }
         g_string_append_c(out, '"');
 }
+
+/* ------------------------------------------------------------ redaction */
+
+/* Case-insensitive search for @p needle in @p s from @p from. */
+static const char *rbk__strcasestr_from(const char *s, const char *needle) {
+        size_t n = strlen(needle);
+        for (; *s; s++)
+                if (g_ascii_strncasecmp(s, needle, n) == 0)
+                        return s;
+        return NULL;
+}
+
+static const char *const rbk__secret_keys[] = {
+    "ssl.key.pem=", "sasl.password=", "password=", "secret=",
+};
+
+void rbk__redact_gstring(GString *s, int may_grow) {
+        static const size_t mlen = sizeof(RBK__REDACTED) - 1;
+        gsize pos = 0;
+        const char *hit;
+
+        /* PEM blocks, whatever their type: BEGIN line through END line. A
+         * block cut off before its END is redacted to the end. */
+        while ((hit = strstr(s->str + pos, "-----BEGIN"))) {
+                gsize start = (gsize)(hit - s->str), end;
+                const char *e = strstr(hit + 10, "-----END");
+                if (e) {
+                        const char *close = strstr(e + 8, "-----");
+                        end = close ? (gsize)(close - s->str) + 5
+                                    : (gsize)(e - s->str) + 8;
+                } else {
+                        end = s->len;
+                }
+                g_string_erase(s, (gssize)start, (gssize)(end - start));
+                g_string_insert(s, (gssize)start, RBK__REDACTED);
+                pos = start + mlen;
+        }
+
+        /* name=value pairs: the value runs to whitespace, a comma or the
+         * end. */
+        for (size_t k = 0; k < G_N_ELEMENTS(rbk__secret_keys); k++) {
+                const char *key = rbk__secret_keys[k];
+                size_t klen = strlen(key);
+                pos = 0;
+                while ((hit = rbk__strcasestr_from(s->str + pos, key))) {
+                        gsize vstart = (gsize)(hit - s->str) + klen, vend;
+                        for (vend = vstart; vend < s->len; vend++) {
+                                char c = s->str[vend];
+                                if (g_ascii_isspace(c) || c == ',')
+                                        break;
+                        }
+                        gsize vlen = vend - vstart;
+                        if (vlen == 0 ||
+                            (vlen == mlen &&
+                             !memcmp(s->str + vstart, RBK__REDACTED, mlen))) {
+                                pos = vend;
+                                continue;
+                        }
+                        const char *marker =
+                            (may_grow || vlen >= mlen) ? RBK__REDACTED : "*";
+                        g_string_erase(s, (gssize)vstart, (gssize)vlen);
+                        g_string_insert(s, (gssize)vstart, marker);
+                        pos = vstart + strlen(marker);
+                }
+        }
+}
+
+char *rbk__redact_dup(const char *line) {
+        GString *s = g_string_new(line);
+        rbk__redact_gstring(s, 1);
+        return g_string_free(s, FALSE);
+}
+
+void rbk__redact(char *line) {
+        if (!line)
+                return;
+        size_t len = strlen(line);
+        GString *s = g_string_new_len(line, (gssize)len);
+        rbk__redact_gstring(s, 0);
+        /* Never longer than the input: see rbk__redact_gstring(). */
+        g_assert(s->len <= len);
+        memcpy(line, s->str, s->len + 1);
+        g_string_free(s, TRUE);
+}

@@ -1,5 +1,6 @@
-/* Small shared helpers: the JSON string escaper. */
+/* Small shared helpers: the JSON string escaper, redaction. */
 #include <glib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "harness.h"
@@ -81,12 +82,46 @@ START_TEST(json_escape_appends) {
 }
 END_TEST
 
+START_TEST(redact_in_place_never_grows) {
+        char buf[128];
+        snprintf(buf, sizeof(buf), "password=abc, secret=0123456789abc end");
+        rbk__redact(buf);
+        ck_assert_str_eq(buf, "password=*, secret=[redacted] end");
+        snprintf(buf, sizeof(buf), "a -----BEGIN X-----\nAAAA\n-----END X----- b");
+        rbk__redact(buf);
+        ck_assert_str_eq(buf, "a [redacted] b");
+        snprintf(buf, sizeof(buf), "no secrets, password= here");
+        rbk__redact(buf);
+        ck_assert_str_eq(buf, "no secrets, password= here");
+        rbk__redact(NULL);
+}
+END_TEST
+
+START_TEST(redact_copy) {
+        char *r = rbk__redact_dup("sasl.password=ab x SECRET=c,"
+                                  " -----BEGIN KEY-----MIIcutoff");
+        ck_assert_str_eq(r, "sasl.password=[redacted] x SECRET=[redacted],"
+                            " [redacted]");
+        g_free(r);
+        /* Already redacted text stays as it is. */
+        r = rbk__redact_dup("password=[redacted] secret=[redacted]");
+        ck_assert_str_eq(r, "password=[redacted] secret=[redacted]");
+        g_free(r);
+        GString *s = g_string_new("password=pw");
+        rbk__redact_gstring(s, 0);
+        ck_assert_str_eq(s->str, "password=*");
+        g_string_free(s, TRUE);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("util");
         RBK_TCASE(s, json_escape_plain_and_quotes, 5);
         RBK_TCASE(s, json_escape_control_characters, 5);
         RBK_TCASE(s, json_escape_utf8, 5);
         RBK_TCASE(s, json_escape_appends, 5);
+        RBK_TCASE(s, redact_in_place_never_grows, 5);
+        RBK_TCASE(s, redact_copy, 5);
         return s;
 }
 

@@ -37,8 +37,22 @@ rbk_err_t rbk__topic_validate_len(size_t plen, const char *topic,
 char *rbk__prefixed(const char *prefix, const char *name);
 const char *rbk__unprefixed(const char *prefix, const char *name);
 
-/* Fork detection: each client records getpid() at creation. */
-int rbk__forked(pid_t creator);
+/* Fork detection, one for the whole library. A client records its process
+ * at creation (rbk__getpid(), or getpid(): both agree) and every public
+ * entry point starts with rbk__forked(creator), which returns 1 in a forked
+ * child of that process (the call then fails with RBK_ERR_FORKED) and 0
+ * otherwise. Outside a forked child it costs one memory load, no system
+ * call: the process id is kept up to date by a pthread_atfork child
+ * handler. */
+extern gint rbk__pid_cached;
+/* The calling process's id, without a system call. */
+pid_t rbk__getpid(void);
+/* For rbk__forked(): confirms a mismatch with getpid(). */
+int rbk__forked_slow(pid_t creator);
+static inline int rbk__forked(pid_t creator) {
+        pid_t now = (pid_t)g_atomic_int_get(&rbk__pid_cached);
+        return G_UNLIKELY(creator != now) && rbk__forked_slow(creator);
+}
 
 /* Appends @p s to @p out as a JSON string, quotes included: `"` and `\`
  * escaped, \n \r \t \b \f as such, other control characters (and DEL) as

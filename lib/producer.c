@@ -38,7 +38,6 @@
  * is the only one that replaces p->rk. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,17 +46,6 @@
 /* Set on the producer poll threads: application callbacks run there, and a
  * send made from them must never block. */
 static __thread int rbk__tls_no_block;
-
-/* Counts fork()s in the process (pthread_atfork child handler), so the
- * send path checks the pid (a system call) only after a fork happened. */
-static volatile gint rbk__fork_gen;
-static void rbk__atfork_child(void) {
-        rbk__fork_gen++;
-}
-static gpointer rbk__atfork_init(gpointer unused) {
-        pthread_atfork(NULL, NULL, rbk__atfork_child);
-        return unused;
-}
 
 /* How long the poll thread blocks on the queue between state checks. */
 #define RBK__POLL_MS 100
@@ -144,7 +132,6 @@ struct rbk_producer_s {
         char *prefix;
         size_t prefix_len;
         pid_t pid;
-        gint fork_gen; /* rbk__fork_gen at creation */
         uint64_t producer_id;
         int msgid_enable;
         int64_t send_timeout_ms;
@@ -778,7 +765,7 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
         if (!msg)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
                                    "msg is NULL");
-        if (G_UNLIKELY(rbk__fork_gen != p->fork_gen) && rbk__forked(p->pid))
+        if (rbk__forked(p->pid))
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
                                    "producer used in a forked child process; "
                                    "create clients after fork()");
@@ -1651,10 +1638,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
                 rbk__producer_free(p);
                 return NULL;
         }
-        static GOnce atfork_once = G_ONCE_INIT;
-        g_once(&atfork_once, rbk__atfork_init, NULL);
-        p->fork_gen = rbk__fork_gen;
-        p->pid = getpid();
+        p->pid = rbk__getpid();
         p->client_name = g_strdup(rbk__conf_str(p->conf, "rbk.client.name"));
         p->prefix = g_strdup(rbk__conf_prefix(p->conf));
         p->prefix_len = strlen(p->prefix);

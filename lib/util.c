@@ -88,23 +88,30 @@ const char *rbk__unprefixed(const char *prefix, const char *name) {
         return name;
 }
 
-/* fork()s this process descends from, counted by a pthread_atfork child
- * handler: rbk__forked() needs getpid() (a system call on every call since
- * glibc 2.25) only in a process that was forked. */
-static volatile gint rbk__forks;
+/* The process id as getpid() returns it, kept in memory: recorded when the
+ * library is loaded and again in every forked child by a pthread_atfork
+ * child handler (which runs before fork() returns in the child, while it
+ * has one thread). getpid() is a system call on every call since glibc
+ * 2.25; this is one load. */
+gint rbk__pid_cached;
 
 static void rbk__atfork_child(void) {
-        rbk__forks++;
+        g_atomic_int_set(&rbk__pid_cached, (gint)getpid());
 }
 
 __attribute__((constructor)) static void rbk__util_init(void) {
+        g_atomic_int_set(&rbk__pid_cached, (gint)getpid());
         pthread_atfork(NULL, NULL, rbk__atfork_child);
 }
 
-int rbk__forked(pid_t creator) {
-        if (G_LIKELY(!g_atomic_int_get(&rbk__forks)))
-                return 0;
-        return getpid() != creator;
+pid_t rbk__getpid(void) {
+        return (pid_t)g_atomic_int_get(&rbk__pid_cached);
+}
+
+int rbk__forked_slow(pid_t creator) {
+        /* The cache disagrees: a fork, or a child made without the atfork
+         * handlers (a raw clone()), where only the system call is right. */
+        return creator != getpid();
 }
 
 void rbk__json_escape_str(GString *out, const char *s) {

@@ -1,7 +1,10 @@
-/* Small shared helpers: the JSON string escaper, redaction. */
+/* Small shared helpers: the JSON string escaper, redaction, fork
+ * detection. */
 #include <glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "internal.h"
@@ -114,6 +117,44 @@ START_TEST(redact_copy) {
 }
 END_TEST
 
+START_TEST(fork_detected_only_in_the_child) {
+        pid_t parent = getpid();
+        ck_assert_int_eq(rbk__getpid(), parent);
+        ck_assert_int_eq(rbk__forked(parent), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+                /* Exit codes name the check that failed. */
+                if (rbk__getpid() != getpid())
+                        _exit(10);
+                if (!rbk__forked(parent))
+                        _exit(11);
+                if (rbk__forked(getpid()))
+                        _exit(12);
+                pid_t grandchild = fork();
+                if (grandchild < 0)
+                        _exit(13);
+                if (grandchild == 0)
+                        _exit(rbk__forked(parent) && rbk__forked(getppid()) &&
+                                      !rbk__forked(getpid())
+                                  ? 0
+                                  : 14);
+                int st;
+                if (waitpid(grandchild, &st, 0) != grandchild ||
+                    !WIFEXITED(st))
+                        _exit(15);
+                _exit(WEXITSTATUS(st));
+        }
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert(WIFEXITED(st));
+        ck_assert_int_eq(WEXITSTATUS(st), 0);
+        /* The parent is unaffected. */
+        ck_assert_int_eq(rbk__forked(parent), 0);
+        ck_assert_int_eq(rbk__getpid(), parent);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("util");
         RBK_TCASE(s, json_escape_plain_and_quotes, 5);
@@ -122,6 +163,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, json_escape_appends, 5);
         RBK_TCASE(s, redact_in_place_never_grows, 5);
         RBK_TCASE(s, redact_copy, 5);
+        RBK_TCASE(s, fork_detected_only_in_the_child, 10);
         return s;
 }
 

@@ -670,6 +670,14 @@ static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
         rbk__pool_push(&back[c], rec);
 }
 
+/* Every public entry point checks for a fork first, before it takes a
+ * lock: one a parent thread held at fork() time stays held in the child. */
+static rbk_err_t rbk__forked_err(char *errstr, size_t errstr_size) {
+        return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                           "producer used in a forked child process; create "
+                           "clients after fork()");
+}
+
 static rbk_err_t rbk__validate(rbk_producer_t *p, const rbk_msg_t *msg,
                                size_t *topic_lenp, size_t *id_lenp,
                                char *errstr, size_t errstr_size) {
@@ -766,9 +774,7 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
                                    "msg is NULL");
         if (rbk__forked(p->pid))
-                return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
-                                   "producer used in a forked child process; "
-                                   "create clients after fork()");
+                return rbk__forked_err(errstr, errstr_size);
         size_t id_len = 0, topic_len = 0;
         rbk_err_t err =
             rbk__validate(p, msg, &topic_len, &id_len, errstr, errstr_size);
@@ -933,6 +939,8 @@ rbk_err_t rbk_producer_send(rbk_producer_t *p, const rbk_msg_t *msg,
 rbk_err_t rbk_producer_send_sync(rbk_producer_t *p, const rbk_msg_t *msg,
                                  int timeout_ms, int64_t *offsetp, char *errstr,
                                  size_t errstr_size) {
+        if (p && rbk__forked(p->pid))
+                return rbk__forked_err(errstr, errstr_size);
         if (rbk__tls_no_block)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_WOULD_BLOCK,
                                    "rbk_producer_send_sync() called from a "
@@ -1765,6 +1773,8 @@ void rbk_producer_destroy(rbk_producer_t *p) {
 rbk_err_t rbk_producer_stats(rbk_producer_t *p, rbk_producer_stats_t *out) {
         if (!p || !out)
                 return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
         g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         rbk__merge_incoming(p);
@@ -1793,7 +1803,7 @@ static gint rbk__pcount_cmp(gconstpointer a, gconstpointer b) {
 }
 
 char *rbk_producer_stats_json(rbk_producer_t *p) {
-        if (!p)
+        if (!p || rbk__forked(p->pid))
                 return NULL;
         rbk_producer_stats_t st;
         GArray *counts = g_array_new(FALSE, FALSE, sizeof(rbk__pcount_t));
@@ -1871,6 +1881,8 @@ rbk_err_t rbk__producer_test_fatal(rbk_producer_t *p, int kafka_err,
                                    const char *reason) {
         if (!p)
                 return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
         rbk_err_t err = RBK_OK;
         g_mutex_lock(&p->lock);
         if (!p->rk || p->closing || p->recovering)

@@ -132,7 +132,9 @@ rbk__control_t *rbk__control_start_ops(const rbk__control_ops_t *ops,
  * the group as the application names it; rbk_consumer_close() stops it
  * first): resolves by incident key through the consumer's poll thread and
  * reports the consumer's member id. A consumer on an embedded mock cluster
- * (test.mock.num.brokers) gets a listener on that cluster. */
+ * (test.mock.num.brokers) gets a listener on that cluster. Defined on the
+ * consumer's side, in consumer_control.c, which builds the ops table: the
+ * listener itself knows the consumer only through rbk__control_ops_t. */
 rbk__control_t *rbk__control_start(rbk_consumer_t *c, const rbk_conf_t *conf,
                                    const char *group, char *errstr,
                                    size_t errstr_size);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "incident.h"
 
 #define RBK__CTL_GROUP "rbk-control"
 /* Bound of one consume call (the stop latency). */
@@ -35,23 +36,6 @@ void rbk__control_msg_init(rbk__control_msg_t *m, rbk__ctl_type_t type) {
         m->partition = -1;
         m->offset = -1;
         m->pid = -1;
-}
-
-static const char *const rbk__how_names[] = {NULL, "earliest", "latest",
-                                             "committed", "offset"};
-
-const char *rbk__control_how_name(rbk_resolve_t how) {
-        if (how >= RBK_RESOLVE_EARLIEST && how <= RBK_RESOLVE_OFFSET)
-                return rbk__how_names[how];
-        return "unknown";
-}
-
-rbk_resolve_t rbk__control_how_parse(const char *name) {
-        for (int i = RBK_RESOLVE_EARLIEST; name && i <= RBK_RESOLVE_OFFSET;
-             i++)
-                if (!strcmp(name, rbk__how_names[i]))
-                        return (rbk_resolve_t)i;
-        return (rbk_resolve_t)0;
 }
 
 char *rbk__control_new_id(void) {
@@ -80,7 +64,7 @@ char *rbk__control_msg_format(const rbk__control_msg_t *m, size_t *lenp,
         if (m->type == RBK__CTL_COMMAND &&
             (!*m->action || !*m->group || !*m->topic || m->partition < 0 ||
              !*m->incident_key ||
-             rbk__control_how_parse(rbk__control_how_name(m->how)) == 0 ||
+             rbk__resolve_parse(rbk__resolve_name(m->how)) == 0 ||
              (m->how == RBK_RESOLVE_OFFSET && m->offset < 0))) {
                 rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
                             "command %s is incomplete: it needs an action, "
@@ -107,7 +91,7 @@ char *rbk__control_msg_format(const rbk__control_msg_t *m, size_t *lenp,
                 g_key_file_set_string(kf, g, "incident", m->incident_key);
         if (m->type == RBK__CTL_COMMAND) {
                 g_key_file_set_string(kf, g, "choice",
-                                      rbk__control_how_name(m->how));
+                                      rbk__resolve_name(m->how));
                 if (m->how == RBK_RESOLVE_OFFSET)
                         g_key_file_set_int64(kf, g, "offset", m->offset);
                 if (m->expires_ms > 0)
@@ -285,7 +269,7 @@ rbk_err_t rbk__control_msg_parse(const void *buf, size_t len,
                 if (rbk__kf_str(kf, "choice", choice, sizeof(choice), 1, e,
                                 sizeof(e)))
                         goto out;
-                m.how = rbk__control_how_parse(choice);
+                m.how = rbk__resolve_parse(choice);
                 if (!m.how) {
                         g_snprintf(e, sizeof(e),
                                    "unknown choice \"%s\" (earliest, latest, "
@@ -720,7 +704,7 @@ static void rbk__ctl_handle(rbk__control_t *ctl, const rd_kafka_message_t *m) {
                                    *cmd.requested_by ? ")" : "");
         rbk__log(ctl->hooks, 5, "control",
                  "applying %s: resolve incident %s with %s%s", by,
-                 cmd.incident_key, rbk__control_how_name(cmd.how),
+                 cmd.incident_key, rbk__resolve_name(cmd.how),
                  cmd.how == RBK_RESOLVE_OFFSET ? " offset" : "");
         e[0] = '\0';
         rbk_err_t err = ctl->ops.resolve(ctl->target, &cmd, by, e, sizeof(e));

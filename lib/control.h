@@ -68,11 +68,6 @@ rbk_err_t rbk__control_msg_parse(const void *buf, size_t len,
                                  rbk__control_msg_t *out, char *errstr,
                                  size_t errstr_size);
 
-/* The names of the choices ("earliest", "latest", "committed", "offset")
- * and back (0 for an unknown name). */
-const char *rbk__control_how_name(rbk_resolve_t how);
-rbk_resolve_t rbk__control_how_parse(const char *name);
-
 /* A fresh command id (g_free): random, 32 hex digits. */
 char *rbk__control_new_id(void);
 

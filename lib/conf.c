@@ -574,7 +574,7 @@ static void rbk__dump_add(GPtrArray *lines, const char *name,
                         g_strdup_printf("%s=%s", name,
                                         rbk__conf_is_secret(name) &&
                                                 value && *value
-                                            ? "[redacted]"
+                                            ? RBK__REDACTED
                                             : (value ? value : "")));
 }
 

@@ -14,10 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "consumer_internal.h"
 #include "control.h"
-
-#include <librdkafka/rdkafka_mock.h>
+#include "incident.h"
 
 #define RBK__CTL_GROUP "rbk-control"
 /* Bound of one consume call (the stop latency). */
@@ -38,23 +36,6 @@ void rbk__control_msg_init(rbk__control_msg_t *m, rbk__ctl_type_t type) {
         m->partition = -1;
         m->offset = -1;
         m->pid = -1;
-}
-
-static const char *const rbk__how_names[] = {NULL, "earliest", "latest",
-                                             "committed", "offset"};
-
-const char *rbk__control_how_name(rbk_resolve_t how) {
-        if (how >= RBK_RESOLVE_EARLIEST && how <= RBK_RESOLVE_OFFSET)
-                return rbk__how_names[how];
-        return "unknown";
-}
-
-rbk_resolve_t rbk__control_how_parse(const char *name) {
-        for (int i = RBK_RESOLVE_EARLIEST; name && i <= RBK_RESOLVE_OFFSET;
-             i++)
-                if (!strcmp(name, rbk__how_names[i]))
-                        return (rbk_resolve_t)i;
-        return (rbk_resolve_t)0;
 }
 
 char *rbk__control_new_id(void) {
@@ -83,7 +64,7 @@ char *rbk__control_msg_format(const rbk__control_msg_t *m, size_t *lenp,
         if (m->type == RBK__CTL_COMMAND &&
             (!*m->action || !*m->group || !*m->topic || m->partition < 0 ||
              !*m->incident_key ||
-             rbk__control_how_parse(rbk__control_how_name(m->how)) == 0 ||
+             rbk__resolve_parse(rbk__resolve_name(m->how)) == 0 ||
              (m->how == RBK_RESOLVE_OFFSET && m->offset < 0))) {
                 rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
                             "command %s is incomplete: it needs an action, "
@@ -110,7 +91,7 @@ char *rbk__control_msg_format(const rbk__control_msg_t *m, size_t *lenp,
                 g_key_file_set_string(kf, g, "incident", m->incident_key);
         if (m->type == RBK__CTL_COMMAND) {
                 g_key_file_set_string(kf, g, "choice",
-                                      rbk__control_how_name(m->how));
+                                      rbk__resolve_name(m->how));
                 if (m->how == RBK_RESOLVE_OFFSET)
                         g_key_file_set_int64(kf, g, "offset", m->offset);
                 if (m->expires_ms > 0)
@@ -288,7 +269,7 @@ rbk_err_t rbk__control_msg_parse(const void *buf, size_t len,
                 if (rbk__kf_str(kf, "choice", choice, sizeof(choice), 1, e,
                                 sizeof(e)))
                         goto out;
-                m.how = rbk__control_how_parse(choice);
+                m.how = rbk__resolve_parse(choice);
                 if (!m.how) {
                         g_snprintf(e, sizeof(e),
                                    "unknown choice \"%s\" (earliest, latest, "
@@ -723,7 +704,7 @@ static void rbk__ctl_handle(rbk__control_t *ctl, const rd_kafka_message_t *m) {
                                    *cmd.requested_by ? ")" : "");
         rbk__log(ctl->hooks, 5, "control",
                  "applying %s: resolve incident %s with %s%s", by,
-                 cmd.incident_key, rbk__control_how_name(cmd.how),
+                 cmd.incident_key, rbk__resolve_name(cmd.how),
                  cmd.how == RBK_RESOLVE_OFFSET ? " offset" : "");
         e[0] = '\0';
         rbk_err_t err = ctl->ops.resolve(ctl->target, &cmd, by, e, sizeof(e));
@@ -946,51 +927,6 @@ rbk__control_t *rbk__control_start_ops(const rbk__control_ops_t *ops,
 fail:
         rbk__ctl_free(ctl);
         return NULL;
-}
-
-static size_t rbk__ctl_c_quarantined(void *target, rbk_quarantine_t *out,
-                                     size_t max) {
-        return rbk_consumer_quarantined(target, out, max);
-}
-
-static rbk_err_t rbk__ctl_c_resolve(void *target, const rbk__control_msg_t *cmd,
-                                    const char *applied_by, char *errstr,
-                                    size_t errstr_size) {
-        return rbk__consumer_resolve_by_incident(target, cmd->incident_key,
-                                                 cmd->how, cmd->offset,
-                                                 applied_by, errstr,
-                                                 errstr_size);
-}
-
-static char *rbk__ctl_c_member(void *target) {
-        rbk_consumer_t *c = target;
-        if (!c->rk)
-                return NULL;
-        char *m = rd_kafka_memberid(c->rk);
-        char *r = m && *m ? g_strdup(m) : NULL;
-        if (m)
-                rd_kafka_mem_free(c->rk, m);
-        return r;
-}
-
-static const rbk__control_ops_t rbk__ctl_consumer_ops = {
-    rbk__ctl_c_quarantined, rbk__ctl_c_resolve, rbk__ctl_c_member};
-
-rbk__control_t *rbk__control_start(rbk_consumer_t *c, const rbk_conf_t *conf,
-                                   const char *group, char *errstr,
-                                   size_t errstr_size) {
-        rd_kafka_mock_cluster_t *mc =
-            c && c->rk ? rd_kafka_handle_mock_cluster(c->rk) : NULL;
-        if (!mc || !conf)
-                return rbk__control_start_ops(&rbk__ctl_consumer_ops, c, conf,
-                                              group, errstr, errstr_size);
-        rbk_conf_t *dup = rbk_conf_dup(conf);
-        rbk__conf_set_raw(dup, "bootstrap.servers",
-                          rd_kafka_mock_cluster_bootstraps(mc));
-        rbk__control_t *ctl = rbk__control_start_ops(
-            &rbk__ctl_consumer_ops, c, dup, group, errstr, errstr_size);
-        rbk_conf_destroy(dup);
-        return ctl;
 }
 
 void rbk__control_stop(rbk__control_t *ctl) {

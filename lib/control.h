@@ -68,11 +68,6 @@ rbk_err_t rbk__control_msg_parse(const void *buf, size_t len,
                                  rbk__control_msg_t *out, char *errstr,
                                  size_t errstr_size);
 
-/* The names of the choices ("earliest", "latest", "committed", "offset")
- * and back (0 for an unknown name). */
-const char *rbk__control_how_name(rbk_resolve_t how);
-rbk_resolve_t rbk__control_how_parse(const char *name);
-
 /* A fresh command id (g_free): random, 32 hex digits. */
 char *rbk__control_new_id(void);
 
@@ -132,7 +127,9 @@ rbk__control_t *rbk__control_start_ops(const rbk__control_ops_t *ops,
  * the group as the application names it; rbk_consumer_close() stops it
  * first): resolves by incident key through the consumer's poll thread and
  * reports the consumer's member id. A consumer on an embedded mock cluster
- * (test.mock.num.brokers) gets a listener on that cluster. */
+ * (test.mock.num.brokers) gets a listener on that cluster. Defined on the
+ * consumer's side, in consumer_control.c, which builds the ops table: the
+ * listener itself knows the consumer only through rbk__control_ops_t. */
 rbk__control_t *rbk__control_start(rbk_consumer_t *c, const rbk_conf_t *conf,
                                    const char *group, char *errstr,
                                    size_t errstr_size);

@@ -13,8 +13,6 @@
  * window has expired are forgotten (their `repeat` history with them). */
 #define RBK__HOOKS_MAX_KEYS 4096
 
-#define RBK__REDACTED "[redacted]"
-
 typedef struct rbk__incident_s {
         int64_t last_ms;     /* when the last event of the key was delivered */
         uint64_t suppressed; /* dropped since then */
@@ -89,66 +87,11 @@ const char *rbk_severity_name(rbk_severity_t sev) {
 
 /* ------------------------------------------------------------ JSON */
 
-/* Appends @p s as a JSON string (quotes included). Control characters are
- * escaped, valid UTF-8 passes through, each invalid byte becomes U+FFFD so
- * the output is always valid JSON. */
-static void rbk__json_str(GString *out, const char *s) {
-        const unsigned char *p = (const unsigned char *)s;
-        g_string_append_c(out, '"');
-        while (*p) {
-                unsigned char c = *p;
-                if (c < 0x80) {
-                        switch (c) {
-                        case '"':
-                                g_string_append(out, "\\\"");
-                                break;
-                        case '\\':
-                                g_string_append(out, "\\\\");
-                                break;
-                        case '\n':
-                                g_string_append(out, "\\n");
-                                break;
-                        case '\r':
-                                g_string_append(out, "\\r");
-                                break;
-                        case '\t':
-                                g_string_append(out, "\\t");
-                                break;
-                        case '\b':
-                                g_string_append(out, "\\b");
-                                break;
-                        case '\f':
-                                g_string_append(out, "\\f");
-                                break;
-                        default:
-                                if (c < 0x20 || c == 0x7f)
-                                        g_string_append_printf(out, "\\u%04x",
-                                                               c);
-                                else
-                                        g_string_append_c(out, (char)c);
-                        }
-                        p++;
-                        continue;
-                }
-                /* Multi-byte: validate one sequence. */
-                gunichar u = g_utf8_get_char_validated((const char *)p, -1);
-                if (u == (gunichar)-1 || u == (gunichar)-2) {
-                        g_string_append(out, "\\ufffd");
-                        p++;
-                } else {
-                        int n = g_unichar_to_utf8(u, NULL);
-                        g_string_append_len(out, (const char *)p, n);
-                        p += n;
-                }
-        }
-        g_string_append_c(out, '"');
-}
-
 static void rbk__json_kstr(GString *out, const char *k, const char *v) {
         if (!v)
                 return;
         g_string_append_printf(out, ",\"%s\":", k);
-        rbk__json_str(out, v);
+        rbk__json_escape_str(out, v);
 }
 
 static void rbk__json_kint(GString *out, const char *k, int64_t v) {
@@ -194,94 +137,6 @@ char *rbk_event_to_json(const rbk_event_t *ev) {
         rbk__json_kstr(out, "id", ev->id);
         g_string_append_c(out, '}');
         return g_string_free(out, FALSE);
-}
-
-/* ------------------------------------------------------------ redaction */
-
-/* Case-insensitive search for @p needle in @p s from @p from. */
-static const char *rbk__strcasestr_from(const char *s, const char *needle) {
-        size_t n = strlen(needle);
-        for (; *s; s++)
-                if (g_ascii_strncasecmp(s, needle, n) == 0)
-                        return s;
-        return NULL;
-}
-
-static const char *const rbk__secret_keys[] = {
-    "ssl.key.pem=", "sasl.password=", "password=", "secret=",
-};
-
-/* Redacts @p s. With @p may_grow, every secret becomes "[redacted]";
- * without, the string never gets longer (a value shorter than the marker
- * becomes "*"). */
-static void rbk__redact_gstring(GString *s, int may_grow) {
-        static const size_t mlen = sizeof(RBK__REDACTED) - 1;
-        gsize pos = 0;
-        const char *hit;
-
-        /* PEM blocks, whatever their type: BEGIN line through END line. A
-         * block cut off before its END is redacted to the end. */
-        while ((hit = strstr(s->str + pos, "-----BEGIN"))) {
-                gsize start = (gsize)(hit - s->str), end;
-                const char *e = strstr(hit + 10, "-----END");
-                if (e) {
-                        const char *close = strstr(e + 8, "-----");
-                        end = close ? (gsize)(close - s->str) + 5
-                                    : (gsize)(e - s->str) + 8;
-                } else {
-                        end = s->len;
-                }
-                g_string_erase(s, (gssize)start, (gssize)(end - start));
-                g_string_insert(s, (gssize)start, RBK__REDACTED);
-                pos = start + mlen;
-        }
-
-        /* name=value pairs: the value runs to whitespace, a comma or the
-         * end. */
-        for (size_t k = 0; k < G_N_ELEMENTS(rbk__secret_keys); k++) {
-                const char *key = rbk__secret_keys[k];
-                size_t klen = strlen(key);
-                pos = 0;
-                while ((hit = rbk__strcasestr_from(s->str + pos, key))) {
-                        gsize vstart = (gsize)(hit - s->str) + klen, vend;
-                        for (vend = vstart; vend < s->len; vend++) {
-                                char c = s->str[vend];
-                                if (g_ascii_isspace(c) || c == ',')
-                                        break;
-                        }
-                        gsize vlen = vend - vstart;
-                        if (vlen == 0 ||
-                            (vlen == mlen &&
-                             !memcmp(s->str + vstart, RBK__REDACTED, mlen))) {
-                                pos = vend;
-                                continue;
-                        }
-                        const char *marker =
-                            (may_grow || vlen >= mlen) ? RBK__REDACTED : "*";
-                        g_string_erase(s, (gssize)vstart, (gssize)vlen);
-                        g_string_insert(s, (gssize)vstart, marker);
-                        pos = vstart + strlen(marker);
-                }
-        }
-}
-
-/* A redacted copy of @p line (g_free). */
-static char *rbk__redact_dup(const char *line) {
-        GString *s = g_string_new(line);
-        rbk__redact_gstring(s, 1);
-        return g_string_free(s, FALSE);
-}
-
-void rbk__redact(char *line) {
-        if (!line)
-                return;
-        size_t len = strlen(line);
-        GString *s = g_string_new_len(line, (gssize)len);
-        rbk__redact_gstring(s, 0);
-        /* Never longer than the input: see rbk__redact_gstring(). */
-        g_assert(s->len <= len);
-        memcpy(line, s->str, s->len + 1);
-        g_string_free(s, TRUE);
 }
 
 /* ------------------------------------------------------------ logging */

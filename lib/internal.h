@@ -37,8 +37,42 @@ rbk_err_t rbk__topic_validate_len(size_t plen, const char *topic,
 char *rbk__prefixed(const char *prefix, const char *name);
 const char *rbk__unprefixed(const char *prefix, const char *name);
 
-/* Fork detection: each client records getpid() at creation. */
-int rbk__forked(pid_t creator);
+/* Fork detection, one for the whole library. A client records its process
+ * at creation (rbk__getpid(), or getpid(): both agree) and every public
+ * entry point starts with rbk__forked(creator), which returns 1 in a forked
+ * child of that process (the call then fails with RBK_ERR_FORKED) and 0
+ * otherwise. Outside a forked child it costs one memory load, no system
+ * call: the process id is kept up to date by a pthread_atfork child
+ * handler. */
+extern gint rbk__pid_cached;
+/* The calling process's id, without a system call. */
+pid_t rbk__getpid(void);
+/* For rbk__forked(): confirms a mismatch with getpid(). */
+int rbk__forked_slow(pid_t creator);
+static inline int rbk__forked(pid_t creator) {
+        pid_t now = (pid_t)g_atomic_int_get(&rbk__pid_cached);
+        return G_UNLIKELY(creator != now) && rbk__forked_slow(creator);
+}
+
+/* Appends @p s to @p out as a JSON string, quotes included: `"` and `\`
+ * escaped, \n \r \t \b \f as such, other control characters (and DEL) as
+ * \u00XX, valid UTF-8 unchanged, each byte of an invalid sequence as
+ * \ufffd, so the result is always valid JSON. NULL appends "". */
+void rbk__json_escape_str(GString *out, const char *s);
+
+/* Redaction of secrets in text that may quote configuration or broker
+ * messages: PEM blocks (BEGIN through END, or to the end when cut off) and
+ * the values of ssl.key.pem=, sasl.password=, password= and secret= (case
+ * insensitive, up to whitespace or a comma). */
+#define RBK__REDACTED "[redacted]"
+/* Redacts @p s. With @p may_grow, every secret becomes "[redacted]";
+ * without, the string never gets longer (a value shorter than the marker
+ * becomes "*"). */
+void rbk__redact_gstring(GString *s, int may_grow);
+/* A redacted copy of @p line (g_free). */
+char *rbk__redact_dup(const char *line);
+/* Redacts @p line in place (never longer than before); NULL is ignored. */
+void rbk__redact(char *line);
 
 /* ------------------------------------------------------------ conf.c */
 
@@ -106,8 +140,6 @@ void rbk__log(rbk__hooks_t *h, int level, const char *fac, const char *fmt,
  * callback). */
 void rbk__hooks_rd_log(rbk__hooks_t *h, int level, const char *fac,
                        const char *buf);
-/* Replaces secrets in a log line in place (PEM bodies, password=...). */
-void rbk__redact(char *line);
 /* Logs warnings for known issues of the running librdkafka version that
  * affect the library's defaults, and fires RBK_EV_VERSION_WARNING once per
  * process. */

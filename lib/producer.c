@@ -38,7 +38,6 @@
  * is the only one that replaces p->rk. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,17 +46,6 @@
 /* Set on the producer poll threads: application callbacks run there, and a
  * send made from them must never block. */
 static __thread int rbk__tls_no_block;
-
-/* Counts fork()s in the process (pthread_atfork child handler), so the
- * send path checks the pid (a system call) only after a fork happened. */
-static volatile gint rbk__fork_gen;
-static void rbk__atfork_child(void) {
-        rbk__fork_gen++;
-}
-static gpointer rbk__atfork_init(gpointer unused) {
-        pthread_atfork(NULL, NULL, rbk__atfork_child);
-        return unused;
-}
 
 /* How long the poll thread blocks on the queue between state checks. */
 #define RBK__POLL_MS 100
@@ -144,7 +132,6 @@ struct rbk_producer_s {
         char *prefix;
         size_t prefix_len;
         pid_t pid;
-        gint fork_gen; /* rbk__fork_gen at creation */
         uint64_t producer_id;
         int msgid_enable;
         int64_t send_timeout_ms;
@@ -285,20 +272,6 @@ static int rbk__kerr_retriable(rd_kafka_resp_err_t err) {
         default:
                 return 0;
         }
-}
-
-static void rbk__json_str(GString *s, const char *v) {
-        g_string_append_c(s, '"');
-        for (; v && *v; v++) {
-                unsigned char c = (unsigned char)*v;
-                if (c == '"' || c == '\\')
-                        g_string_append_printf(s, "\\%c", c);
-                else if (c < 0x20)
-                        g_string_append_printf(s, "\\u%04x", c);
-                else
-                        g_string_append_c(s, (char)c);
-        }
-        g_string_append_c(s, '"');
 }
 
 /* ------------------------------------------------------------ partitioner */
@@ -697,6 +670,14 @@ static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
         rbk__pool_push(&back[c], rec);
 }
 
+/* Every public entry point checks for a fork first, before it takes a
+ * lock: one a parent thread held at fork() time stays held in the child. */
+static rbk_err_t rbk__forked_err(char *errstr, size_t errstr_size) {
+        return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                           "producer used in a forked child process; create "
+                           "clients after fork()");
+}
+
 static rbk_err_t rbk__validate(rbk_producer_t *p, const rbk_msg_t *msg,
                                size_t *topic_lenp, size_t *id_lenp,
                                char *errstr, size_t errstr_size) {
@@ -792,10 +773,8 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
         if (!msg)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
                                    "msg is NULL");
-        if (G_UNLIKELY(rbk__fork_gen != p->fork_gen) && rbk__forked(p->pid))
-                return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
-                                   "producer used in a forked child process; "
-                                   "create clients after fork()");
+        if (rbk__forked(p->pid))
+                return rbk__forked_err(errstr, errstr_size);
         size_t id_len = 0, topic_len = 0;
         rbk_err_t err =
             rbk__validate(p, msg, &topic_len, &id_len, errstr, errstr_size);
@@ -960,6 +939,8 @@ rbk_err_t rbk_producer_send(rbk_producer_t *p, const rbk_msg_t *msg,
 rbk_err_t rbk_producer_send_sync(rbk_producer_t *p, const rbk_msg_t *msg,
                                  int timeout_ms, int64_t *offsetp, char *errstr,
                                  size_t errstr_size) {
+        if (p && rbk__forked(p->pid))
+                return rbk__forked_err(errstr, errstr_size);
         if (rbk__tls_no_block)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_WOULD_BLOCK,
                                    "rbk_producer_send_sync() called from a "
@@ -1665,10 +1646,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
                 rbk__producer_free(p);
                 return NULL;
         }
-        static GOnce atfork_once = G_ONCE_INIT;
-        g_once(&atfork_once, rbk__atfork_init, NULL);
-        p->fork_gen = rbk__fork_gen;
-        p->pid = getpid();
+        p->pid = rbk__getpid();
         p->client_name = g_strdup(rbk__conf_str(p->conf, "rbk.client.name"));
         p->prefix = g_strdup(rbk__conf_prefix(p->conf));
         p->prefix_len = strlen(p->prefix);
@@ -1795,6 +1773,8 @@ void rbk_producer_destroy(rbk_producer_t *p) {
 rbk_err_t rbk_producer_stats(rbk_producer_t *p, rbk_producer_stats_t *out) {
         if (!p || !out)
                 return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
         g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         rbk__merge_incoming(p);
@@ -1823,7 +1803,7 @@ static gint rbk__pcount_cmp(gconstpointer a, gconstpointer b) {
 }
 
 char *rbk_producer_stats_json(rbk_producer_t *p) {
-        if (!p)
+        if (!p || rbk__forked(p->pid))
                 return NULL;
         rbk_producer_stats_t st;
         GArray *counts = g_array_new(FALSE, FALSE, sizeof(rbk__pcount_t));
@@ -1861,7 +1841,7 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         /* The topic strings live in records: format while locked. */
         g_array_sort(counts, rbk__pcount_cmp);
         GString *s = g_string_new("{\"client\":");
-        rbk__json_str(s, p->client_name);
+        rbk__json_escape_str(s, p->client_name);
         g_string_append_printf(
             s,
             ",\"state\":\"%s\",\"generation\":%" G_GINT64_FORMAT
@@ -1880,7 +1860,7 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         for (guint i = 0; i < counts->len; i++) {
                 rbk__pcount_t *c = &g_array_index(counts, rbk__pcount_t, i);
                 g_string_append(s, i ? ",{\"topic\":" : "{\"topic\":");
-                rbk__json_str(s, c->topic);
+                rbk__json_escape_str(s, c->topic);
                 g_string_append_printf(s,
                                        ",\"partition\":%d,\"in_flight\":%" G_GUINT64_FORMAT
                                        "}",
@@ -1901,6 +1881,8 @@ rbk_err_t rbk__producer_test_fatal(rbk_producer_t *p, int kafka_err,
                                    const char *reason) {
         if (!p)
                 return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
         rbk_err_t err = RBK_OK;
         g_mutex_lock(&p->lock);
         if (!p->rk || p->closing || p->recovering)

@@ -76,7 +76,7 @@ static void rbk__reg_init_locked(void) {
                 rbk__reg_names[k] = g_hash_table_new(g_str_hash, g_str_equal);
         rbk__reg_clients = g_hash_table_new(g_direct_hash, g_direct_equal);
         rbk__reg_order = g_ptr_array_new();
-        g_atomic_int_set(&rbk__reg_pid, (gint)getpid());
+        g_atomic_int_set(&rbk__reg_pid, (gint)rbk__getpid());
 }
 
 /* Called with the lock held: waits until @p e is no longer CREATING.
@@ -377,7 +377,7 @@ void rbk__registry_reset(void) {
         if (rbk__reg_phase == RBK__REG_SHUT_DOWN) {
                 rbk__reg_phase = RBK__REG_OPEN;
                 rbk__reg_shutdown_rc = RBK_OK;
-                g_atomic_int_set(&rbk__reg_pid, (gint)getpid());
+                g_atomic_int_set(&rbk__reg_pid, (gint)rbk__getpid());
         }
         g_mutex_unlock(&rbk__reg_lock);
 }

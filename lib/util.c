@@ -88,21 +88,165 @@ const char *rbk__unprefixed(const char *prefix, const char *name) {
         return name;
 }
 
-/* fork()s this process descends from, counted by a pthread_atfork child
- * handler: rbk__forked() needs getpid() (a system call on every call since
- * glibc 2.25) only in a process that was forked. */
-static volatile gint rbk__forks;
+/* The process id as getpid() returns it, kept in memory: recorded when the
+ * library is loaded and again in every forked child by a pthread_atfork
+ * child handler (which runs before fork() returns in the child, while it
+ * has one thread). getpid() is a system call on every call since glibc
+ * 2.25; this is one load. */
+gint rbk__pid_cached;
 
 static void rbk__atfork_child(void) {
-        rbk__forks++;
+        g_atomic_int_set(&rbk__pid_cached, (gint)getpid());
 }
 
 __attribute__((constructor)) static void rbk__util_init(void) {
+        g_atomic_int_set(&rbk__pid_cached, (gint)getpid());
         pthread_atfork(NULL, NULL, rbk__atfork_child);
 }
 
-int rbk__forked(pid_t creator) {
-        if (G_LIKELY(!g_atomic_int_get(&rbk__forks)))
-                return 0;
-        return getpid() != creator;
+pid_t rbk__getpid(void) {
+        return (pid_t)g_atomic_int_get(&rbk__pid_cached);
+}
+
+int rbk__forked_slow(pid_t creator) {
+        /* The cache disagrees: a fork, or a child made without the atfork
+         * handlers (a raw clone()), where only the system call is right. */
+        return creator != getpid();
+}
+
+void rbk__json_escape_str(GString *out, const char *s) {
+        const unsigned char *p = (const unsigned char *)(s ? s : "");
+        g_string_append_c(out, '"');
+        while (*p) {
+                unsigned char c = *p;
+                if (c < 0x80) {
+                        switch (c) {
+                        case '"':
+                                g_string_append(out, "\\\"");
+                                break;
+                        case '\\':
+                                g_string_append(out, "\\\\");
+                                break;
+                        case '\n':
+                                g_string_append(out, "\\n");
+                                break;
+                        case '\r':
+                                g_string_append(out, "\\r");
+                                break;
+                        case '\t':
+                                g_string_append(out, "\\t");
+                                break;
+                        case '\b':
+                                g_string_append(out, "\\b");
+                                break;
+                        case '\f':
+                                g_string_append(out, "\\f");
+                                break;
+                        default:
+                                if (c < 0x20 || c == 0x7f)
+                                        g_string_append_printf(out, "\\u%04x",
+                                                               c);
+                                else
+                                        g_string_append_c(out, (char)c);
+                        }
+                        p++;
+                        continue;
+                }
+                /* Multi-byte: one sequence, validated (no overlong forms,
+                 * no surrogates, nothing above U+10FFFF). */
+                gunichar u = g_utf8_get_char_validated((const char *)p, -1);
+                if (u == (gunichar)-1 || u == (gunichar)-2) {
+                        g_string_append(out, "\\ufffd");
+                        p++;
+                } else {
+                        int n = g_unichar_to_utf8(u, NULL);
+                        g_string_append_len(out, (const char *)p, n);
+                        p += n;
+                }
+        }
+        g_string_append_c(out, '"');
+}
+
+/* ------------------------------------------------------------ redaction */
+
+/* Case-insensitive search for @p needle in @p s from @p from. */
+static const char *rbk__strcasestr_from(const char *s, const char *needle) {
+        size_t n = strlen(needle);
+        for (; *s; s++)
+                if (g_ascii_strncasecmp(s, needle, n) == 0)
+                        return s;
+        return NULL;
+}
+
+static const char *const rbk__secret_keys[] = {
+    "ssl.key.pem=", "sasl.password=", "password=", "secret=",
+};
+
+void rbk__redact_gstring(GString *s, int may_grow) {
+        static const size_t mlen = sizeof(RBK__REDACTED) - 1;
+        gsize pos = 0;
+        const char *hit;
+
+        /* PEM blocks, whatever their type: BEGIN line through END line. A
+         * block cut off before its END is redacted to the end. */
+        while ((hit = strstr(s->str + pos, "-----BEGIN"))) {
+                gsize start = (gsize)(hit - s->str), end;
+                const char *e = strstr(hit + 10, "-----END");
+                if (e) {
+                        const char *close = strstr(e + 8, "-----");
+                        end = close ? (gsize)(close - s->str) + 5
+                                    : (gsize)(e - s->str) + 8;
+                } else {
+                        end = s->len;
+                }
+                g_string_erase(s, (gssize)start, (gssize)(end - start));
+                g_string_insert(s, (gssize)start, RBK__REDACTED);
+                pos = start + mlen;
+        }
+
+        /* name=value pairs: the value runs to whitespace, a comma or the
+         * end. */
+        for (size_t k = 0; k < G_N_ELEMENTS(rbk__secret_keys); k++) {
+                const char *key = rbk__secret_keys[k];
+                size_t klen = strlen(key);
+                pos = 0;
+                while ((hit = rbk__strcasestr_from(s->str + pos, key))) {
+                        gsize vstart = (gsize)(hit - s->str) + klen, vend;
+                        for (vend = vstart; vend < s->len; vend++) {
+                                char c = s->str[vend];
+                                if (g_ascii_isspace(c) || c == ',')
+                                        break;
+                        }
+                        gsize vlen = vend - vstart;
+                        if (vlen == 0 ||
+                            (vlen == mlen &&
+                             !memcmp(s->str + vstart, RBK__REDACTED, mlen))) {
+                                pos = vend;
+                                continue;
+                        }
+                        const char *marker =
+                            (may_grow || vlen >= mlen) ? RBK__REDACTED : "*";
+                        g_string_erase(s, (gssize)vstart, (gssize)vlen);
+                        g_string_insert(s, (gssize)vstart, marker);
+                        pos = vstart + strlen(marker);
+                }
+        }
+}
+
+char *rbk__redact_dup(const char *line) {
+        GString *s = g_string_new(line);
+        rbk__redact_gstring(s, 1);
+        return g_string_free(s, FALSE);
+}
+
+void rbk__redact(char *line) {
+        if (!line)
+                return;
+        size_t len = strlen(line);
+        GString *s = g_string_new_len(line, (gssize)len);
+        rbk__redact_gstring(s, 0);
+        /* Never longer than the input: see rbk__redact_gstring(). */
+        g_assert(s->len <= len);
+        memcpy(line, s->str, s->len + 1);
+        g_string_free(s, TRUE);
 }

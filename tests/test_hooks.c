@@ -415,19 +415,6 @@ START_TEST(redaction_in_logs) {
         ck_assert_int_eq(c.n, 1);
         ck_assert_str_eq(c.message[0], "broker said password=[redacted]");
 
-        /* In place: never longer than the input. */
-        char buf[128];
-        snprintf(buf, sizeof(buf), "password=abc, secret=0123456789abc end");
-        rbk__redact(buf);
-        ck_assert_str_eq(buf, "password=*, secret=[redacted] end");
-        snprintf(buf, sizeof(buf), "a -----BEGIN X-----\nAAAA\n-----END X----- b");
-        rbk__redact(buf);
-        ck_assert_str_eq(buf, "a [redacted] b");
-        snprintf(buf, sizeof(buf), "no secrets, password= here");
-        rbk__redact(buf);
-        ck_assert_str_eq(buf, "no secrets, password= here");
-        rbk__redact(NULL);
-
         rbk__hooks_destroy(h);
         capture_clear(&c);
         logcap_clear(&l);

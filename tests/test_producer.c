@@ -1,5 +1,6 @@
 /* The producer: send path, delivery reports, ids, bad input, backpressure,
  * shutdown, fork, stats. Against the in-process mock cluster. */
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -715,6 +716,101 @@ START_TEST(forked_child_gets_forked) {
 }
 END_TEST
 
+/* A sender thread that keeps the producer's locks busy, so that a fork()
+ * often happens while one of them is held. */
+typedef struct {
+        rbk_producer_t *p;
+        const char *topic;
+        volatile gint stop;
+        uint64_t sent;
+} busy_sender_t;
+
+static gpointer busy_sender_main(gpointer arg) {
+        busy_sender_t *b = arg;
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = b->topic;
+        m.value = "x";
+        m.value_len = 1;
+        while (!g_atomic_int_get(&b->stop))
+                if (rbk_producer_send(b->p, &m, NULL, 0) == RBK_OK)
+                        b->sent++;
+        return NULL;
+}
+
+/* In the child: every producer call fails with RBK_ERR_FORKED at once,
+ * without waiting for a lock a parent thread held at fork() time. The exit
+ * code names the call that failed; SIGALRM means one hung. */
+static int forked_child_checks(rbk_producer_t *p, const char *topic) {
+        /* Check's SIGALRM handler, inherited, would kill the whole test. */
+        signal(SIGALRM, SIG_DFL);
+        alarm(5);
+        rbk_producer_stats_t st;
+        if (rbk_producer_stats(p, &st) != RBK_ERR_FORKED)
+                return 10;
+        if (rbk_producer_stats_json(p) != NULL)
+                return 11;
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = topic;
+        char errstr[256];
+        if (rbk_producer_send_sync(p, &m, 10, NULL, errstr, sizeof(errstr)) !=
+                RBK_ERR_FORKED ||
+            !strstr(errstr, "fork"))
+                return 12;
+        if (rbk_producer_send(p, &m, NULL, 0) != RBK_ERR_FORKED)
+                return 13;
+        if (rbk_producer_flush(p, 10) != RBK_ERR_FORKED)
+                return 14;
+        if (rbk_testing_fatal_error(p, 45, "child") != RBK_ERR_FORKED)
+                return 15;
+        if (rbk_producer_close(p, 10) != RBK_ERR_FORKED)
+                return 16;
+        rbk_producer_destroy(p); /* must not touch librdkafka */
+        return 0;
+}
+
+START_TEST(forked_child_never_waits_for_a_lock) {
+        char *topic = topic_name("forkbusy");
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        rbk_conf_t *conf = ps_conf(tc, NULL);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        busy_sender_t b = {.p = p, .topic = topic};
+        GThread *th = g_thread_new("busy-sender", busy_sender_main, &b);
+        g_usleep(50 * 1000);
+        for (int i = 0; i < 40; i++) {
+                pid_t pid = fork();
+                ck_assert_int_ge(pid, 0);
+                if (pid == 0)
+                        _exit(forked_child_checks(p, topic));
+                int status = 0;
+                ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+                ck_assert_msg(WIFEXITED(status),
+                              "child %d killed by signal %d (a hang?)", i,
+                              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+                ck_assert_msg(WEXITSTATUS(status) == 0,
+                              "child %d exited with %d", i,
+                              WEXITSTATUS(status));
+                g_usleep(2 * 1000);
+        }
+        g_atomic_int_set(&b.stop, 1);
+        g_thread_join(th);
+        ck_assert_uint_gt(b.sent, 0);
+        /* The parent goes on as before. */
+        rbk_producer_stats_t st;
+        ck_assert_int_eq(rbk_producer_stats(p, &st), RBK_OK);
+        ck_assert_uint_eq(st.accepted, b.sent);
+        char *js = rbk_producer_stats_json(p);
+        ck_assert_ptr_nonnull(js);
+        rbk_free(js);
+        ck_assert_int_eq(rbk_producer_flush(p, 30000), RBK_OK);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
 START_TEST(creation_errors) {
         char errstr[512];
         rbk_conf_t *conf = rbk_conf_new();
@@ -746,6 +842,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, send_sync_timeout_keeps_message, 60);
         RBK_TCASE(s, close_reports_undelivered, 30);
         RBK_TCASE(s, forked_child_gets_forked, 30);
+        RBK_TCASE(s, forked_child_never_waits_for_a_lock, 90);
         RBK_TCASE(s, creation_errors, 30);
         return s;
 }

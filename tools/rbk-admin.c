@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "incident.h"
 #include "internal.h"
 
 enum {
@@ -30,9 +31,6 @@ enum {
         EX_REFUSED = 4,
         EX_TIMEOUT = 5
 };
-
-#define QMARK "rbk-quarantine:"
-#define RMARK "rbk-resolved:"
 
 static const char *prog = "rbk-admin";
 
@@ -594,10 +592,11 @@ static int cmd_status(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
                         g_snprintf(lag, sizeof(lag), "%" PRId64,
                                    hi - t->offset);
                 }
-                if (!strncmp(meta, QMARK, strlen(QMARK))) {
+                const char *qkey = rbk__meta_quarantine_key(meta);
+                if (qkey) {
                         state = "QUARANTINED";
                         quarantined++;
-                } else if (!strncmp(meta, RMARK, strlen(RMARK)) &&
+                } else if (rbk__meta_resolved_key(meta, NULL) &&
                            !strcmp(state, "ok")) {
                         state = "resolved";
                 }
@@ -608,7 +607,7 @@ static int cmd_status(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
                        rbk__unprefixed(prefix, t->topic), t->partition, com,
                        low, high, lag, state, owner ? owner : "-");
                 if (!strcmp(state, "QUARANTINED"))
-                        printf("  incident %s", meta + strlen(QMARK));
+                        printf("  incident %s", qkey);
                 else if (!strcmp(state, "resolved"))
                         printf("  (%s)", meta);
                 if (t->err)
@@ -735,7 +734,7 @@ static int resolve_live(const rbk_conf_t *conf, rbk__control_msg_t *cmd) {
                 printf("resolved: incident %s, %s [%" PRId32
                        "] resumed (%s%s) by %s\n",
                        cmd->incident_key, cmd->topic, cmd->partition,
-                       rbk__control_how_name(cmd->how), off, who);
+                       rbk__resolve_name(cmd->how), off, who);
         } else if (ack.result == RBK_ERR_NOT_QUARANTINED ||
                    ack.result == RBK_ERR_ALREADY_RESOLVED) {
                 err("already resolved or not quarantined: %s (answered by "
@@ -762,7 +761,7 @@ static int resolve_args(int argc, char **argv, int32_t *partitionp,
                 return EX_USAGE_;
         }
         int32_t partition = (int32_t)part64;
-        rbk_resolve_t how = rbk__control_how_parse(argv[4]);
+        rbk_resolve_t how = rbk__resolve_parse(argv[4]);
         int64_t offset = -1;
         if (!how || how == RBK_RESOLVE_OFFSET) {
                 if (parse_i64(argv[4], &offset)) {
@@ -848,9 +847,9 @@ static int cmd_resolve(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
         char *key = NULL;
         if (o.incident)
                 key = g_strdup(o.incident);
-        else if (!strncmp(meta, QMARK, strlen(QMARK)))
-                key = g_strdup(meta + strlen(QMARK));
-        if (!key && !strncmp(meta, RMARK, strlen(RMARK))) {
+        else if (rbk__meta_quarantine_key(meta))
+                key = g_strdup(rbk__meta_quarantine_key(meta));
+        if (!key && rbk__meta_resolved_key(meta, NULL)) {
                 err("already resolved or not quarantined: the last commit "
                     "of %s [%" PRId32 "] is an operator resolution (%s), "
                     "offset %" PRId64 " within the log %" PRId64 "..%" PRId64,
@@ -878,8 +877,8 @@ static int cmd_resolve(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
         if (!key) {
                 /* Out of range but not marked (yet): the consumer's key
                  * uses the failed position, which is the committed one. */
-                key = g_strdup_printf("%s/%s/%" PRId32 "/%" PRId64, ugroup,
-                                      utopic, partition, committed);
+                key = rbk__incident_key(RBK__INCIDENT_QUARANTINE, ugroup,
+                                        utopic, partition, committed);
                 printf("note: no quarantine mark in the committed offset; "
                        "assuming incident %s (use --incident KEY to name "
                        "another)\n",
@@ -933,7 +932,7 @@ static int cmd_resolve(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
                 printf("  resuming at offset %" PRId64 ": ", target);
         else
                 printf("  resuming at %s = offset %" PRId64 ": ",
-                       rbk__control_how_name(how), target);
+                       rbk__resolve_name(how), target);
         if (committed >= lo && committed <= hi) {
                 if (target > committed)
                         printf("skips %" PRId64 " message(s)\n",
@@ -965,8 +964,7 @@ static int cmd_resolve(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
         /* No running member: the position is committed here. A member
          * joining meanwhile makes the broker refuse the commit. */
         if (!gi.known || gi.members == 0) {
-                char *m = g_strdup_printf(RMARK "%s:%s",
-                                          rbk__control_how_name(how), key);
+                char *m = rbk__meta_resolved(how, key);
                 char es[512];
                 ke = group_commit(rk, group, topic, partition, target, m, es,
                                   sizeof(es));

@@ -187,7 +187,8 @@ typedef struct rbk_producer_stats_s {
 
 /**
  * @brief Reads the producer's counters.
- * @returns RBK_OK or RBK_ERR_INVALID_ARG.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG, or RBK_ERR_FORKED in a forked child
+ * (then @p out is left as it was).
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_producer_stats(rbk_producer_t *p,
@@ -195,7 +196,8 @@ RBK_API rbk_err_t rbk_producer_stats(rbk_producer_t *p,
 
 /**
  * @brief The counters as JSON, including in-flight counts per partition.
- * @returns a string to free with rbk_free().
+ * @returns a string to free with rbk_free(); NULL if @p p is NULL or this is
+ * a forked child of the process that created it.
  * Thread-safety: safe from any thread.
  */
 RBK_API char *rbk_producer_stats_json(rbk_producer_t *p);

@@ -194,7 +194,7 @@ RBK_API rbk_err_t rbk_testcluster_set_coordinator(rbk_testcluster_t *tc,
  * @param reason free text, shown in the cause.
  * @returns RBK_OK; RBK_ERR_INVALID_ARG; RBK_ERR_STATE when the producer is
  * closed, has given up, is already recovering or its instance already has a
- * fatal error.
+ * fatal error; RBK_ERR_FORKED in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testing_fatal_error(rbk_producer_t *p, int kafka_err,

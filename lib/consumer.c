@@ -11,6 +11,7 @@
 
 #include "consumer_internal.h"
 #include "control.h"
+#include "incident.h"
 
 __thread rbk_consumer_t *rbk__tl_poller;
 
@@ -279,9 +280,9 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
         if (act == RBK__ACT_GAVE_UP) {
                 rbk_event_t ev;
                 rbk__event_init(&ev, RBK_EV_HANDLER_GAVE_UP, RBK_SEV_ERROR);
-                char *key = g_strdup_printf("%s/%s/%" PRId32 "/gave-up/%" PRId64,
-                                            c->ugroup, p->utopic, p->partition,
-                                            offset);
+                char *key =
+                    rbk__incident_key(RBK__INCIDENT_GAVE_UP, c->ugroup,
+                                      p->utopic, p->partition, offset);
                 char *msg = g_strdup_printf(
                     "handler gave up on %s [%" PRId32 "] offset %" PRId64
                     " after %d attempt(s); the partition is paused until "
@@ -794,6 +795,8 @@ rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
                             rbk_verdict_t verdict) {
         if (!c || !msg || (verdict != RBK_HANDLED && verdict != RBK_RETRY))
                 return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(c->pid))
+                return RBK_ERR_FORKED;
         rbk__msg_t *m = (rbk__msg_t *)msg;
         /* The slot is checked under the lock that hands slots out: a
          * message already given back (or a slot handed out again since)
@@ -1047,19 +1050,6 @@ rbk_err_t rbk_consumer_stats(rbk_consumer_t *c, rbk_consumer_stats_t *out) {
         return RBK_OK;
 }
 
-static void rbk__json_str(GString *s, const char *v) {
-        g_string_append_c(s, '"');
-        for (const unsigned char *q = (const unsigned char *)v; q && *q; q++) {
-                if (*q == '"' || *q == '\\')
-                        g_string_append_printf(s, "\\%c", *q);
-                else if (*q < 0x20)
-                        g_string_append_printf(s, "\\u%04x", *q);
-                else
-                        g_string_append_c(s, (char)*q);
-        }
-        g_string_append_c(s, '"');
-}
-
 static const char *rbk__hold_name(rbk__hold_t h) {
         switch (h) {
         case RBK__HOLD_GAVE_UP:
@@ -1078,7 +1068,7 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
         if (!c || rbk_consumer_stats(c, &st))
                 return NULL;
         GString *s = g_string_new("{\"group\":");
-        rbk__json_str(s, c->ugroup);
+        rbk__json_escape_str(s, c->ugroup);
         g_string_append_printf(
             s,
             ",\"consumed\":%" G_GUINT64_FORMAT ",\"handled\":%" G_GUINT64_FORMAT
@@ -1111,7 +1101,7 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
                         g_string_append_c(s, ',');
                 first = 0;
                 g_string_append(s, "{\"topic\":");
-                rbk__json_str(s, p->utopic);
+                rbk__json_escape_str(s, p->utopic);
                 g_string_append_printf(
                     s,
                     ",\"partition\":%" PRId32 ",\"position\":%" PRId64
@@ -1129,7 +1119,7 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
                     p->quarantined ? "true" : "false");
                 if (p->quarantined) {
                         g_string_append(s, ",\"incident_key\":");
-                        rbk__json_str(s, p->q.incident_key);
+                        rbk__json_escape_str(s, p->q.incident_key);
                         g_string_append_printf(
                             s, ",\"failed_offset\":%" PRId64,
                             p->q.failed_offset);

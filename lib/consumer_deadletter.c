@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "consumer_internal.h"
+#include "incident.h"
 
 #define RBK__DLQ_MAX_HEADERS RBK_MAX_HEADERS
 
@@ -28,9 +29,8 @@ static void rbk__dlq_event(rbk_consumer_t *c, rbk__part_t *p, int64_t offset,
         rbk_event_t ev;
         rbk__event_init(&ev, ok ? RBK_EV_DEADLETTERED : RBK_EV_DEADLETTER_FAILED,
                         ok ? RBK_SEV_WARNING : RBK_SEV_ERROR);
-        char *key = g_strdup_printf("%s/%s/%" PRId32 "/deadletter/%" PRId64,
-                                    c->ugroup, p->utopic, p->partition,
-                                    offset);
+        char *key = rbk__incident_key(RBK__INCIDENT_DEADLETTER, c->ugroup,
+                                      p->utopic, p->partition, offset);
         char *msg =
             ok ? g_strdup_printf("%s [%" PRId32 "] offset %" PRId64
                                  " sent to dead-letter topic %s",

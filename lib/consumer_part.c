@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "consumer_internal.h"
+#include "incident.h"
 
 /* Consecutive messages of one partition handed out before the next
  * runnable partition's turn, at most, and for at most this long (see
@@ -865,9 +866,8 @@ rbk_err_t rbk__part_resolvable(const rbk__part_t *p, char *es, size_t esz) {
 }
 
 char *rbk__part_hold_key(rbk_consumer_t *c, const rbk__part_t *p) {
-        return g_strdup_printf("%s/%s/%" PRId32 "/gave-up/%" PRId64, c->ugroup,
-                               p->utopic, p->partition,
-                               rbk__part_head_offset(p));
+        return rbk__incident_key(RBK__INCIDENT_GAVE_UP, c->ugroup, p->utopic,
+                                 p->partition, rbk__part_head_offset(p));
 }
 
 rbk__part_t *rbk__part_find_incident(rbk_consumer_t *c, const char *key) {
@@ -881,9 +881,9 @@ rbk__part_t *rbk__part_find_incident(rbk_consumer_t *c, const char *key) {
                 if (!p->quarantined && p->hold != RBK__HOLD_NONE) {
                         /* The gave-up key, or the dead-letter one. */
                         char *k = rbk__part_hold_key(c, p);
-                        char *k2 = g_strdup_printf(
-                            "%s/%s/%" PRId32 "/deadletter/%" PRId64, c->ugroup,
-                            p->utopic, p->partition, rbk__part_head_offset(p));
+                        char *k2 = rbk__incident_key(
+                            RBK__INCIDENT_DEADLETTER, c->ugroup, p->utopic,
+                            p->partition, rbk__part_head_offset(p));
                         int eq = !strcmp(k, key) || !strcmp(k2, key);
                         g_free(k);
                         g_free(k2);

@@ -22,11 +22,11 @@
 #include <string.h>
 
 #include "consumer_internal.h"
+#include "incident.h"
 
 #define RBK__QUERY_TIMEOUT_MS 5000
 #define RBK__RESOLVE_WAIT_MS 30000
 #define RBK__COMMIT_TIMEOUT_MS 10000
-#define RBK__QMARK "rbk-quarantine:"
 
 static void rbk__reset_free(rbk__reset_t *r) {
         rbk__part_unref(r->part);
@@ -113,9 +113,9 @@ static void rbk__quarantine(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
                 lo = RBK_NO_VALUE;
                 hi = RBK_NO_VALUE;
         }
-        char *key = g_strdup_printf("%s/%s/%" PRId32 "/%" PRId64, c->ugroup,
-                                    p->utopic, p->partition, failed);
-        char *marker = g_strconcat(RBK__QMARK, key, NULL);
+        char *key = rbk__incident_key(RBK__INCIDENT_QUARANTINE, c->ugroup,
+                                      p->utopic, p->partition, failed);
+        char *marker = rbk__meta_quarantine(key);
         int marked = metadata && !strcmp(metadata, marker);
 
         g_mutex_lock(&c->lock);
@@ -317,8 +317,7 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
         if (init->len) {
                 char **metas = g_new0(char *, init->len + 1);
                 for (guint i = 0; i < init->len; i++)
-                        metas[i] = g_strdup_printf("rbk-initial:%s",
-                                                   c->initial_offset);
+                        metas[i] = rbk__meta_initial(c->initial_offset);
                 rd_kafka_resp_err_t err = rbk__assign_move(
                     c, (rbk__part_t **)init->pdata,
                     (int64_t *)(void *)init_off->data, metas, init->len);
@@ -383,21 +382,6 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
 
 /* ------------------------------------------------------------ resolve */
 
-static const char *rbk__how_name(rbk_resolve_t how) {
-        switch (how) {
-        case RBK_RESOLVE_EARLIEST:
-                return "earliest";
-        case RBK_RESOLVE_LATEST:
-                return "latest";
-        case RBK_RESOLVE_COMMITTED:
-                return "committed";
-        case RBK_RESOLVE_OFFSET:
-                return "offset";
-        default:
-                return "?";
-        }
-}
-
 static void rbk__emit_resolved(rbk_consumer_t *c, rbk__part_t *p,
                                const char *key, rbk_resolve_t how,
                                int64_t chosen, int64_t lo, int64_t hi,
@@ -406,7 +390,7 @@ static void rbk__emit_resolved(rbk_consumer_t *c, rbk__part_t *p,
             "incident %s resolved by %s: %s, %s [%" PRId32
             "] resumes at offset %" PRId64 " (log %" PRId64 "..%" PRId64
             ", previously committed %" PRId64 ")",
-            key, by, rbk__how_name(how), p->utopic, p->partition, chosen, lo,
+            key, by, rbk__resolve_name(how), p->utopic, p->partition, chosen, lo,
             hi, committed);
         rbk__log(c->hooks, 5, "quarantine", "%s", msg);
         rbk_event_t ev;
@@ -522,8 +506,7 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
                 break;
         }
 
-        char *meta = g_strdup_printf("rbk-resolved:%s:%s",
-                                     rbk__how_name(req->how), key);
+        char *meta = rbk__meta_resolved(req->how, key);
         char *metas[1] = {meta};
         /* The partition is held back until after the re-assign. */
         err = rbk__assign_move(c, &p, &chosen, metas, 1);

@@ -68,7 +68,7 @@ TOOL_SRCS    := $(sort $(wildcard tools/*.c))
 TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 
 .PHONY: all lib deps examples tools tests check check-fast check-unit check-asan \
-        check-valgrind check-kafka check-install check-symbols check-header \
+        check-valgrind check-kafka check-install check-symbols check-header check-layers \
         check-examples check-fuzz fuzz demo bench docs install uninstall clean
 
 all: lib tools
@@ -135,10 +135,14 @@ check-symbols: $(SHLIB)
 check-header:
 	@scripts/check-header
 
+# Calls run down the layers; only the partition module writes partition state.
+check-layers:
+	@scripts/check-layers
+
 check-install: lib $(BUILD)/robustkafka.pc
 	@scripts/check-install
 
-check-fast: deps check-header check-symbols check-unit
+check-fast: deps check-header check-symbols check-layers check-unit
 
 check-asan:
 	$(MAKE) BUILD=$(BUILD)/asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \

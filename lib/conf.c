@@ -177,7 +177,7 @@ void rbk_conf_destroy(rbk_conf_t *conf) {
         if (!conf)
                 return;
         g_hash_table_destroy(conf->props);
-        rbk__dedup_store_free(conf->dedup_store);
+        rbk__held_unref(conf->dedup_store);
         g_free(conf);
 }
 
@@ -198,7 +198,7 @@ rbk_conf_t *rbk_conf_dup(const rbk_conf_t *conf) {
         c->dr_opaque = conf->dr_opaque;
         c->rebalance_cb = conf->rebalance_cb;
         c->rebalance_opaque = conf->rebalance_opaque;
-        c->dedup_store = rbk__dedup_store_dup(conf->dedup_store);
+        c->dedup_store = rbk__held_ref(conf->dedup_store);
         return c;
 }
 

@@ -128,7 +128,7 @@ typedef struct rbk__dpart_s {
 } rbk__dpart_t;
 
 typedef struct rbk__store_holder_s {
-        gint refcnt;
+        rbk__held_t held; /* first: the configuration keeps it as this */
         rbk_dedup_store_t store;
 } rbk__store_holder_t;
 
@@ -222,17 +222,8 @@ static uint64_t rbk__dedup_conf_get(const rbk_conf_t *conf, const char *name,
 
 /* ---------------------------------------------------------------- store holder */
 
-void *rbk__dedup_store_dup(const void *holder) {
-        rbk__store_holder_t *h = (rbk__store_holder_t *)holder;
-        if (h)
-                g_atomic_int_inc(&h->refcnt);
-        return h;
-}
-
-void rbk__dedup_store_free(void *holder) {
-        rbk__store_holder_t *h = holder;
-        if (!h || !g_atomic_int_dec_and_test(&h->refcnt))
-                return;
+static void rbk__store_holder_destroy(rbk__held_t *held) {
+        rbk__store_holder_t *h = (rbk__store_holder_t *)held;
         if (h->store.destroy)
                 h->store.destroy(h->store.opaque);
         g_free(h);
@@ -259,11 +250,12 @@ rbk_err_t rbk_conf_set_dedup_store(rbk_conf_t *conf,
                             "rbk_conf_set_dedup_store: the load and save "
                             "callbacks are required");
                 h = g_new0(rbk__store_holder_t, 1);
-                h->refcnt = 1;
+                h->held.refcnt = 1;
+                h->held.destroy = rbk__store_holder_destroy;
                 h->store = *store;
         }
-        rbk__dedup_store_free(conf->dedup_store);
-        conf->dedup_store = h;
+        rbk__held_unref(conf->dedup_store);
+        conf->dedup_store = h ? &h->held : NULL;
         return RBK_OK;
 }
 
@@ -1030,7 +1022,7 @@ rbk__dedup_t *rbk__dedup_new(const rbk_conf_t *conf, const char *group) {
             RBK__DEDUP_FOREIGN_WINDOW_DEFAULT);
         d->seed = ((uint64_t)g_random_int() << 32) ^ g_random_int();
         if (conf)
-                d->holder = rbk__dedup_store_dup(conf->dedup_store);
+                d->holder = (rbk__store_holder_t *)rbk__held_ref(conf->dedup_store);
         pthread_mutex_init(&d->lock, NULL);
         d->parts = g_hash_table_new_full(rbk__pkey_hash, rbk__pkey_equal,
                                          NULL, rbk__dpart_free);
@@ -1044,7 +1036,7 @@ void rbk__dedup_destroy(rbk__dedup_t *d) {
                 rbk__dedup_tc.d = NULL;
         g_hash_table_destroy(d->parts);
         pthread_mutex_destroy(&d->lock);
-        rbk__dedup_store_free(d->holder);
+        rbk__held_unref(d->holder ? &d->holder->held : NULL);
         g_free(d->group);
         g_free(d);
 }

@@ -160,11 +160,7 @@ void rbk__dedup_partition_counts(rbk__dedup_t *d, const char *topic,
  * this file knows. */
 rbk_err_t rbk__dedup_conf_check(const char *name, const char *value,
                                 char *errstr, size_t errstr_size);
-/* conf->dedup_store is a reference-counted holder of the store set with
- * rbk_conf_set_dedup_store(). rbk_conf_dup() must set the copy's field to
- * rbk__dedup_store_dup(src->dedup_store) and rbk_conf_destroy() must call
- * rbk__dedup_store_free(conf->dedup_store). Both accept NULL. */
-void *rbk__dedup_store_dup(const void *holder);
-void rbk__dedup_store_free(void *holder);
+/* conf->dedup_store is the store's holder (rbk_conf_set_dedup_store()),
+ * reference-counted through rbk__held_ref()/rbk__held_unref(). */
 
 #endif /* RBK_DEDUP_INTERNAL_H */

@@ -79,6 +79,17 @@ void rbk__redact(char *line);
 /* Memory handed to the application (dumps, JSON) is malloc()ed: rbk_free()
  * is free(). */
 
+/* A reference-counted object a lower layer keeps for a higher one (the
+ * configuration keeps the dedup store's holder): the owner sets destroy. */
+typedef struct rbk__held_s {
+        gint refcnt;
+        void (*destroy)(struct rbk__held_s *h);
+} rbk__held_t;
+/* A new reference (NULL stays NULL). */
+rbk__held_t *rbk__held_ref(rbk__held_t *h);
+/* Drops a reference; the last one calls destroy. Accepts NULL. */
+void rbk__held_unref(rbk__held_t *h);
+
 struct rbk_conf_s {
         GHashTable *props; /* char* name -> char* value, as set by the user */
         rbk_hook_cb_t *hook;
@@ -89,7 +100,8 @@ struct rbk_conf_s {
         void *dr_opaque;
         rbk_rebalance_cb_t *rebalance_cb;
         void *rebalance_opaque;
-        void *dedup_store; /* rbk_dedup_store_t*, owned copy, or NULL */
+        rbk__held_t *dedup_store; /* the dedup store's holder (dedup.c), a
+                                   * reference, or NULL */
 };
 
 /* Builds the librdkafka configuration for a client: robust defaults, then

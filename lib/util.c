@@ -250,3 +250,14 @@ void rbk__redact(char *line) {
         memcpy(line, s->str, s->len + 1);
         g_string_free(s, TRUE);
 }
+
+rbk__held_t *rbk__held_ref(rbk__held_t *h) {
+        if (h)
+                g_atomic_int_inc(&h->refcnt);
+        return h;
+}
+
+void rbk__held_unref(rbk__held_t *h) {
+        if (h && g_atomic_int_dec_and_test(&h->refcnt))
+                h->destroy(h);
+}

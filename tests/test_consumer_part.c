@@ -314,11 +314,78 @@ START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ late reports */
+
+/* A report of an out-of-range offset as librdkafka makes one (the
+ * library reads err, rkt, partition and offset). */
+static void inject_reset(rbk_consumer_t *c, const char *topic,
+                         int32_t partition, int64_t offset) {
+        rd_kafka_message_t rkm;
+        memset(&rkm, 0, sizeof(rkm));
+        rkm.err = RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
+        rkm.rkt = rd_kafka_topic_new(c->rk, topic, NULL);
+        ck_assert_ptr_nonnull(rkm.rkt);
+        rkm.partition = partition;
+        rkm.offset = offset;
+        rbk__q_on_reset(c, &rkm);
+        rd_kafka_topic_destroy(rkm.rkt);
+}
+
+static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
+        cs_rec_add(opaque, m);
+        return RBK_HANDLED;
+}
+
+/* Reports made before the partition's current position (a "no valid
+ * position" -1001, an offset already received) change nothing: no
+ * quarantine, no re-assign, no message handed twice. */
+START_TEST(stale_reports_change_nothing) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-st", 1);
+        cs_produce(cl, "t-st", 0, 0, 10, "st");
+        rbk_conf_t *conf = cs_conf(cl, "g-st");
+        cs_set(conf, "auto.commit.interval.ms", "60000"); /* nothing committed */
+        cs_events_t *evs = cs_events_new();
+        rbk_conf_set_hook(conf, cs_hook, evs);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-st"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_rec, rec), RBK_OK);
+        ck_assert(CS_WAIT(cs_rec_total(rec) == 10, 60000));
+        /* The group's first start applied its initial position once. */
+        int initial = cs_events_count(evs, RBK_EV_INITIAL_POSITION);
+        ck_assert_int_le(initial, 1);
+        inject_reset(c, "t-st", 0, RD_KAFKA_OFFSET_INVALID);
+        inject_reset(c, "t-st", 0, 3);
+        ck_assert(!CS_WAIT(cs_rec_total(rec) > 10 ||
+                               cs_events_count(evs, RBK_EV_OFFSET_OUT_OF_RANGE) >
+                                   0 ||
+                               cs_events_count(evs, RBK_EV_INITIAL_POSITION) >
+                                   initial,
+                           2000));
+        cs_produce(cl, "t-st", 0, 10, 2, "st");
+        ck_assert(CS_WAIT(cs_rec_total(rec) == 12, 20000));
+        ck_assert_int_eq(cs_rec_distinct(rec), 12);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        cs_events_free(evs);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("consumer_part");
         RBK_TCASE(s, stale_done_is_refused, 120);
         RBK_TCASE(s, lagging_consumer_handles_what_it_fetched, 180);
         RBK_TCASE(s, revoke_never_frees_a_dead_letter_in_flight, 180);
+        RBK_TCASE(s, stale_reports_change_nothing, 120);
         return s;
 }
 

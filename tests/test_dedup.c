@@ -38,7 +38,7 @@ static void tconf_set(rbk_conf_t *c, const char *name, const char *value) {
 }
 
 static void tconf_free(rbk_conf_t *c) {
-        rbk__dedup_store_free(c->dedup_store);
+        rbk__held_unref(c->dedup_store);
         g_hash_table_destroy(c->props);
         g_free(c);
 }
@@ -445,10 +445,10 @@ START_TEST(store_setter_and_ownership) {
         ck_assert_ptr_null(c->dedup_store);
 
         memstore_attach(&m, c, 0);
-        void *copy = rbk__dedup_store_dup(c->dedup_store); /* as rbk_conf_dup */
+        rbk__held_t *copy = rbk__held_ref(c->dedup_store); /* as rbk_conf_dup */
         rbk__dedup_t *d = rbk__dedup_new(c, "g");
         tconf_free(c);
-        rbk__dedup_store_free(copy);
+        rbk__held_unref(copy);
         ck_assert_int_eq(m.destroyed, 0); /* the consumer still uses it */
         rec(d, "t", 1, 1);
         ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 2, err, sizeof(err)), RBK_OK);
@@ -695,7 +695,7 @@ START_TEST(serialization_round_trip) {
         rbk_conf_t *c2 = tconf_new();
         tconf_set(c2, RBK__DEDUP_WINDOW_PROP, "64");
         tconf_set(c2, RBK__DEDUP_MAX_PRODUCERS_PROP, "1");
-        c2->dedup_store = rbk__dedup_store_dup(c->dedup_store);
+        c2->dedup_store = rbk__held_ref(c->dedup_store);
         d = rbk__dedup_new(c2, "g");
         for (uint64_t s = 1; s <= 3000; s++) {
                 rbk__dedup_verdict_t v = chk(d, "t", 0xA1, s);
@@ -715,7 +715,7 @@ START_TEST(serialization_round_trip) {
         /* a larger window */
         c2 = tconf_new();
         tconf_set(c2, RBK__DEDUP_WINDOW_PROP, "65536");
-        c2->dedup_store = rbk__dedup_store_dup(c->dedup_store);
+        c2->dedup_store = rbk__held_ref(c->dedup_store);
         d = rbk__dedup_new(c2, "g");
         verdicts(d, after);
         ck_assert_str_eq(before->str, after->str);

@@ -196,27 +196,39 @@ START_TEST(rate_limit_per_key) {
 }
 END_TEST
 
-/* One incident goes through several classes (out of range, then resolved):
- * rate limiting and repeat are per class and key, so the resolution is
- * delivered however soon it follows. */
+/* One incident goes through several states (quarantined, resolved,
+ * quarantined again, resolved again): each change is delivered however
+ * soon it follows, marked as a repeat of its key; only repeats of an
+ * unchanged state (a stall) are rate-limited. */
+static int emit_cls(rbk__hooks_t *h, rbk_event_class_t cls, const char *key) {
+        rbk_event_t ev;
+        rbk__event_init(&ev, cls, RBK_SEV_CRITICAL);
+        ev.incident_key = key;
+        return rbk__hooks_emit(h, &ev);
+}
+
 START_TEST(rate_limit_per_class_and_key) {
         capture_t c;
         capture_init(&c);
         rbk_conf_t *conf = mkconf(&c, NULL, "60000", NULL);
         rbk__hooks_t *h = rbk__hooks_new(conf, "p1");
         rbk_conf_destroy(conf);
-        rbk_event_t ev;
-        rbk__event_init(&ev, RBK_EV_OFFSET_OUT_OF_RANGE, RBK_SEV_CRITICAL);
-        ev.incident_key = "g/t/0/42";
-        ck_assert_int_eq(rbk__hooks_emit(h, &ev), 1);
-        rbk__event_init(&ev, RBK_EV_OFFSET_OUT_OF_RANGE, RBK_SEV_CRITICAL);
-        ev.incident_key = "g/t/0/42";
-        ck_assert_int_eq(rbk__hooks_emit(h, &ev), 0);
-        rbk__event_init(&ev, RBK_EV_QUARANTINE_RESOLVED, RBK_SEV_INFO);
-        ev.incident_key = "g/t/0/42";
-        ck_assert_int_eq(rbk__hooks_emit(h, &ev), 1);
-        ck_assert_int_eq(c.n, 2);
+        const char *k = "g/t/0/42";
+        ck_assert_int_eq(emit_cls(h, RBK_EV_OFFSET_OUT_OF_RANGE, k), 1);
+        ck_assert_int_eq(emit_cls(h, RBK_EV_QUARANTINE_RESOLVED, k), 1);
+        ck_assert_int_eq(emit_cls(h, RBK_EV_OFFSET_OUT_OF_RANGE, k), 1);
+        ck_assert_int_eq(emit_cls(h, RBK_EV_QUARANTINE_RESOLVED, k), 1);
+        ck_assert_int_eq(emit_cls(h, RBK_EV_HANDLER_GAVE_UP, k), 1);
+        ck_assert_int_eq(emit_cls(h, RBK_EV_HANDLER_GAVE_UP, k), 1);
+        ck_assert_int_eq(c.n, 6);
+        ck_assert_int_eq(c.repeat[0], 0);
         ck_assert_int_eq(c.repeat[1], 0);
+        ck_assert_int_eq(c.repeat[2], 1);
+        ck_assert_int_eq(c.repeat[3], 1);
+        /* An unchanged state repeated: rate-limited. */
+        ck_assert_int_eq(emit_cls(h, RBK_EV_PARTITION_STALLED, k), 1);
+        ck_assert_int_eq(emit_cls(h, RBK_EV_PARTITION_STALLED, k), 0);
+        ck_assert_int_eq(c.n, 7);
         rbk__hooks_destroy(h);
         capture_clear(&c);
 }
@@ -312,7 +324,7 @@ START_TEST(json_escaping_and_omission) {
         rbk_event_t ev;
         rbk__event_init(&ev, RBK_EV_CLIENT_ERROR, RBK_SEV_WARNING);
         char *j = rbk_event_to_json(&ev);
-        ck_assert_str_eq(j, "{\"version\":1,\"class\":\"client_error\","
+        ck_assert_str_eq(j, "{\"version\":2,\"class\":\"client_error\","
                             "\"severity\":\"warning\",\"message\":\"\","
                             "\"repeat\":false,\"suppressed\":0}");
         rbk_free(j);
@@ -336,7 +348,7 @@ START_TEST(json_escaping_and_omission) {
         ev.id = "9f86d081884c7d65-1";
         j = rbk_event_to_json(&ev);
         ck_assert_str_eq(
-            j, "{\"version\":1,\"class\":\"offset_out_of_range\","
+            j, "{\"version\":2,\"class\":\"offset_out_of_range\","
                "\"severity\":\"critical\",\"err\":\"RBK_ERR_OUT_OF_RANGE\","
                "\"kafka_err\":-140,\"kafka_err_name\":\"_AUTO_OFFSET_RESET\","
                "\"client\":\"c\","

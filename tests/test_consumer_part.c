@@ -346,6 +346,7 @@ START_TEST(stale_reports_change_nothing) {
         cs_produce(cl, "t-st", 0, 0, 10, "st");
         rbk_conf_t *conf = cs_conf(cl, "g-st");
         cs_set(conf, "auto.commit.interval.ms", "60000"); /* nothing committed */
+        cs_set(conf, "rbk.dedup.enable", "false"); /* a replay would show */
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
         rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));

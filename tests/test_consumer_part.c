@@ -381,12 +381,247 @@ START_TEST(stale_reports_change_nothing) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ stress */
+
+/* Shared by every member of the stress group. */
+typedef struct {
+        GMutex lock;
+        GHashTable *owner;    /* "p" -> member index owning it, absent: none */
+        GHashTable *handled;  /* id -> 1, handled (HANDLED) by someone */
+        GHashTable *attempts; /* id -> attempts seen */
+        int after_revoke;     /* a handler ran on a partition not assigned */
+        cs_events_t *evs;     /* every member's events */
+} rs_t;
+
+typedef struct {
+        rs_t *rs;
+        int idx;
+        rbk_consumer_t *c;
+        rbk_conf_t *conf;
+} rs_member_t;
+
+static void rs_rebalance(rbk_rebalance_t what, const char *topic,
+                         int32_t partition, void *opaque) {
+        rs_member_t *m = opaque;
+        char k[16];
+        snprintf(k, sizeof(k), "%d", (int)partition);
+        g_mutex_lock(&m->rs->lock);
+        if (what == RBK_ASSIGNED)
+                g_hash_table_replace(m->rs->owner, g_strdup(k),
+                                     GINT_TO_POINTER(m->idx + 1));
+        else if (GPOINTER_TO_INT(g_hash_table_lookup(m->rs->owner, k)) ==
+                 m->idx + 1)
+                g_hash_table_remove(m->rs->owner, k);
+        g_mutex_unlock(&m->rs->lock);
+}
+
+/* Ids "rs-<p>-<i>": i % 17 == 5 always fails (dead-lettered), i % 13 == 7
+ * fails once. */
+static rbk_verdict_t h_rs(const rbk_message_t *msg, void *opaque) {
+        rs_member_t *m = opaque;
+        char k[16];
+        snprintf(k, sizeof(k), "%d", (int)msg->partition);
+        int i = (int)msg->offset;
+        g_mutex_lock(&m->rs->lock);
+        if (GPOINTER_TO_INT(g_hash_table_lookup(m->rs->owner, k)) != m->idx + 1)
+                m->rs->after_revoke++;
+        g_mutex_unlock(&m->rs->lock);
+        rbk_verdict_t v = RBK_HANDLED;
+        if (i % 17 == 5 || (i % 13 == 7 && msg->attempt == 1))
+                v = RBK_RETRY;
+        if (v == RBK_HANDLED && msg->id) {
+                g_mutex_lock(&m->rs->lock);
+                g_hash_table_replace(m->rs->handled, g_strdup(msg->id),
+                                     GINT_TO_POINTER(1));
+                g_mutex_unlock(&m->rs->lock);
+        }
+        return v;
+}
+
+static void rs_join(rs_member_t *m, rs_t *rs, int idx, cs_cluster_t *cl) {
+        char e[512];
+        m->rs = rs;
+        m->idx = idx;
+        m->conf = cs_conf(cl, "g-rs");
+        cs_set(m->conf, "rbk.consumer.giveup", "deadletter");
+        cs_set(m->conf, "rbk.consumer.deadletter.topic", "t-rs-dlq");
+        cs_set(m->conf, "rbk.consumer.retry.max.attempts", "2");
+        cs_set(m->conf, "rbk.consumer.retry.backoff.ms", "5");
+        cs_set(m->conf, "rbk.consumer.workers", "2");
+        rbk_conf_set_hook(m->conf, cs_hook, rs->evs);
+        rbk_conf_set_rebalance_cb(m->conf, rs_rebalance, m);
+        m->c = rbk_consumer_new(m->conf, e, sizeof(e));
+        ck_assert_msg(m->c != NULL, "%s", e);
+        const char *topics[] = {"t-rs"};
+        ck_assert_int_eq(rbk_consumer_subscribe(m->c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_consumer_start(m->c, h_rs, m), RBK_OK);
+}
+
+static void rs_leave(rs_member_t *m) {
+        rbk_consumer_stop(m->c);
+        ck_assert_int_eq(rbk_consumer_close(m->c, 20000), RBK_OK);
+        rbk_consumer_destroy(m->c);
+        rbk_conf_destroy(m->conf);
+        m->c = NULL;
+}
+
+static size_t rs_handled(rs_t *rs) {
+        g_mutex_lock(&rs->lock);
+        size_t n = g_hash_table_size(rs->handled);
+        g_mutex_unlock(&rs->lock);
+        return n;
+}
+
+/* Resolves every open quarantine of @m with `committed` (the condition was
+ * a transient fetch error). */
+static void rs_resolve(rs_member_t *m) {
+        rbk_quarantine_t q[8];
+        size_t n = rbk_consumer_quarantined(m->c, q, 8);
+        for (size_t i = 0; i < n && i < 8; i++) {
+                char e[512];
+                rbk_err_t err = rbk_consumer_resolve(m->c, q[i].topic,
+                                                     q[i].partition,
+                                                     RBK_RESOLVE_COMMITTED, 0,
+                                                     e, sizeof(e));
+                ck_assert_msg(err == RBK_OK || err == RBK_ERR_NOT_FOUND ||
+                                  err == RBK_ERR_NOT_QUARANTINED,
+                              "%s", e);
+        }
+}
+
+/* Members join and leave while handlers retry, give messages up to a
+ * dead-letter topic and a quarantine is resolved: every message is handled
+ * or dead-lettered, and no handler runs on a partition its member does not
+ * hold. */
+START_TEST(rebalance_stress) {
+        const int n = (int)rbk_test_scale(120, 40), parts = 4;
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-rs", parts);
+        cs_topic(cl, "t-rs-dlq", 1);
+        for (int p = 0; p < parts; p++) {
+                ck_assert_int_eq(
+                    rd_kafka_mock_partition_set_leader(cl->mc, "t-rs", p, 1),
+                    0);
+                cs_produce(cl, "t-rs", p, 0, n, "rs");
+        }
+        rs_t rs;
+        memset(&rs, 0, sizeof(rs));
+        g_mutex_init(&rs.lock);
+        rs.owner = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        rs.handled =
+            g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        rs.evs = cs_events_new();
+        int poison = 0;
+        for (int i = 0; i < n; i++)
+                poison += i % 17 == 5;
+        size_t want = (size_t)((n - poison) * parts);
+
+        rs_member_t m[3];
+        memset(m, 0, sizeof(m));
+        rs_join(&m[0], &rs, 0, cl);
+        ck_assert(CS_WAIT(rs_handled(&rs) >= want / 8, 60000));
+        rs_join(&m[1], &rs, 1, cl);
+        /* Once both hold partitions (a reply to a fetch of a replaced
+         * assignment would be dropped), a fetch error on the partitions'
+         * leader: a quarantine, resolved by whoever holds it. */
+        ck_assert(CS_WAIT(({
+                                  g_mutex_lock(&rs.lock);
+                                  int both = 0;
+                                  GHashTableIter it;
+                                  gpointer v;
+                                  g_hash_table_iter_init(&it, rs.owner);
+                                  while (g_hash_table_iter_next(&it, NULL, &v))
+                                          both |= 1 << (GPOINTER_TO_INT(v) - 1);
+                                  g_mutex_unlock(&rs.lock);
+                                  both == 3;
+                          }),
+                          60000));
+        ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             cl->mc, 1, 1 /* Fetch */, 1,
+                             RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE, 0),
+                         0);
+        ck_assert(CS_WAIT(({
+                                  rs_resolve(&m[0]);
+                                  rs_resolve(&m[1]);
+                                  cs_events_count(rs.evs,
+                                                  RBK_EV_QUARANTINE_RESOLVED) >
+                                      0;
+                          }),
+                          60000));
+        ck_assert(CS_WAIT(rs_handled(&rs) >= want / 3, 60000));
+        rs_leave(&m[0]);
+        rs_join(&m[2], &rs, 2, cl);
+        ck_assert(CS_WAIT(rs_handled(&rs) >= want / 2, 60000));
+        rs_leave(&m[1]);
+        rs_join(&m[0], &rs, 0, cl);
+        /* Everything ends handled or dead-lettered. */
+        int done = CS_WAIT(({
+                                   for (int i = 0; i < 3; i++)
+                                           if (m[i].c)
+                                                   rs_resolve(&m[i]);
+                                   rs_handled(&rs) == want;
+                           }),
+                           120000);
+        ck_assert_msg(done, "handled %zu of %zu", rs_handled(&rs), want);
+        for (int p = 0; p < parts; p++)
+                for (int i = 0; i < n; i++) {
+                        if (i % 17 != 5)
+                                continue;
+                        char key[128];
+                        snprintf(key, sizeof(key), "g-rs/t-rs/%d/deadletter/%d",
+                                 p, i);
+                        ck_assert_msg(CS_WAIT(({
+                                                      int f = 0;
+                                                      g_mutex_lock(
+                                                          &rs.evs->lock);
+                                                      for (guint j = 0;
+                                                           j < rs.evs->evs->len;
+                                                           j++) {
+                                                              cs_ev_t *ev =
+                                                                  g_ptr_array_index(
+                                                                      rs.evs
+                                                                          ->evs,
+                                                                      j);
+                                                              f |= ev->ev.cls ==
+                                                                       RBK_EV_DEADLETTERED &&
+                                                                   ev->incident_key &&
+                                                                   !strcmp(
+                                                                       ev->incident_key,
+                                                                       key);
+                                                      }
+                                                      g_mutex_unlock(
+                                                          &rs.evs->lock);
+                                                      f;
+                                              }),
+                                              30000),
+                                      "%s never dead-lettered", key);
+                }
+        g_mutex_lock(&rs.lock);
+        ck_assert_int_eq(rs.after_revoke, 0);
+        g_mutex_unlock(&rs.lock);
+        ck_assert_int_eq(cs_events_count(rs.evs, RBK_EV_DEADLETTER_FAILED), 0);
+        for (int i = 0; i < 3; i++)
+                if (m[i].c)
+                        rs_leave(&m[i]);
+        for (int p = 0; p < parts; p++)
+                ck_assert_int_eq(cs_committed(cl, "g-rs", "t-rs", p, NULL, 0),
+                                 n);
+        g_hash_table_destroy(rs.owner);
+        g_hash_table_destroy(rs.handled);
+        cs_events_free(rs.evs);
+        g_mutex_clear(&rs.lock);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("consumer_part");
         RBK_TCASE(s, stale_done_is_refused, 120);
         RBK_TCASE(s, lagging_consumer_handles_what_it_fetched, 180);
         RBK_TCASE(s, revoke_never_frees_a_dead_letter_in_flight, 180);
         RBK_TCASE(s, stale_reports_change_nothing, 120);
+        RBK_TCASE(s, rebalance_stress, 300);
         return s;
 }
 

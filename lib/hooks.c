@@ -363,37 +363,56 @@ int rbk__hooks_emit(rbk__hooks_t *h, rbk_event_t *ev) {
 
 /* ------------------------------------------------------------ version check */
 
+/* librdkafka issues by the version range they affect, [from, below) (below
+ * 0: no fixed version yet). Each says what the library does about it. */
 static const struct {
-        int below; /* the issue exists in versions below this */
+        int from, below;
         const char *text;
 } rbk__known_issues[] = {
-    {0x020601ff,
+    {0, 0x020601ff,
      "the cooperative-sticky assignor can loop forever (librdkafka issue "
-     "4783, fixed in 2.6.1): the library uses eager assignment"},
-    {0x020400ff,
+     "4783, before 2.6.1): the library uses eager assignment"},
+    {0, 0x020400ff,
      "closing a consumer with cooperative assignment can hang (librdkafka "
-     "issue 4527, fixed in 2.4.0): the library uses eager assignment"},
-    {0x020300ff,
-     "no exponential retry backoff (added in 2.3.0): retries wait the fixed "
+     "issue 4527, before 2.4.0): the library uses eager assignment"},
+    {0, 0x020300ff,
+     "no exponential retry backoff (before 2.3.0): retries wait the fixed "
      "retry.backoff.ms"},
-    {0x020100ff,
-     "no KIP-320 log truncation detection (added in 2.1.0): a truncation "
+    {0, 0x020100ff,
+     "no KIP-320 log truncation detection (before 2.1.0): a truncation "
      "after an unclean leader election is not detected by the consumer"},
-    {0x020100ff,
-     "no rd_kafka_offset_store_message() (added in 2.1.0): offsets are "
+    {0, 0x020100ff,
+     "no rd_kafka_offset_store_message() (before 2.1.0): offsets are "
      "stored with rd_kafka_offsets_store() at offset + 1"},
-    {0x020601ff,
-     "seeking a partition after _AUTO_OFFSET_RESET fails with _STATE "
-     "(librdkafka issue 2961): quarantine resolution re-assigns the "
-     "partition at the chosen offset instead of seeking"},
+    {0x020300ff, 0x020a00ff,
+     "a Metadata reply with TOPIC_AUTHORIZATION_FAILED, or for a topic "
+     "deleted and re-created, can crash the client (librdkafka issue 4907, "
+     "2.3.0 to 2.9.x): keep ACLs of every topic a client uses (its "
+     "dead-letter topic included) in place while it runs; upgrade to "
+     "2.10.0 or later"},
 };
+
+/* Not a warning, on every version so far: seeking a partition after an
+ * _AUTO_OFFSET_RESET fails with _STATE (librdkafka issue 2961, present in
+ * 2.0.2 and 2.8.0), so every position change is a re-assign at the chosen
+ * offset (consumer_assign.c). */
+
+/* Whether issue i affects version v. */
+static int rbk__issue_applies(size_t i, int v) {
+        return v >= rbk__known_issues[i].from &&
+               (rbk__known_issues[i].below == 0 ||
+                v < rbk__known_issues[i].below);
+}
 
 static gpointer rbk__version_check_once(gpointer arg) {
         rbk__hooks_t *h = arg;
         int v = rd_kafka_version();
         const char *vs = rd_kafka_version_str();
 
-        if (v >= 0x020601ff)
+        int any = 0;
+        for (size_t i = 0; i < G_N_ELEMENTS(rbk__known_issues); i++)
+                any |= rbk__issue_applies(i, v);
+        if (!any)
                 return NULL;
 
         GString *summary = g_string_new(NULL);
@@ -406,7 +425,7 @@ static gpointer rbk__version_check_once(gpointer arg) {
                  "around; see docs/errors.md (version_warning)",
                  vs);
         for (size_t i = 0; i < G_N_ELEMENTS(rbk__known_issues); i++) {
-                if (v >= rbk__known_issues[i].below)
+                if (!rbk__issue_applies(i, v))
                         continue;
                 rbk__log(h, LOG_NOTICE, "VERSION", "librdkafka %s: %s", vs,
                          rbk__known_issues[i].text);

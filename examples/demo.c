@@ -1101,6 +1101,7 @@ int main(int argc, char **argv) {
         unsigned long foreign = state.foreign;
         pthread_mutex_unlock(&state.lock);
 
+        int had_verifier = verifier != NULL;
         rbk_consumer_destroy(verifier);
         rbk_consumer_destroy(consumer);
         rbk_producer_destroy(producer);
@@ -1128,9 +1129,23 @@ int main(int argc, char **argv) {
                atomic_load(&cnt.produced), atomic_load(&cnt.delivered),
                consumed, cs.duplicates_dropped, lost, auto_resets,
                cs.quarantines, atomic_load(&cnt.fatal_recovered));
+        /* A verdict needs readers that read: a consumer or verifying reader
+         * that was never assigned its partitions proves nothing. */
+        int blind = 0;
+        if (atomic_load(&cnt.delivered) > 0 && consumed == 0) {
+                printf("demo: FAILED: the consumer handled nothing (were its "
+                       "partitions ever assigned?)\n");
+                blind = 1;
+        }
+        if (atomic_load(&cnt.delivered) > 0 &&
+            (!had_verifier || atomic_load(&cnt.verified) == 0)) {
+                printf("demo: FAILED: the verifying reader read nothing, so "
+                       "no message can be checked against the log\n");
+                blind = 1;
+        }
         map_free(&state.acked);
         map_free(&state.handled);
         map_free(&state.log);
         free(state.gaps);
-        return lost || auto_resets ? 1 : 0;
+        return lost || auto_resets || blind ? 1 : 0;
 }

@@ -276,8 +276,32 @@ static void rbk__poll_iteration(rbk_consumer_t *c, int timeout_ms) {
 
 static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
                        rd_kafka_message_t *rkm, uint64_t ticket,
-                       int64_t offset, const char *id, int attempts) {
-        if (act == RBK__ACT_GAVE_UP) {
+                       int64_t offset, const char *id, int attempts,
+                       const char *reason) {
+        if (act == RBK__ACT_DLQ_LIMIT) {
+                rbk_event_t ev;
+                rbk__event_init(&ev, RBK_EV_DEADLETTER_LIMIT,
+                                RBK_SEV_CRITICAL);
+                char *key =
+                    rbk__incident_key(RBK__INCIDENT_GAVE_UP, c->ugroup,
+                                      p->utopic, p->partition, offset);
+                char *msg = g_strdup_printf(
+                    "%s [%" PRId32 "] reached the dead-letter limit (%" PRId64
+                    " within %" PRId64 " ms) at offset %" PRId64
+                    ": the partition is held instead of sending more; "
+                    "rbk_consumer_resolve() releases it. Last reason: %s",
+                    p->utopic, p->partition, c->dlq_limit,
+                    c->dlq_limit_window_ms, offset, reason ? reason : "-");
+                ev.topic = p->topic;
+                ev.partition = p->partition;
+                ev.offset = offset;
+                ev.id = id;
+                ev.incident_key = key;
+                ev.message = msg;
+                rbk__consumer_emit(c, &ev);
+                g_free(msg);
+                g_free(key);
+        } else if (act == RBK__ACT_GAVE_UP) {
                 rbk_event_t ev;
                 rbk__event_init(&ev, RBK_EV_HANDLER_GAVE_UP, RBK_SEV_ERROR);
                 char *key =
@@ -286,8 +310,9 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
                 char *msg = g_strdup_printf(
                     "handler gave up on %s [%" PRId32 "] offset %" PRId64
                     " after %d attempt(s); the partition is paused until "
-                    "rbk_consumer_resolve() releases it",
-                    p->utopic, p->partition, offset, attempts);
+                    "rbk_consumer_resolve() releases it%s%s",
+                    p->utopic, p->partition, offset, attempts,
+                    reason ? ": " : "", reason ? reason : "");
                 ev.topic = p->topic;
                 ev.partition = p->partition;
                 ev.offset = offset;
@@ -299,7 +324,7 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
                 g_free(key);
         } else if (act == RBK__ACT_DEADLETTER) {
                 /* The send holds rkm until its report ends the hand-out. */
-                rbk__dlq_send(c, p, rkm, ticket, attempts);
+                rbk__dlq_send(c, p, rkm, ticket, attempts, reason);
         }
 }
 
@@ -336,12 +361,13 @@ static void rbk__handle_one(rbk_consumer_t *c, rbk__part_t *p,
                             rd_kafka_message_t *rkm, uint64_t ticket) {
         rbk__msg_t m;
         m.pool_next = NULL;
+        m.reason = NULL;
         rbk__msg_fill(c, &m, p, rkm, ticket);
         if (rbk__dedup_drop(c, p, &m))
                 return;
         rbk__msg_ready(&m);
         rbk_verdict_t v = c->handler(&m.pub, c->handler_opaque);
-        if (v != RBK_HANDLED && v != RBK_RETRY) {
+        if (v != RBK_HANDLED && v != RBK_RETRY && v != RBK_DEADLETTER) {
                 rbk__log(c->hooks, 4, "consumer",
                          "handler returned unknown verdict %d for %s [%" PRId32
                          "] offset %" PRId64 "; treated as RBK_RETRY",
@@ -354,7 +380,8 @@ static void rbk__handle_one(rbk_consumer_t *c, rbk__part_t *p,
         g_mutex_lock(&c->lock);
         rbk__part_complete(c, &m, v, 1, &act);
         g_mutex_unlock(&c->lock);
-        rbk__after(c, p, act, rkm, ticket, offset, m.pub.id, attempts);
+        rbk__after(c, p, act, rkm, ticket, offset, m.pub.id, attempts,
+                   m.reason);
         rbk__msg_clear(&m);
 }
 
@@ -403,6 +430,9 @@ static void rbk__conf_settings(rbk_consumer_t *c) {
         c->shutdown_timeout_ms = rbk__conf_int(cf, "rbk.shutdown.timeout.ms");
         c->initial_offset =
             g_strdup(rbk__conf_str(cf, "rbk.consumer.initial.offset"));
+        c->dlq_limit = rbk__conf_int(cf, "rbk.consumer.deadletter.limit");
+        c->dlq_limit_window_ms =
+            rbk__conf_int(cf, "rbk.consumer.deadletter.limit.window.ms");
         if (c->workers_n < 1)
                 c->workers_n = 1;
         if (c->queue_max < 1)
@@ -424,6 +454,8 @@ static void rbk__consumer_free(rbk_consumer_t *c) {
                 g_hash_table_destroy(c->reported_keys);
         if (c->resolved_keys)
                 g_hash_table_destroy(c->resolved_keys);
+        if (c->paused_keys)
+                g_hash_table_destroy(c->paused_keys);
         if (c->dedup)
                 rbk__dedup_destroy(c->dedup);
         if (c->cq)
@@ -793,7 +825,9 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
 
 rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
                             rbk_verdict_t verdict) {
-        if (!c || !msg || (verdict != RBK_HANDLED && verdict != RBK_RETRY))
+        if (!c || !msg ||
+            (verdict != RBK_HANDLED && verdict != RBK_RETRY &&
+             verdict != RBK_DEADLETTER))
                 return RBK_ERR_INVALID_ARG;
         if (rbk__forked(c->pid))
                 return RBK_ERR_FORKED;
@@ -826,12 +860,15 @@ rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
         const char *id = NULL;
         char *idbuf = m->idbuf;
         m->idbuf = NULL;
+        char *reason = m->reason;
+        m->reason = NULL;
         if (act != RBK__ACT_NONE && m->pub.id)
                 id = idbuf ? idbuf
                            : strcpy(idcopy, m->pub.id); /* fits: from idb */
         rbk__part_slot_put(c, m);
         g_mutex_unlock(&c->lock);
-        rbk__after(c, p, act, rkm, ticket, offset, id, attempts);
+        rbk__after(c, p, act, rkm, ticket, offset, id, attempts, reason);
+        g_free(reason);
         if (err == RBK_ERR_NOT_FOUND)
                 rbk__log(c->hooks, 6, "consumer",
                          "rbk_consumer_done: %s [%" PRId32 "] offset %" PRId64
@@ -841,6 +878,101 @@ rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
         g_free(idbuf);
         rbk__part_unref(p);
         return err == RBK_ERR_NOT_FOUND ? RBK_ERR_STATE : RBK_OK;
+}
+
+rbk_err_t rbk_message_set_error(const rbk_message_t *msg,
+                                const char *reason) {
+        if (!msg || msg->internal_ != (const void *)msg)
+                return RBK_ERR_INVALID_ARG;
+        rbk__msg_t *m = (rbk__msg_t *)msg;
+        g_free(m->reason);
+        m->reason = reason ? g_strndup(reason, 1024) : NULL;
+        return RBK_OK;
+}
+
+/* ------------------------------------------------------------ pause, seek */
+
+static rbk_err_t rbk__pause(rbk_consumer_t *c, const char *topic,
+                            int32_t partition, int on) {
+        if (!c || !topic)
+                return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(c->pid))
+                return RBK_ERR_FORKED;
+        char *full = rbk__prefixed(c->prefix, topic);
+        g_mutex_lock(&c->lock);
+        rbk__part_t *p = rbk__part_find(c, full, partition);
+        rbk_err_t err;
+        if (p && p->assigned)
+                err = rbk__part_set_paused(c, p, on);
+        else if (!on)
+                err = rbk__part_forget_pause(c, full, partition)
+                          ? RBK_OK
+                          : RBK_ERR_STATE;
+        else
+                err = RBK_ERR_NOT_FOUND;
+        g_mutex_unlock(&c->lock);
+        g_free(full);
+        if (!err)
+                rbk__log(c->hooks, 6, "consumer", "%s [%" PRId32 "] %s",
+                         topic, partition, on ? "paused" : "resumed");
+        return err;
+}
+
+rbk_err_t rbk_consumer_pause(rbk_consumer_t *c, const char *topic,
+                             int32_t partition) {
+        return rbk__pause(c, topic, partition, 1);
+}
+
+rbk_err_t rbk_consumer_resume(rbk_consumer_t *c, const char *topic,
+                              int32_t partition) {
+        return rbk__pause(c, topic, partition, 0);
+}
+
+static rbk_err_t rbk__seek(rbk_consumer_t *c, const char *topic,
+                           int32_t partition, int64_t where, int by_time,
+                           char *errstr, size_t errstr_size) {
+        if (!c || !topic)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "%s is NULL", c ? "topic" : "consumer");
+        if (rbk__forked(c->pid))
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                                   "consumer used in a forked child");
+        if (!by_time && where < 0 && where != RBK_EARLIEST &&
+            where != RBK_LATEST)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "offset %" PRId64 " is neither an offset "
+                                   "nor RBK_EARLIEST nor RBK_LATEST",
+                                   where);
+        rbk__req_t req;
+        memset(&req, 0, sizeof(req));
+        req.kind = RBK__REQ_SEEK;
+        req.by_time = by_time;
+        req.topic = rbk__prefixed(c->prefix, topic);
+        req.partition = partition;
+        req.offset = where;
+        req.applied_by = "api";
+        rbk_err_t err = rbk__consumer_submit(c, &req);
+        if (err && errstr && errstr_size)
+                g_strlcpy(errstr, req.errstr, errstr_size);
+        g_free(req.topic);
+        return err;
+}
+
+rbk_err_t rbk_consumer_seek(rbk_consumer_t *c, const char *topic,
+                            int32_t partition, int64_t offset, char *errstr,
+                            size_t errstr_size) {
+        return rbk__seek(c, topic, partition, offset, 0, errstr, errstr_size);
+}
+
+rbk_err_t rbk_consumer_seek_timestamp(rbk_consumer_t *c, const char *topic,
+                                      int32_t partition, int64_t timestamp_ms,
+                                      char *errstr, size_t errstr_size) {
+        if (timestamp_ms < 0)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "timestamp %" PRId64 " is negative",
+                                   timestamp_ms);
+        return rbk__seek(c, topic, partition, timestamp_ms, 1, errstr,
+                         errstr_size);
 }
 
 rbk_err_t rbk_message_header(const rbk_message_t *msg, const char *name,
@@ -1058,6 +1190,8 @@ static const char *rbk__hold_name(rbk__hold_t h) {
                 return "deadletter_pending";
         case RBK__HOLD_DLQ_FAILED:
                 return "deadletter_failed";
+        case RBK__HOLD_DLQ_LIMIT:
+                return "deadletter_limit";
         default:
                 return "none";
         }
@@ -1108,15 +1242,17 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
                     ",\"stored\":%" PRId64 ",\"committed\":%" PRId64
                     ",\"lag\":%" PRId64 ",\"queued\":%u,\"paused\":%s"
                     ",\"fetch_paused\":%s,\"held\":\"%s\",\"attempts\":%d"
-                    ",\"quarantined\":%s",
+                    ",\"quarantined\":%s,\"app_paused\":%s",
                     p->partition, rbk__part_position(p), p->stored,
                     p->committed, rbk__part_lag(c, p),
                     (unsigned)rbk__part_queued(p),
-                    (p->quarantined || p->hold || p->retry_at) ? "true"
-                                                               : "false",
+                    (p->quarantined || p->hold || p->retry_at || p->paused)
+                        ? "true"
+                        : "false",
                     p->fetch_paused ? "true" : "false",
                     rbk__hold_name(p->hold), p->attempts,
-                    p->quarantined ? "true" : "false");
+                    p->quarantined ? "true" : "false",
+                    p->paused ? "true" : "false");
                 if (p->quarantined) {
                         g_string_append(s, ",\"incident_key\":");
                         rbk__json_escape_str(s, p->q.incident_key);

@@ -497,3 +497,120 @@ done:
         g_mutex_unlock(&c->lock);
         return err;
 }
+
+/* ------------------------------------------------------------ seek */
+
+rbk_err_t rbk__assign_seek(rbk_consumer_t *c, rbk__req_t *req) {
+        char *es = req->errstr;
+        size_t esz = sizeof(req->errstr);
+        const char *by = req->applied_by ? req->applied_by : "api";
+        const char *utopic = rbk__unprefixed(c->prefix, req->topic);
+        g_mutex_lock(&c->lock);
+        rbk__part_t *p = rbk__part_find(c, req->topic, req->partition);
+        if (!p || !p->assigned || p->revoking) {
+                g_mutex_unlock(&c->lock);
+                return rbk__seterr(es, esz, RBK_ERR_NOT_FOUND,
+                                   "%s [%" PRId32
+                                   "] is not assigned to this consumer",
+                                   utopic, req->partition);
+        }
+        if (p->quarantined) {
+                g_mutex_unlock(&c->lock);
+                return rbk__seterr(es, esz, RBK_ERR_STATE,
+                                   "%s [%" PRId32 "] is quarantined (incident "
+                                   "%s): resolve it with rbk_consumer_resolve()",
+                                   utopic, req->partition, p->q.incident_key);
+        }
+        if (p->out == RBK__OUT_DEADLETTER || p->hold == RBK__HOLD_DLQ_PENDING) {
+                g_mutex_unlock(&c->lock);
+                return rbk__seterr(es, esz, RBK_ERR_STATE,
+                                   "%s [%" PRId32 "] has a dead letter in "
+                                   "flight; try again",
+                                   utopic, req->partition);
+        }
+        rbk__part_ref(p);
+        int64_t from = rbk__part_first_unhandled(p);
+        int64_t committed = p->committed >= 0 ? p->committed : RBK_NO_VALUE;
+        g_mutex_unlock(&c->lock);
+
+        rbk_err_t ret = RBK_OK;
+        int64_t lo, hi, to;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            c->rk, p->topic, p->partition, &lo, &hi, RBK__QUERY_TIMEOUT_MS);
+        if (err) {
+                ret = rbk__seterr(es, esz, RBK_ERR_KAFKA,
+                                  "reading the watermarks of %s [%" PRId32
+                                  "] failed: %s",
+                                  utopic, p->partition, rd_kafka_err2str(err));
+                goto out;
+        }
+        if (req->by_time) {
+                rd_kafka_topic_partition_list_t *l =
+                    rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)
+                    ->offset = req->offset;
+                err = rd_kafka_offsets_for_times(c->rk, l,
+                                                 RBK__QUERY_TIMEOUT_MS);
+                if (!err)
+                        err = l->elems[0].err;
+                to = l->elems[0].offset;
+                rd_kafka_topic_partition_list_destroy(l);
+                if (err) {
+                        ret = rbk__seterr(es, esz, RBK_ERR_KAFKA,
+                                          "looking up timestamp %" PRId64
+                                          " in %s [%" PRId32 "] failed: %s",
+                                          req->offset, utopic, p->partition,
+                                          rd_kafka_err2str(err));
+                        goto out;
+                }
+                if (to < 0)
+                        to = hi; /* nothing at or after it: the end */
+        } else if (req->offset == RBK_EARLIEST) {
+                to = lo;
+        } else if (req->offset == RBK_LATEST) {
+                to = hi;
+        } else if (req->offset < lo || req->offset > hi) {
+                ret = rbk__seterr(es, esz, RBK_ERR_OUT_OF_RANGE,
+                                  "offset %" PRId64 " is outside %s [%" PRId32
+                                  "]'s watermarks %" PRId64 "..%" PRId64,
+                                  req->offset, utopic, p->partition, lo, hi);
+                goto out;
+        } else {
+                to = req->offset;
+        }
+
+        char *meta = g_strdup_printf("rbk-seek:%s", by);
+        char *metas[1] = {meta};
+        err = rbk__assign_move(c, &p, &to, metas, 1);
+        g_free(meta);
+        if (err) {
+                ret = rbk__seterr(es, esz, RBK_ERR_KAFKA,
+                                  "moving %s [%" PRId32 "] failed: %s", utopic,
+                                  p->partition, rd_kafka_err2str(err));
+                goto out;
+        }
+        int64_t skips = from >= 0 && to > from ? to - from : 0;
+        int64_t replays = from >= 0 && to < from ? from - to : 0;
+        char *msg = g_strdup_printf(
+            "%s moved %s [%" PRId32 "] of group %s from offset %" PRId64
+            " to %" PRId64 " (log %" PRId64 "..%" PRId64 "): %" PRId64
+            " message(s) skipped, %" PRId64 " handed again",
+            by, utopic, p->partition, c->ugroup, from, to, lo, hi, skips,
+            replays);
+        rbk__log(c->hooks, 5, "consumer", "%s", msg);
+        rbk_event_t ev;
+        rbk__event_init(&ev, RBK_EV_POSITION_MOVED, RBK_SEV_INFO);
+        ev.topic = p->topic;
+        ev.partition = p->partition;
+        ev.offset = to;
+        ev.first_unhandled = from >= 0 ? from : RBK_NO_VALUE;
+        ev.committed_offset = committed;
+        ev.low_watermark = lo;
+        ev.high_watermark = hi;
+        ev.message = msg;
+        rbk__consumer_emit(c, &ev);
+        g_free(msg);
+out:
+        rbk__part_unref(p);
+        return ret;
+}

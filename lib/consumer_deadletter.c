@@ -125,7 +125,7 @@ static rbk_producer_t *rbk__dlq_producer(rbk_consumer_t *c, char *errstr,
 }
 
 void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
-                   uint64_t ticket, int attempts) {
+                   uint64_t ticket, int attempts, const char *reason) {
         char e[512];
         e[0] = '\0';
         rbk__dlq_ctx_t *x = g_new0(rbk__dlq_ctx_t, 1);
@@ -136,16 +136,21 @@ void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
 
         rbk_header_t hdrs[RBK__DLQ_MAX_HEADERS];
         size_t n = 0;
-        char partbuf[16], offbuf[24], errbuf[160];
+        char partbuf[16], offbuf[24], attbuf[16], errbuf[160];
         snprintf(errbuf, sizeof(errbuf),
                  "handler returned RBK_RETRY %d time(s)", attempts);
         snprintf(partbuf, sizeof(partbuf), "%" PRId32, p->partition);
         snprintf(offbuf, sizeof(offbuf), "%" PRId64, rkm->offset);
-        const char *ours[4][2] = {{"rbk-dlq-error", errbuf},
+        snprintf(attbuf, sizeof(attbuf), "%d", attempts);
+        /* rbk-dlq-reason: the handler's own (rbk_message_set_error()), or
+         * what the library saw; rbk-dlq-error stays for older readers. */
+        const char *ours[6][2] = {{"rbk-dlq-error", reason ? reason : errbuf},
+                                  {"rbk-dlq-reason", reason ? reason : errbuf},
+                                  {"rbk-dlq-attempts", attbuf},
                                   {"rbk-dlq-topic", p->utopic},
                                   {"rbk-dlq-partition", partbuf},
                                   {"rbk-dlq-offset", offbuf}};
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 6; i++) {
                 hdrs[n].name = ours[i][0];
                 hdrs[n].value = ours[i][1];
                 hdrs[n].size = strlen(ours[i][1]);
@@ -197,10 +202,10 @@ void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
                 err = rbk_producer_send(prod, &m, e, sizeof(e));
         }
         if (err) {
-                char reason[600];
-                snprintf(reason, sizeof(reason), "%s%s%s", rbk_err2name(err),
+                char why[600];
+                snprintf(why, sizeof(why), "%s%s%s", rbk_err2name(err),
                          *e ? ": " : "", e);
-                rbk__dlq_outcome(x, err ? err : RBK_ERR_DELIVERY, 0, reason);
+                rbk__dlq_outcome(x, err ? err : RBK_ERR_DELIVERY, 0, why);
         }
 }
 

@@ -61,7 +61,8 @@ typedef enum {
         RBK__HOLD_NONE = 0,
         RBK__HOLD_GAVE_UP,     /* pause mode: retries exhausted */
         RBK__HOLD_DLQ_PENDING, /* dead letter sent, waiting for its report */
-        RBK__HOLD_DLQ_FAILED   /* dead letter could not be delivered */
+        RBK__HOLD_DLQ_FAILED,  /* dead letter could not be delivered */
+        RBK__HOLD_DLQ_LIMIT    /* too many dead letters in the window */
 } rbk__hold_t;
 
 /* Who holds the partition's head message. */
@@ -92,6 +93,7 @@ typedef struct rbk__msg_s {
         const void *id_raw; /* the rbk-id header value in rkm, or NULL */
         size_t id_len;
         int dedup_count;    /* rbk__dedup_verdict_t to count at completion */
+        char *reason;       /* rbk_message_set_error(), or NULL */
         int64_t started_ms;
         char idb[RBK_MSGID_MAX_LEN + 1]; /* pub.id, NUL-terminated */
 } rbk__msg_t;
@@ -125,6 +127,12 @@ typedef struct rbk__part_s {
 
         rbk__out_t out;      /* who holds the head message */
         uint64_t out_ticket; /* the current hand-out, 0 when out is NONE */
+        uint64_t pos_gen;    /* bumped when the position is moved */
+        uint64_t out_pos_gen; /* pos_gen when the hand-out began: a hand-out
+                               * of an older position stores nothing */
+        int paused;          /* held by rbk_consumer_pause() */
+        int64_t dlq_window_start; /* the dead-letter limit's window */
+        int64_t dlq_count;        /* dead letters in it */
         int in_ready;        /* queued in c->ready */
         struct rbk__part_s *ready_next; /* next in c->ready */
         int burst_n;              /* hand-outs in the current burst */
@@ -165,8 +173,12 @@ typedef struct rbk__reset_s {
         int64_t next_try_ms;
 } rbk__reset_t;
 
-/* A resolution request handed to the poll thread. */
+/* A request handed to the poll thread: a resolution or a seek. */
+typedef enum { RBK__REQ_RESOLVE = 0, RBK__REQ_SEEK } rbk__req_kind_t;
+
 typedef struct rbk__req_s {
+        rbk__req_kind_t kind;
+        int by_time; /* seek: offset is a timestamp */
         char *topic; /* full name */
         int32_t partition;
         rbk_resolve_t how;
@@ -201,6 +213,8 @@ struct rbk_consumer_s {
         int64_t revoke_timeout_ms;
         int64_t shutdown_timeout_ms;
         char *initial_offset; /* "earliest" | "latest" | "error" */
+        int64_t dlq_limit;           /* dead letters per window, 0: none */
+        int64_t dlq_limit_window_ms;
         int cooperative; /* the group's rebalance protocol is COOPERATIVE */
 
         GMutex poll_mu; /* held by whoever is the poll thread */
@@ -220,6 +234,7 @@ struct rbk_consumer_s {
         uint64_t next_ticket;
         rbk__msg_t *slot_free_head, *slot_free_tail; /* FIFO */
         GPtrArray *slots; /* every slot ever made (freed at destroy) */
+        GHashTable *paused_keys; /* rbk__part_key()s the application paused */
 
         GQueue requests;   /* rbk__req_t* */
         GPtrArray *resets; /* rbk__reset_t* (poll thread only) */
@@ -328,11 +343,13 @@ rbk__part_t *rbk__part_take(rbk_consumer_t *c, rd_kafka_message_t **rkmp,
 /* What the caller must do after a hand-out ends, without the lock. */
 typedef enum {
         RBK__ACT_NONE = 0,
-        RBK__ACT_GAVE_UP,   /* fire RBK_EV_HANDLER_GAVE_UP */
-        RBK__ACT_DEADLETTER /* send it: rbk__dlq_send(); the hand-out goes on */
+        RBK__ACT_GAVE_UP,    /* fire RBK_EV_HANDLER_GAVE_UP */
+        RBK__ACT_DEADLETTER, /* send it: rbk__dlq_send(); the hand-out goes on */
+        RBK__ACT_DLQ_LIMIT   /* fire RBK_EV_DEADLETTER_LIMIT (partition held) */
 } rbk__act_t;
 
-/* Ends hand-out @m (its ticket) with a verdict. @ran_handler: the handler
+/* Ends hand-out @m (its ticket) with a verdict (RBK_DEADLETTER: at once to
+ * the dead-letter topic, or held under the pause give-up mode). @ran_handler: the handler
  * ran (timing counted). A message of a revoked partition is destroyed (its
  * id still recorded in the kept dedup window when handled). Returns
  * RBK_ERR_STATE when @m's ticket is not the partition's current hand-out
@@ -380,7 +397,7 @@ void rbk__part_reassigned(rbk__part_t *p, int64_t off);
  * @failed are dropped; those below it stay and are still handed out. */
 int rbk__part_out_of_range(rbk_consumer_t *c, rbk__part_t *p, int64_t failed);
 /* 1 when p has nothing below its failed position left to hand out (or is
- * held, so nothing more will be). */
+ * held or paused, so nothing more will be for now). */
 int rbk__part_drained(const rbk__part_t *p);
 /* Quarantines p (paged by the caller): records @q; queued messages stay. */
 void rbk__part_quarantine(rbk_consumer_t *c, rbk__part_t *p,
@@ -388,6 +405,14 @@ void rbk__part_quarantine(rbk_consumer_t *c, rbk__part_t *p,
 /* p was moved away from the failed offset @failed of a resolved incident:
  * late reports of it are stale until the position passes it. */
 void rbk__part_note_resolved(rbk__part_t *p, int64_t failed);
+/* rbk_consumer_pause()/resume(): @on holds or releases p (and remembers
+ * it for a later assignment of the same partition). RBK_ERR_STATE when
+ * already so. */
+rbk_err_t rbk__part_set_paused(rbk_consumer_t *c, rbk__part_t *p, int on);
+/* Forgets a remembered pause of a partition not assigned here: 1 if there
+ * was one. */
+int rbk__part_forget_pause(rbk_consumer_t *c, const char *topic,
+                           int32_t partition);
 /* Releases a held (gave-up / dead-letter failed) partition to hand out its
  * head again. */
 void rbk__part_release_hold(rbk_consumer_t *c, rbk__part_t *p);
@@ -435,6 +460,9 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
                                      size_t n);
 /* Leaves the assignment (close): rbk__assign_rebalance() for revoke. */
 
+/* Serves a seek request (poll thread, no lock held). */
+rbk_err_t rbk__assign_seek(rbk_consumer_t *c, rbk__req_t *req);
+
 /* ---------------------------------------------------------- consumer_quarantine.c */
 
 /* Queues an _AUTO_OFFSET_RESET report (poll thread). */
@@ -459,6 +487,9 @@ rbk_err_t rbk__consumer_resolve_by_incident(rbk_consumer_t *c,
                                             rbk_resolve_t how, int64_t offset,
                                             const char *applied_by,
                                             char *errstr, size_t errstr_size);
+/* Runs a request on the poll thread: directly when called on it, else
+ * queued and waited for (bounded). */
+rbk_err_t rbk__consumer_submit(rbk_consumer_t *c, rbk__req_t *req);
 /* Same as rbk_consumer_resolve() with an @applied_by. */
 rbk_err_t rbk__consumer_resolve(rbk_consumer_t *c, const char *topic,
                                 int32_t partition, rbk_resolve_t how,
@@ -472,7 +503,7 @@ rbk_err_t rbk__consumer_resolve(rbk_consumer_t *c, const char *topic,
  * partition goes to RBK__HOLD_DLQ_FAILED and RBK_EV_DEADLETTER_FAILED
  * fires. */
 void rbk__dlq_send(rbk_consumer_t *c, rbk__part_t *p, rd_kafka_message_t *rkm,
-                   uint64_t ticket, int attempts);
+                   uint64_t ticket, int attempts, const char *reason);
 /* Waits (bounded) until no dead letter is in flight. */
 void rbk__dlq_flush(rbk_consumer_t *c, int timeout_ms);
 /* Closes and destroys the dead-letter producer. */

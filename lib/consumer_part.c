@@ -145,8 +145,11 @@ rbk__part_t *rbk__part_assign(rbk_consumer_t *c, const char *topic,
                 p->drain_to = -1;
                 p->hold = RBK__HOLD_NONE;
                 p->last_progress_ms = rbk__now_ms();
-                g_hash_table_insert(c->parts, rbk__part_key(topic, partition),
-                                    p);
+                char *k = rbk__part_key(topic, partition);
+                /* A pause survives the partition coming back. */
+                p->paused = c->paused_keys &&
+                            g_hash_table_contains(c->paused_keys, k);
+                g_hash_table_insert(c->parts, k, p);
         }
         p->assign_gen++;
         p->assign_off = assign_off >= 0 ? assign_off : RD_KAFKA_OFFSET_INVALID;
@@ -175,6 +178,7 @@ size_t rbk__part_queued(const rbk__part_t *p) {
 static int rbk__part_runnable(rbk_consumer_t *c, rbk__part_t *p,
                               int64_t now) {
         return p->assigned && !p->revoking && p->out == RBK__OUT_NONE &&
+               !p->paused &&
                !c->stopping && p->msgs.len && !p->quarantined &&
                p->hold == RBK__HOLD_NONE &&
                (p->retry_at == 0 || now >= p->retry_at);
@@ -247,6 +251,7 @@ rbk__part_t *rbk__part_take(rbk_consumer_t *c, rd_kafka_message_t **rkmp,
                 }
                 p->out = RBK__OUT_HANDLER;
                 p->out_ticket = ++c->next_ticket;
+                p->out_pos_gen = p->pos_gen;
                 p->attempts++;
                 p->retry_at = 0;
                 *rkmp = rbk__mq_peek(&p->msgs);
@@ -390,7 +395,7 @@ GPtrArray *rbk__part_stalled(rbk_consumer_t *c, int64_t now, GArray *info) {
         g_hash_table_iter_init(&it, c->parts);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
                 rbk__part_t *p = v;
-                if (p->stall_reported || p->quarantined ||
+                if (p->stall_reported || p->quarantined || p->paused ||
                     p->hold != RBK__HOLD_NONE || p->retry_at || p->revoking)
                         continue;
                 int64_t idle = now - p->last_progress_ms;
@@ -471,6 +476,8 @@ void rbk__msg_ready(rbk__msg_t *m) {
 void rbk__msg_clear(rbk__msg_t *m) {
         g_free(m->idbuf);
         m->idbuf = NULL;
+        g_free(m->reason);
+        m->reason = NULL;
 }
 
 rbk__msg_t *rbk__part_slot_get(rbk_consumer_t *c) {
@@ -488,6 +495,8 @@ rbk__msg_t *rbk__part_slot_get(rbk_consumer_t *c) {
 }
 
 void rbk__part_slot_put(rbk_consumer_t *c, rbk__msg_t *m) {
+        g_free(m->reason);
+        m->reason = NULL;
         m->ticket = 0;
         m->part = NULL;
         m->rkm = NULL;
@@ -508,6 +517,7 @@ void rbk__part_slots_free(rbk_consumer_t *c) {
                 if (m->ticket && m->part)
                         rbk__part_unref(m->part); /* never given back */
                 g_free(m->idbuf);
+                g_free(m->reason);
                 g_free(m);
         }
         g_ptr_array_free(c->slots, TRUE);
@@ -635,19 +645,20 @@ rbk_err_t rbk__part_complete(rbk_consumer_t *c, rbk__msg_t *m,
                 c->handler_cnt++;
                 c->handler_ms_sum += ms;
         }
-        if (!p->assigned) {
-                /* Revoked or lost meanwhile: not ours to store. A handled
-                 * id still goes into the partition's dedup window, which
-                 * the library keeps: if the partition comes straight back
-                 * (a coordinator failover), it is read again from the last
-                 * commit, and this process must not hand the message to its
-                 * handler a second time. */
+        if (!p->assigned || p->out_pos_gen != p->pos_gen) {
+                /* Revoked or lost meanwhile (or moved by a seek): not ours
+                 * to store. A handled id still goes into the partition's
+                 * dedup window, which the library keeps: if the partition
+                 * comes straight back (a coordinator failover), it is read
+                 * again from the last commit, and this process must not hand
+                 * the message to its handler a second time. */
+                int gone = !p->assigned;
                 rbk__part_discard_head(c, p, rkm,
                                        verdict == RBK_HANDLED ? m->id_raw
                                                               : NULL,
                                        m->id_len, msgid);
                 rbk__part_end_out(c, p, now);
-                return RBK_ERR_NOT_FOUND;
+                return gone ? RBK_ERR_NOT_FOUND : RBK_OK;
         }
         if (verdict == RBK_HANDLED) {
                 rbk__part_complete_head(c, p, rkm, m->id_raw, m->id_len, msgid,
@@ -662,31 +673,56 @@ rbk_err_t rbk__part_complete(rbk_consumer_t *c, rbk__msg_t *m,
                         p->handled++;
                         c->handled++;
                 }
-        } else {
+        } else if (verdict == RBK_RETRY && p->attempts < c->retry_max) {
                 p->retried++;
                 c->retried++;
-                if (p->attempts >= c->retry_max) {
-                        g_free(p->hold_reason);
-                        p->hold_reason = g_strdup_printf(
-                            "handler returned RBK_RETRY %d times on offset "
-                            "%" PRId64,
-                            p->attempts, rkm->offset);
-                        if (c->giveup_deadletter) {
-                                /* The dead-letter send holds the message
-                                 * now: the hand-out goes on. */
-                                p->hold = RBK__HOLD_DLQ_PENDING;
-                                p->out = RBK__OUT_DEADLETTER;
-                                c->dlq_inflight++;
-                                *actp = RBK__ACT_DEADLETTER;
+                p->retry_at = now + rbk__backoff_ms(c, p->attempts);
+                if (p->retry_at == 0)
+                        p->retry_at = 1;
+        } else {
+                /* Given up: retries exhausted, or a poison message. */
+                if (verdict == RBK_RETRY) {
+                        p->retried++;
+                        c->retried++;
+                }
+                g_free(p->hold_reason);
+                p->hold_reason =
+                    m->reason ? g_strdup(m->reason)
+                    : verdict == RBK_DEADLETTER
+                        ? g_strdup_printf("handler returned RBK_DEADLETTER on "
+                                          "offset %" PRId64,
+                                          rkm->offset)
+                        : g_strdup_printf("handler returned RBK_RETRY %d times "
+                                          "on offset %" PRId64,
+                                          p->attempts, rkm->offset);
+                if (c->giveup_deadletter && c->dlq_limit > 0) {
+                        if (!p->dlq_window_start ||
+                            now - p->dlq_window_start >=
+                                c->dlq_limit_window_ms) {
+                                p->dlq_window_start = now;
+                                p->dlq_count = 0;
+                        }
+                        if (p->dlq_count >= c->dlq_limit) {
+                                /* A bad deploy would drain the topic into
+                                 * the dead-letter topic: hold and page. */
+                                p->hold = RBK__HOLD_DLQ_LIMIT;
+                                *actp = RBK__ACT_DLQ_LIMIT;
+                                rbk__part_end_out(c, p, now);
                                 return RBK_OK;
                         }
-                        p->hold = RBK__HOLD_GAVE_UP;
-                        *actp = RBK__ACT_GAVE_UP;
-                } else {
-                        p->retry_at = now + rbk__backoff_ms(c, p->attempts);
-                        if (p->retry_at == 0)
-                                p->retry_at = 1;
+                        p->dlq_count++;
                 }
+                if (c->giveup_deadletter) {
+                        /* The dead-letter send holds the message now: the
+                         * hand-out goes on. */
+                        p->hold = RBK__HOLD_DLQ_PENDING;
+                        p->out = RBK__OUT_DEADLETTER;
+                        c->dlq_inflight++;
+                        *actp = RBK__ACT_DEADLETTER;
+                        return RBK_OK;
+                }
+                p->hold = RBK__HOLD_GAVE_UP;
+                *actp = RBK__ACT_GAVE_UP;
         }
         rbk__part_end_out(c, p, now);
         return RBK_OK;
@@ -711,9 +747,11 @@ int rbk__part_deadletter_done(rbk_consumer_t *c, rbk__part_t *p,
             id)
                 ours = rbk_msgid_parse(id, idlen, &m) == RBK_OK;
         int mine = p->assigned;
-        if (!mine) {
+        if (!mine || p->out_pos_gen != p->pos_gen) {
                 rbk__part_discard_head(c, p, rkm, ok ? id : NULL, idlen,
                                        ours ? &m : NULL);
+                if (mine && p->hold == RBK__HOLD_DLQ_PENDING)
+                        p->hold = RBK__HOLD_NONE;
         } else if (ok) {
                 p->hold = RBK__HOLD_NONE;
                 g_free(p->hold_reason);
@@ -780,7 +818,10 @@ void rbk__part_reposition(rbk_consumer_t *c, rbk__part_t *p, int64_t off,
         p->resolved_failed = resolved_failed;
         p->last_progress_ms = rbk__now_ms();
         p->stall_reported = 0;
+        p->dlq_count = 0;
+        p->pos_gen++;
         rbk__part_reassigned(p, off);
+        rbk__part_maybe_ready(c, p);
         rbk__consumer_wake(c);
 }
 
@@ -820,7 +861,9 @@ int rbk__part_out_of_range(rbk_consumer_t *c, rbk__part_t *p, int64_t failed) {
 int rbk__part_drained(const rbk__part_t *p) {
         if (p->out != RBK__OUT_NONE)
                 return 0;
-        return p->msgs.len == 0 || p->hold != RBK__HOLD_NONE;
+        /* Held or paused: nothing more goes out until a human acts, so
+         * the page cannot wait for the queue. */
+        return p->msgs.len == 0 || p->hold != RBK__HOLD_NONE || p->paused;
 }
 
 void rbk__part_quarantine(rbk_consumer_t *c, rbk__part_t *p,
@@ -839,7 +882,39 @@ void rbk__part_note_resolved(rbk__part_t *p, int64_t failed) {
         p->resolved_failed = failed;
 }
 
+rbk_err_t rbk__part_set_paused(rbk_consumer_t *c, rbk__part_t *p, int on) {
+        if (!p->paused == !on)
+                return RBK_ERR_STATE;
+        p->paused = !!on;
+        if (!c->paused_keys)
+                c->paused_keys = g_hash_table_new_full(g_str_hash, g_str_equal,
+                                                       g_free, NULL);
+        char *k = rbk__part_key(p->topic, p->partition);
+        if (on) {
+                g_hash_table_add(c->paused_keys, k);
+        } else {
+                g_hash_table_remove(c->paused_keys, k);
+                g_free(k);
+                p->last_progress_ms = rbk__now_ms();
+                p->stall_reported = 0;
+                rbk__part_maybe_ready(c, p);
+        }
+        return RBK_OK;
+}
+
+int rbk__part_forget_pause(rbk_consumer_t *c, const char *topic,
+                           int32_t partition) {
+        if (!c->paused_keys)
+                return 0;
+        char *k = rbk__part_key(topic, partition);
+        int had = g_hash_table_remove(c->paused_keys, k);
+        g_free(k);
+        return had;
+}
+
 void rbk__part_release_hold(rbk_consumer_t *c, rbk__part_t *p) {
+        p->dlq_count = 0;
+        p->dlq_window_start = 0;
         p->hold = RBK__HOLD_NONE;
         g_free(p->hold_reason);
         p->hold_reason = NULL;

@@ -534,6 +534,11 @@ out:
         return ret;
 }
 
+static rbk_err_t rbk__do_request(rbk_consumer_t *c, rbk__req_t *req) {
+        return req->kind == RBK__REQ_SEEK ? rbk__assign_seek(c, req)
+                                          : rbk__do_resolve(c, req);
+}
+
 void rbk__q_process_requests(rbk_consumer_t *c) {
         for (;;) {
                 g_mutex_lock(&c->lock);
@@ -550,7 +555,7 @@ void rbk__q_process_requests(rbk_consumer_t *c) {
                 g_mutex_unlock(&c->lock);
                 if (!req)
                         return;
-                rbk_err_t err = rbk__do_resolve(c, req);
+                rbk_err_t err = rbk__do_request(c, req);
                 g_mutex_lock(&c->lock);
                 req->err = err;
                 req->done = 1;
@@ -578,9 +583,9 @@ void rbk__q_fail_requests(rbk_consumer_t *c) {
 
 /* Runs a request on the poll thread: directly when called on it, else
  * queued; when nobody polls, the caller becomes the poll thread for it. */
-static rbk_err_t rbk__submit(rbk_consumer_t *c, rbk__req_t *req) {
+rbk_err_t rbk__consumer_submit(rbk_consumer_t *c, rbk__req_t *req) {
         if (rbk__tl_poller == c)
-                return rbk__do_resolve(c, req);
+                return rbk__do_request(c, req);
         int64_t deadline = rbk__now_ms() + RBK__RESOLVE_WAIT_MS;
         g_mutex_lock(&c->lock);
         if (c->closed) {
@@ -622,7 +627,7 @@ static rbk_err_t rbk__resolve_common(rbk_consumer_t *c, rbk__req_t *req,
         if (rbk__forked(c->pid))
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
                                    "consumer used in a forked child");
-        rbk_err_t err = rbk__submit(c, req);
+        rbk_err_t err = rbk__consumer_submit(c, req);
         if (err && errstr && errstr_size)
                 g_strlcpy(errstr, req->errstr, errstr_size);
         return err;

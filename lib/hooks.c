@@ -67,6 +67,10 @@ const char *rbk_event_class_name(rbk_event_class_t cls) {
                 return "shutdown_undelivered";
         case RBK_EV_DEADLETTERED:
                 return "deadlettered";
+        case RBK_EV_POSITION_MOVED:
+                return "position_moved";
+        case RBK_EV_DEADLETTER_LIMIT:
+                return "deadletter_limit";
         }
         return "unknown";
 }
@@ -283,6 +287,8 @@ static int rbk__event_is_change(rbk_event_class_t cls) {
         case RBK_EV_DEADLETTERED:
         case RBK_EV_DEADLETTER_FAILED:
         case RBK_EV_INITIAL_POSITION:
+        case RBK_EV_POSITION_MOVED:
+        case RBK_EV_DEADLETTER_LIMIT:
                 return 1;
         default:
                 return 0;

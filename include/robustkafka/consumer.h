@@ -55,9 +55,26 @@ RBK_API rbk_err_t rbk_message_header(const rbk_message_t *msg,
 
 /** The handler's verdict on a message. */
 typedef enum rbk_verdict_t {
-        RBK_HANDLED = 0, /**< Done: the offset is stored (and committed later). */
-        RBK_RETRY = 1    /**< Hand me the same message again after a backoff. */
+        RBK_HANDLED = 0,   /**< Done: the offset is stored (and committed later). */
+        RBK_RETRY = 1,     /**< Hand me the same message again after a backoff. */
+        RBK_DEADLETTER = 2 /**< A poison message: do not retry. Sent to the
+                            *   dead-letter topic at once (with the reason set by
+                            *   rbk_message_set_error()); with `rbk.consumer.giveup=pause`
+                            *   the partition is held as after the last retry. */
 } rbk_verdict_t;
+
+/**
+ * @brief Sets why the handler rejects @p msg, carried on its dead letter as
+ * the `rbk-dlq-reason` header and in the hook's message. Call it before
+ * returning RBK_RETRY (kept for the give-up) or RBK_DEADLETTER.
+ * @param msg the message being handled (run API: during the handler call;
+ * poll API: before rbk_consumer_done()).
+ * @param reason text, copied; at most 1024 bytes are kept. NULL clears it.
+ * @returns RBK_OK, or RBK_ERR_INVALID_ARG for a NULL or foreign message.
+ * Thread-safety: from the thread handling the message.
+ */
+RBK_API rbk_err_t rbk_message_set_error(const rbk_message_t *msg,
+                                        const char *reason);
 
 /**
  * @brief The message handler. Called on a worker thread; messages of one
@@ -160,6 +177,69 @@ RBK_API rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
  */
 RBK_API rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
                                     rbk_verdict_t verdict);
+
+/**
+ * @brief Holds a partition of this consumer: nothing more of it is handed
+ * out (a message being handled finishes), other partitions flow. The hold
+ * survives a rebalance that hands the partition back to this consumer, and
+ * is independent of quarantine: neither releases the other.
+ * @param topic the topic (without prefix). @param partition the partition.
+ * @returns RBK_OK; RBK_ERR_NOT_FOUND if the partition is not assigned here;
+ * RBK_ERR_STATE if it is already paused; RBK_ERR_INVALID_ARG, RBK_ERR_FORKED.
+ * Thread-safety: safe from any thread, including a handler.
+ */
+RBK_API rbk_err_t rbk_consumer_pause(rbk_consumer_t *c, const char *topic,
+                                     int32_t partition);
+
+/**
+ * @brief Releases a partition held by rbk_consumer_pause(). A quarantine or
+ * a handler's give-up stays in place.
+ * @returns RBK_OK; RBK_ERR_STATE if it is not paused; RBK_ERR_INVALID_ARG,
+ * RBK_ERR_FORKED.
+ * Thread-safety: safe from any thread, including a handler.
+ */
+RBK_API rbk_err_t rbk_consumer_resume(rbk_consumer_t *c, const char *topic,
+                                      int32_t partition);
+
+/** rbk_consumer_seek(): the log's first offset. */
+#define RBK_EARLIEST (-2)
+/** rbk_consumer_seek(): the log's end (only messages produced from now). */
+#define RBK_LATEST (-1)
+
+/**
+ * @brief Moves a partition of this consumer to @p offset: an audited
+ * re-position. The new position is committed explicitly, the partition is
+ * assigned again at it, and an `RBK_EV_POSITION_MOVED` event (info) names
+ * who moved it from where (the first unhandled offset) to where and how
+ * many messages that skips or replays. Queued messages are dropped; a
+ * message being handled finishes but its offset is not stored. A pause is
+ * kept.
+ * @param offset an offset within the watermarks, RBK_EARLIEST or RBK_LATEST.
+ * @returns RBK_OK; RBK_ERR_NOT_FOUND if the partition is not assigned here;
+ * RBK_ERR_OUT_OF_RANGE for an offset outside the watermarks; RBK_ERR_STATE
+ * while the partition is quarantined (resolve it instead) or a dead letter
+ * of it is in flight; RBK_ERR_KAFKA (the watermarks or the commit failed);
+ * RBK_ERR_TIMED_OUT if no poll thread served the request; on error the
+ * position is unchanged.
+ * Thread-safety: safe from any thread, including a handler.
+ */
+RBK_API rbk_err_t rbk_consumer_seek(rbk_consumer_t *c, const char *topic,
+                                    int32_t partition, int64_t offset,
+                                    char *errstr, size_t errstr_size);
+
+/**
+ * @brief rbk_consumer_seek() to the first offset whose timestamp is at or
+ * after @p timestamp_ms (librdkafka's offsets-for-times); the log's end if
+ * there is none.
+ * @returns as rbk_consumer_seek().
+ * Thread-safety: safe from any thread, including a handler.
+ */
+RBK_API rbk_err_t rbk_consumer_seek_timestamp(rbk_consumer_t *c,
+                                              const char *topic,
+                                              int32_t partition,
+                                              int64_t timestamp_ms,
+                                              char *errstr,
+                                              size_t errstr_size);
 
 /** How to resolve a quarantined partition. */
 typedef enum rbk_resolve_t {

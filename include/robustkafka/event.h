@@ -27,7 +27,9 @@ typedef enum rbk_event_class_t {
         RBK_EV_CLIENT_ERROR = 11,     /**< librdkafka reported a (non-fatal) client error. */
         RBK_EV_VERSION_WARNING = 12,  /**< The running librdkafka has known issues. */
         RBK_EV_SHUTDOWN_UNDELIVERED = 13, /**< Shutdown ended with messages undelivered. */
-        RBK_EV_DEADLETTERED = 14      /**< A message was sent to the dead-letter topic. */
+        RBK_EV_DEADLETTERED = 14,     /**< A message was sent to the dead-letter topic. */
+        RBK_EV_POSITION_MOVED = 15,   /**< rbk_consumer_seek() moved a partition (info: who, from, to). */
+        RBK_EV_DEADLETTER_LIMIT = 16  /**< Too many dead letters on a partition in the window; partition held. */
 } rbk_event_class_t;
 
 /** How urgent an event is. */

@@ -902,16 +902,40 @@ static rbk_err_t rbk__pause(rbk_consumer_t *c, const char *topic,
         g_mutex_lock(&c->lock);
         rbk__part_t *p = rbk__part_find(c, full, partition);
         rbk_err_t err;
-        if (p && p->assigned)
+        int64_t at = -1;
+        if (p && p->assigned) {
                 err = rbk__part_set_paused(c, p, on);
-        else if (!on)
-                err = rbk__part_forget_pause(c, full, partition)
+                at = p->stored >= 0 ? p->stored : p->committed;
+                rbk__part_ref(p);
+        } else {
+                err = !on && rbk__part_forget_pause(c, full, partition)
                           ? RBK_OK
-                          : RBK_ERR_STATE;
-        else
-                err = RBK_ERR_NOT_FOUND;
+                      : on ? RBK_ERR_NOT_FOUND
+                           : RBK_ERR_STATE;
+                p = NULL;
+        }
         g_mutex_unlock(&c->lock);
         g_free(full);
+        if (!err && p && at >= 0) {
+                /* The pause shows in the committed offset's metadata, where
+                 * rbk-admin status reads it (the position does not move
+                 * while paused, so no later commit overwrites it). */
+                char *meta = on ? g_strconcat(RBK__META_PAUSED,
+                                              rbk__conf_str(c->conf, "rbk.client.name"),
+                                              NULL)
+                                : g_strdup("");
+                char *metas[1] = {meta};
+                rd_kafka_resp_err_t cerr =
+                    rbk__commit_explicit(c, &p, &at, metas, 1);
+                if (cerr)
+                        rbk__log(c->hooks, 4, "consumer",
+                                 "recording the %s of %s [%" PRId32
+                                 "] in its committed offset failed: %s",
+                                 on ? "pause" : "resume", topic, partition,
+                                 rd_kafka_err2str(cerr));
+                g_free(meta);
+        }
+        rbk__part_unref(p);
         if (!err)
                 rbk__log(c->hooks, 6, "consumer", "%s [%" PRId32 "] %s",
                          topic, partition, on ? "paused" : "resumed");

@@ -28,6 +28,8 @@
 #define RBK__META_QUARANTINE "rbk-quarantine:"
 #define RBK__META_RESOLVED "rbk-resolved:"
 #define RBK__META_INITIAL "rbk-initial:"
+/* A partition the application paused: "rbk-paused:<client name>". */
+#define RBK__META_PAUSED "rbk-paused:"
 
 /* ------------------------------------------------------------ resolutions */
 

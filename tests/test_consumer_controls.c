@@ -103,6 +103,12 @@ START_TEST(pause_holds_one_partition_across_rebalance_and_quarantine) {
         ck_assert_int_eq(rbk_consumer_pause(NULL, "t-c", 0),
                          RBK_ERR_INVALID_ARG);
         ck_assert(stats_has(c, "\"app_paused\":true"));
+        /* rbk-admin status reads the pause from the committed offset. */
+        char meta[256];
+        ck_assert_int_eq(cs_committed(cl, "g-pause", "t-c", 0, meta,
+                                      sizeof(meta)),
+                         10);
+        ck_assert_msg(g_str_has_prefix(meta, "rbk-paused:"), "%s", meta);
         for (int p = 0; p < 2; p++)
                 cs_produce(cl, "t-c", p, 10, 5, "c");
         /* The other partition flows; the paused one does not. */

@@ -599,6 +599,9 @@ static int cmd_status(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
                 } else if (rbk__meta_resolved_key(meta, NULL) &&
                            !strcmp(state, "ok")) {
                         state = "resolved";
+                } else if (meta && g_str_has_prefix(meta, RBK__META_PAUSED) &&
+                           !strcmp(state, "ok")) {
+                        state = "paused";
                 }
                 char *k = pkey(t->topic, t->partition);
                 const char *owner = g_hash_table_lookup(gi.owner, k);
@@ -610,6 +613,8 @@ static int cmd_status(rd_kafka_t *rk, const rbk_conf_t *conf, int argc,
                         printf("  incident %s", qkey);
                 else if (!strcmp(state, "resolved"))
                         printf("  (%s)", meta);
+                else if (!strcmp(state, "paused"))
+                        printf("  by %s", meta + strlen(RBK__META_PAUSED));
                 if (t->err)
                         printf("  %s", rd_kafka_err2str(t->err));
                 if (e)

@@ -3,6 +3,7 @@
 #   make               build the shared and static library
 #   make demo          run the main job (embedded mock cluster unless KAFKA_URL is set)
 #   make check         every test: unit, mock cluster, sanitizers, real Kafka, fuzz
+#   make check-tsan    the Check suites under ThreadSanitizer (build/tsan)
 #   make check-fast    unit and mock-cluster suites only
 #   make install PREFIX=/usr/local DESTDIR=
 #
@@ -67,7 +68,7 @@ EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 TOOL_SRCS    := $(sort $(wildcard tools/*.c))
 TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 
-.PHONY: all lib deps examples tools tests check check-fast check-unit check-asan \
+.PHONY: all lib deps examples tools tests check check-fast check-unit check-asan check-tsan \
         check-valgrind check-kafka check-install check-symbols check-header check-layers \
         check-examples check-fuzz fuzz demo bench docs install uninstall clean
 
@@ -148,6 +149,12 @@ check-asan:
 	$(MAKE) BUILD=$(BUILD)/asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	        CFLAGS="-O1 -g" check-unit
 
+# librdkafka and GLib are not instrumented: tests/tsan.supp lists their internal
+# races only; scripts/run-tests sets TSAN_OPTIONS and fails a suite on any report.
+check-tsan:
+	RBK_TSAN=1 $(MAKE) BUILD=$(BUILD)/tsan SAN="-fsanitize=thread -fno-omit-frame-pointer" \
+	        CFLAGS="-O1 -g" check-unit
+
 check-valgrind: $(TEST_BINS)
 	@RBK_VALGRIND=1 scripts/run-tests $(BUILD) $(TEST_BINS)
 
@@ -166,7 +173,7 @@ fuzz:
 	@scripts/fuzz long
 
 # The test command: everything CI runs.
-check: check-fast check-install check-asan check-valgrind check-fuzz check-examples check-kafka
+check: check-fast check-install check-asan check-tsan check-valgrind check-fuzz check-examples check-kafka
 	@echo "make check: all suites passed"
 
 # ---------------------------------------------------------------- demo, bench, docs

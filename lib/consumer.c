@@ -637,7 +637,7 @@ static rbk_err_t rbk__run_claim(rbk_consumer_t *c, rbk_handler_t *handler,
                 return RBK_ERR_STATE;
         c->running = 1;
         c->stopping = 0;
-        c->stop_req = 0;
+        __atomic_store_n(&c->stop_req, 0, __ATOMIC_RELAXED);
         c->handler = handler;
         c->handler_opaque = opaque;
         return RBK_OK;
@@ -654,7 +654,7 @@ static void rbk__run_loop(rbk_consumer_t *c) {
         rbk__part_ready_all(c);
         g_mutex_unlock(&c->lock);
 
-        while (!c->stop_req) {
+        while (!__atomic_load_n(&c->stop_req, __ATOMIC_RELAXED)) {
                 g_mutex_lock(&c->poll_mu);
                 rbk__tl_poller = c;
                 rbk__poll_iteration(c, RBK__POLL_SLICE_MS);
@@ -752,7 +752,7 @@ rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
 void rbk_consumer_stop(rbk_consumer_t *c) {
         /* Async-signal-safe: one store to a sig_atomic_t, nothing else. */
         if (c)
-                c->stop_req = 1;
+                __atomic_store_n(&c->stop_req, 1, __ATOMIC_RELAXED);
 }
 
 /* Hands out hand-out @ticket (the head @rkm of @p, a reference which
@@ -1067,7 +1067,7 @@ rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms) {
                 return c->close_ok ? RBK_OK : RBK_ERR_TIMED_OUT;
         }
         /* A running consumer stops first (its handlers finish). */
-        c->stop_req = 1;
+        __atomic_store_n(&c->stop_req, 1, __ATOMIC_RELAXED);
         while (c->running) {
                 int64_t now = rbk__now_ms();
                 if (now >= deadline) {
@@ -1146,7 +1146,7 @@ void rbk_consumer_destroy(rbk_consumer_t *c) {
                 rbk_consumer_close(c, -1);
         /* A close that timed out may leave the run thread behind: wait. */
         g_mutex_lock(&c->lock);
-        c->stop_req = 1;
+        __atomic_store_n(&c->stop_req, 1, __ATOMIC_RELAXED);
         while (c->running)
                 rbk__consumer_wait(c, 0);
         GThread *t = c->start_thread;

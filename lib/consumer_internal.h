@@ -248,7 +248,7 @@ struct rbk_consumer_s {
         int closed;
         int close_ok;   /* the group was left cleanly */
         int store_gate; /* >0 while a re-assign runs: stores wait */
-        volatile sig_atomic_t stop_req;
+        volatile sig_atomic_t stop_req; /* __atomic, relaxed: a signal handler may set it */
         GThread *start_thread;
         rbk_handler_t *handler;
         void *handler_opaque;

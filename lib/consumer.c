@@ -270,6 +270,7 @@ static void rbk__poll_iteration(rbk_consumer_t *c, int timeout_ms) {
         rbk__q_process_resets(c);
         rbk__q_process_requests(c);
         rbk__timers(c);
+        rbk__assign_commit_due(c, rbk__now_ms());
 }
 
 /* ------------------------------------------------------------ handling */
@@ -474,11 +475,48 @@ static void rbk__consumer_free(rbk_consumer_t *c) {
         g_free(c->dlq_topic);
         g_free(c->initial_offset);
         g_mutex_clear(&c->poll_mu);
+        g_mutex_clear(&c->commit_mu);
         g_mutex_clear(&c->lock);
         g_mutex_clear(&c->dlq_mu);
         g_cond_clear(&c->cond);
         g_cond_clear(&c->work_cond);
         g_free(c);
+}
+
+/* Who commits. With a persistent dedup store, a window must be saved
+ * before the commit that moves past what it holds, so librdkafka's own
+ * auto-commit timer (which commits, then tells us) is turned off and the
+ * poll thread commits every auto.commit.interval.ms instead (window
+ * saves first). enable.auto.commit=false is left alone: the library then
+ * commits only in rbk_consumer_commit(), on revoke and on close. */
+static int rbk__own_commit(rbk_consumer_t *c, const rbk_conf_t *conf,
+                           rd_kafka_conf_t *rc, char *errstr,
+                           size_t errstr_size) {
+        const char *delay = getenv("RBK_TEST_COMMIT_DELAY_MS");
+        if (delay)
+                c->test_commit_delay_ms = g_ascii_strtoll(delay, NULL, 10);
+        if (!conf->dedup_store || !rbk__conf_bool(conf, "rbk.dedup.enable"))
+                return 0;
+        char v[64], e[256];
+        size_t sz = sizeof(v);
+        if (rd_kafka_conf_get(rc, "enable.auto.commit", v, &sz) !=
+                RD_KAFKA_CONF_OK ||
+            strcmp(v, "true"))
+                return 0;
+        sz = sizeof(v);
+        if (rd_kafka_conf_get(rc, "auto.commit.interval.ms", v, &sz) !=
+            RD_KAFKA_CONF_OK)
+                snprintf(v, sizeof(v), "5000");
+        if (rd_kafka_conf_set(rc, "enable.auto.commit", "false", e,
+                              sizeof(e)) != RD_KAFKA_CONF_OK) {
+                rbk__seterr(errstr, errstr_size, RBK_ERR_CONF,
+                            "enable.auto.commit: %s", e);
+                return -1;
+        }
+        c->own_commit = 1;
+        c->commit_interval_ms = g_ascii_strtoll(v, NULL, 10);
+        c->next_commit_ms = rbk__now_ms() + c->commit_interval_ms;
+        return 0;
 }
 
 rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
@@ -490,6 +528,7 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         }
         rbk_consumer_t *c = g_new0(rbk_consumer_t, 1);
         g_mutex_init(&c->poll_mu);
+        g_mutex_init(&c->commit_mu);
         g_mutex_init(&c->lock);
         g_mutex_init(&c->dlq_mu);
         g_cond_init(&c->cond);
@@ -537,6 +576,11 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
                 rd_kafka_conf_destroy(rc);
                 rbk__seterr(errstr, errstr_size, RBK_ERR_CONF, "group.id: %s",
                             e);
+                goto fail;
+        }
+
+        if (rbk__own_commit(c, conf, rc, errstr, errstr_size)) {
+                rd_kafka_conf_destroy(rc);
                 goto fail;
         }
 
@@ -997,6 +1041,27 @@ rbk_err_t rbk_consumer_seek_timestamp(rbk_consumer_t *c, const char *topic,
                                    timestamp_ms);
         return rbk__seek(c, topic, partition, timestamp_ms, 1, errstr,
                          errstr_size);
+}
+
+rbk_err_t rbk_consumer_commit(rbk_consumer_t *c, int timeout_ms,
+                              char *errstr, size_t errstr_size) {
+        if (!c)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "consumer is NULL");
+        if (rbk__forked(c->pid))
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                                   "consumer used in a forked child; create "
+                                   "clients after fork()");
+        g_mutex_lock(&c->lock);
+        int closed = c->closed, subscribed = c->subscribed;
+        g_mutex_unlock(&c->lock);
+        if (closed)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_SHUTDOWN,
+                                   "consumer is closed");
+        if (!subscribed)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_STATE,
+                                   "consumer is not subscribed");
+        return rbk__assign_commit_now(c, timeout_ms, errstr, errstr_size);
 }
 
 rbk_err_t rbk_message_header(const rbk_message_t *msg, const char *name,

@@ -49,50 +49,208 @@ rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
         return err;
 }
 
-/* Saves the dedup windows of @parts (references) up to their stored
- * offsets. No lock held. */
-static void rbk__save_windows(rbk_consumer_t *c, GPtrArray *parts,
-                              const GArray *upto) {
-        for (guint i = 0; i < parts->len; i++) {
-                rbk__part_t *p = g_ptr_array_index(parts, i);
-                char e[256];
-                if (rbk__dedup_commit(c->dedup, p->utopic, p->partition,
-                                      g_array_index(upto, int64_t, i), e,
-                                      sizeof(e)))
-                        rbk__consumer_dedup_error(c, p->utopic, p->partition,
-                                                  e);
+/* A commit the library makes: the partitions (references) with a stored
+ * offset above their committed one, and those stored offsets. Taken under
+ * c->lock; stores made afterwards are not part of it. */
+typedef struct rbk__covered_s {
+        GPtrArray *parts;
+        GArray *offs; /* int64_t */
+        int save_failed; /* partitions left out: their window save failed */
+} rbk__covered_t;
+
+static void rbk__covered_take(rbk_consumer_t *c, rbk__covered_t *cv) {
+        cv->parts = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)rbk__part_unref);
+        cv->offs = g_array_new(FALSE, FALSE, sizeof(int64_t));
+        cv->save_failed = 0;
+        g_mutex_lock(&c->lock);
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, c->parts);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+                rbk__part_t *p = v;
+                if (p->assigned && p->stored >= 0 &&
+                    p->stored > p->committed) {
+                        g_ptr_array_add(cv->parts, rbk__part_ref(p));
+                        g_array_append_val(cv->offs, p->stored);
+                }
         }
+        g_mutex_unlock(&c->lock);
+}
+
+static void rbk__covered_clear(rbk__covered_t *cv) {
+        g_ptr_array_free(cv->parts, TRUE);
+        g_array_free(cv->offs, TRUE);
+}
+
+/* Saves the dedup windows of the partitions up to their offsets. A
+ * partition whose save failed leaves the commit (its window does not cover
+ * it: committing would let a later duplicate of what it handled pass); the
+ * dedup_store_error event says why. No lock held. */
+static void rbk__covered_save(rbk_consumer_t *c, rbk__covered_t *cv) {
+        if (!c->dedup)
+                return;
+        for (guint i = 0; i < cv->parts->len;) {
+                rbk__part_t *p = g_ptr_array_index(cv->parts, i);
+                char e[256];
+                if (!rbk__dedup_commit(c->dedup, p->utopic, p->partition,
+                                       g_array_index(cv->offs, int64_t, i), e,
+                                       sizeof(e))) {
+                        i++;
+                        continue;
+                }
+                rbk__consumer_dedup_error(c, p->utopic, p->partition, e);
+                rbk__log(c->hooks, 4, "consumer",
+                         "%s [%" PRId32 "]: offset %" PRId64
+                         " not committed: its dedup window was not saved",
+                         p->utopic, p->partition,
+                         g_array_index(cv->offs, int64_t, i));
+                g_ptr_array_remove_index(cv->parts, i);
+                g_array_remove_index(cv->offs, i);
+                cv->save_failed++;
+        }
+}
+
+static rd_kafka_topic_partition_list_t *
+rbk__covered_list(const rbk__covered_t *cv) {
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new((int)cv->parts->len);
+        for (guint i = 0; i < cv->parts->len; i++) {
+                rbk__part_t *p = g_ptr_array_index(cv->parts, i);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition)
+                    ->offset = g_array_index(cv->offs, int64_t, i);
+        }
+        return l;
+}
+
+/* The test hook: a pause between the window save and the commit (a crash
+ * there must lose nothing). */
+static void rbk__commit_test_delay(rbk_consumer_t *c) {
+        if (c->test_commit_delay_ms > 0)
+                g_usleep((gulong)c->test_commit_delay_ms * 1000);
+}
+
+/* Saves the windows, then commits exactly the offsets they cover and
+ * waits at most timeout_ms. commit_mu held. *save_failedp: partitions left
+ * out because their save failed. */
+static rd_kafka_resp_err_t rbk__commit_covered(rbk_consumer_t *c,
+                                               int timeout_ms,
+                                               int *save_failedp) {
+        rbk__covered_t cv;
+        rbk__covered_take(c, &cv);
+        rbk__covered_save(c, &cv);
+        if (save_failedp)
+                *save_failedp = cv.save_failed;
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (cv.parts->len) {
+                rbk__commit_test_delay(c);
+                rd_kafka_topic_partition_list_t *l = rbk__covered_list(&cv);
+                err = rbk__commit_wait(c, l, timeout_ms);
+                rd_kafka_topic_partition_list_destroy(l);
+        }
+        if (!err && cv.parts->len) {
+                g_mutex_lock(&c->lock);
+                c->commits++;
+                for (guint i = 0; i < cv.parts->len; i++)
+                        rbk__part_set_committed(
+                            g_ptr_array_index(cv.parts, i),
+                            g_array_index(cv.offs, int64_t, i));
+                g_mutex_unlock(&c->lock);
+        }
+        rbk__covered_clear(&cv);
+        return err;
 }
 
 rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
                                                 int timeout_ms) {
-        if (c->dedup) {
-                GPtrArray *todo = g_ptr_array_new_with_free_func(
-                    (GDestroyNotify)rbk__part_unref);
-                GArray *upto = g_array_new(FALSE, FALSE, sizeof(int64_t));
-                g_mutex_lock(&c->lock);
-                GHashTableIter it;
-                gpointer v;
-                g_hash_table_iter_init(&it, c->parts);
-                while (g_hash_table_iter_next(&it, NULL, &v)) {
-                        rbk__part_t *p = v;
-                        if (p->stored >= 0 && p->stored != p->committed) {
-                                g_ptr_array_add(todo, rbk__part_ref(p));
-                                g_array_append_val(upto, p->stored);
-                        }
-                }
-                g_mutex_unlock(&c->lock);
-                rbk__save_windows(c, todo, upto);
-                g_ptr_array_free(todo, TRUE);
-                g_array_free(upto, TRUE);
-        }
-        rd_kafka_resp_err_t err = rbk__commit_wait(c, NULL, timeout_ms);
-        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-                err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        g_mutex_lock(&c->commit_mu);
+        rd_kafka_resp_err_t err = rbk__commit_covered(c, timeout_ms, NULL);
+        g_mutex_unlock(&c->commit_mu);
         if (err)
                 rbk__log(c->hooks, 4, "consumer", "committing offsets failed: %s",
                          rd_kafka_err2str(err));
         return err;
+}
+
+void rbk__assign_commit_due(rbk_consumer_t *c, int64_t now) {
+        if (!c->own_commit || c->commit_interval_ms <= 0 ||
+            now < c->next_commit_ms)
+                return;
+        if (!g_mutex_trylock(&c->commit_mu))
+                return; /* another commit is under way: next iteration */
+        c->next_commit_ms = now + c->commit_interval_ms;
+        rbk__covered_t cv;
+        rbk__covered_take(c, &cv);
+        rbk__covered_save(c, &cv);
+        if (cv.parts->len) {
+                rbk__commit_test_delay(c);
+                /* As librdkafka's auto-commit: sent now, the result served
+                 * by offset_commit_cb (rbk__assign_commit_result). */
+                rd_kafka_topic_partition_list_t *l = rbk__covered_list(&cv);
+                rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, l, 1);
+                rd_kafka_topic_partition_list_destroy(l);
+                if (err)
+                        rbk__log(c->hooks, 4, "consumer",
+                                 "offset commit failed: %s",
+                                 rd_kafka_err2str(err));
+        }
+        g_mutex_unlock(&c->commit_mu);
+        rbk__covered_clear(&cv);
+}
+
+rbk_err_t rbk__assign_commit_now(rbk_consumer_t *c, int timeout_ms,
+                                 char *errstr, size_t errstr_size) {
+        /* A revoke in progress (or a lost assignment): its own commit, or
+         * none, decides; a commit now would race with the next owner. */
+        int revoking = 0;
+        g_mutex_lock(&c->lock);
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, c->parts);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+                revoking |= ((rbk__part_t *)v)->revoking;
+        g_mutex_unlock(&c->lock);
+        if (revoking || rd_kafka_assignment_lost(c->rk))
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_STATE,
+                                   "partitions are being revoked; nothing "
+                                   "committed");
+        int save_failed = 0;
+        g_mutex_lock(&c->commit_mu);
+        rd_kafka_resp_err_t err = rbk__commit_covered(
+            c, timeout_ms < 0 ? RBK__COMMIT_TIMEOUT_MS : timeout_ms,
+            &save_failed);
+        g_mutex_unlock(&c->commit_mu);
+        switch (err) {
+        case RD_KAFKA_RESP_ERR_NO_ERROR:
+        case RD_KAFKA_RESP_ERR__NO_OFFSET:
+                break;
+        case RD_KAFKA_RESP_ERR__TIMED_OUT:
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_TIMED_OUT,
+                                   "no answer to the offset commit within "
+                                   "%d ms",
+                                   timeout_ms < 0 ? RBK__COMMIT_TIMEOUT_MS
+                                                  : timeout_ms);
+        case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+        case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+        case RD_KAFKA_RESP_ERR__STATE:
+        case RD_KAFKA_RESP_ERR__WAIT_COORD:
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_STATE,
+                                   "the group is rebalancing: %s: %s",
+                                   rd_kafka_err2name(err),
+                                   rd_kafka_err2str(err));
+        default:
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_KAFKA,
+                                   "offset commit failed: %s: %s",
+                                   rd_kafka_err2name(err),
+                                   rd_kafka_err2str(err));
+        }
+        if (save_failed)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_STORE,
+                                   "%d partition(s) not committed: saving "
+                                   "their dedup windows failed",
+                                   save_failed);
+        return RBK_OK;
 }
 
 void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
@@ -104,9 +262,6 @@ void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
                          rd_kafka_err2str(err));
                 return;
         }
-        GPtrArray *saved = g_ptr_array_new_with_free_func(
-            (GDestroyNotify)rbk__part_unref);
-        GArray *upto = g_array_new(FALSE, FALSE, sizeof(int64_t));
         g_mutex_lock(&c->lock);
         c->commits++;
         for (int i = 0; offsets && i < offsets->cnt; i++) {
@@ -114,25 +269,15 @@ void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
                 if (t->err || t->offset < 0)
                         continue;
                 rbk__part_t *p = rbk__part_find(c, t->topic, t->partition);
-                if (!p)
-                        continue;
-                rbk__part_set_committed(p, t->offset);
-                if (c->dedup) {
-                        g_ptr_array_add(saved, rbk__part_ref(p));
-                        g_array_append_val(upto, t->offset);
-                }
+                if (p)
+                        rbk__part_set_committed(p, t->offset);
         }
         g_mutex_unlock(&c->lock);
-        /* Dedup windows follow the commits (a no-op when unchanged). */
-        rbk__save_windows(c, saved, upto);
-        g_ptr_array_free(saved, TRUE);
-        g_array_free(upto, TRUE);
 }
 
-rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
-                                         rbk__part_t **parts,
-                                         const int64_t *offsets,
-                                         char *const *metas, size_t n) {
+static rd_kafka_resp_err_t rbk__commit_explicit_locked(
+    rbk_consumer_t *c, rbk__part_t **parts, const int64_t *offsets,
+    char *const *metas, size_t n) {
         if (n == 0)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
         rd_kafka_topic_partition_list_t *l =
@@ -155,6 +300,17 @@ rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
                         rbk__part_set_committed(parts[i], offsets[i]);
                 g_mutex_unlock(&c->lock);
         }
+        return err;
+}
+
+rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
+                                         rbk__part_t **parts,
+                                         const int64_t *offsets,
+                                         char *const *metas, size_t n) {
+        g_mutex_lock(&c->commit_mu);
+        rd_kafka_resp_err_t err =
+            rbk__commit_explicit_locked(c, parts, offsets, metas, n);
+        g_mutex_unlock(&c->commit_mu);
         return err;
 }
 
@@ -458,9 +614,18 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
         c->store_gate++;
         g_mutex_unlock(&c->lock);
 
+        /* No other commit runs meanwhile (rbk_consumer_commit() from a
+         * handler would commit a target's old stored offset). */
+        g_mutex_lock(&c->commit_mu);
+
         /* 1. Commit what is stored (an eager re-assign drops stored
-         * offsets). */
-        rbk__consumer_commit_stored(c, RBK__COMMIT_TIMEOUT_MS);
+         * offsets), the dedup windows saved first. */
+        rd_kafka_resp_err_t cerr =
+            rbk__commit_covered(c, RBK__COMMIT_TIMEOUT_MS, NULL);
+        if (cerr)
+                rbk__log(c->hooks, 4, "consumer",
+                         "committing offsets failed: %s",
+                         rd_kafka_err2str(cerr));
 
         /* 2. Targets forget their stored offset (librdkafka commits stored
          * offsets of removed partitions asynchronously), then their new
@@ -475,7 +640,8 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
         rd_kafka_topic_partition_list_destroy(unstore);
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
         if (metas)
-                err = rbk__commit_explicit(c, targets, offsets, metas, n);
+                err = rbk__commit_explicit_locked(c, targets, offsets, metas,
+                                                  n);
         if (err) {
                 rbk__log(c->hooks, 3, "quarantine",
                          "committing the new position failed: %s",
@@ -491,6 +657,7 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
                 rbk__log(c->hooks, 3, "quarantine", "re-assign failed: %s",
                          rd_kafka_err2str(err));
 done:
+        g_mutex_unlock(&c->commit_mu);
         g_mutex_lock(&c->lock);
         c->store_gate--;
         g_cond_broadcast(&c->cond);

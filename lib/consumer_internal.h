@@ -10,7 +10,14 @@
  *                          (scripts/check-layers enforces this).
  *   consumer_assign.c      rebalances (eager and cooperative), commits, and
  *                          the re-assign with an explicit commit that moves a
- *                          partition's position.
+ *                          partition's position. Who commits: with a
+ *                          persistent dedup store the library alone (the
+ *                          poll thread's periodic commit in place of
+ *                          librdkafka's auto-commit, rbk_consumer_commit(),
+ *                          revoke, close), always saving the dedup windows
+ *                          first and then committing exactly the offsets
+ *                          they cover; without one librdkafka's timer as
+ *                          configured, plus the same library commits.
  *   consumer_quarantine.c  offset-out-of-range reports, initial positions,
  *                          incidents and operator resolutions.
  *   consumer_deadletter.c  the give-up path to a dead-letter topic.
@@ -46,7 +53,10 @@
  * except the immutable ones, the ready queue, the request queue, the
  * message slots and the counters. It is never held while calling the
  * handler, the hook, the application's rebalance callback or a blocking
- * librdkafka call. Lock order: poll_mu, then lock.
+ * librdkafka call. c->commit_mu serialises "save the windows, then commit
+ * what they cover", so that two commits never interleave their saves; it
+ * is taken before c->lock and never while holding it. Lock order: poll_mu,
+ * commit_mu, lock.
  */
 #ifndef RBK_CONSUMER_INTERNAL_H
 #define RBK_CONSUMER_INTERNAL_H
@@ -216,8 +226,17 @@ struct rbk_consumer_s {
         int64_t dlq_limit;           /* dead letters per window, 0: none */
         int64_t dlq_limit_window_ms;
         int cooperative; /* the group's rebalance protocol is COOPERATIVE */
+        /* consumer_assign.c: the library's own periodic commit, in place of
+         * librdkafka's enable.auto.commit when a persistent dedup store is
+         * configured (auto.commit.interval.ms; 0: off). */
+        int own_commit;
+        int64_t commit_interval_ms;
+        int64_t next_commit_ms; /* poll thread only */
+        int64_t test_commit_delay_ms; /* test hook: sleep between the save
+                                       * and the commit */
 
         GMutex poll_mu; /* held by whoever is the poll thread */
+        GMutex commit_mu; /* held from a commit's window save to its send */
         GMutex lock;
         GCond cond;      /* parts finished, requests done, state changes */
         GCond work_cond; /* ready queue gained a partition, stop */
@@ -428,22 +447,34 @@ char *rbk__part_hold_key(rbk_consumer_t *c, const rbk__part_t *p);
 /* The rebalance callback's work. Poll thread. */
 void rbk__assign_rebalance(rbk_consumer_t *c, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t *parts);
-/* librdkafka's commit result (offset_commit_cb or the close queue). */
+/* librdkafka's commit result (offset_commit_cb or the close queue): the
+ * committed offsets follow. (No window is saved here: every commit the
+ * library makes saved the windows it covers before it was sent.) */
 void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
                                rd_kafka_topic_partition_list_t *offsets);
 /* Commit of stored offsets, waited for at most timeout_ms; returns the
- * librdkafka error (_NO_OFFSET when nothing was to commit counts as
- * success, _TIMED_OUT when the wait expired). Dedup windows are saved
- * first. */
+ * librdkafka error (_TIMED_OUT when the wait expired; nothing to commit is
+ * success). Dedup windows are saved first, up to each partition's stored
+ * offset, and exactly those offsets are committed (a partition whose save
+ * failed is left out). Takes c->commit_mu. */
 rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
                                                 int timeout_ms);
+/* The periodic commit when the library owns it (c->own_commit): every
+ * commit interval, as rbk__consumer_commit_stored() but sent without
+ * waiting (the result comes through offset_commit_cb); skipped this round
+ * when another commit holds commit_mu. Poll thread, no lock held. */
+void rbk__assign_commit_due(rbk_consumer_t *c, int64_t now);
+/* rbk_consumer_commit() once the consumer is known open and subscribed. */
+rbk_err_t rbk__assign_commit_now(rbk_consumer_t *c, int timeout_ms,
+                                 char *errstr, size_t errstr_size);
 /* Commits @offsets (NULL: the stored offsets of the assignment) and waits
  * at most timeout_ms for the result (the first per-partition error counts). */
 rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
                                      rd_kafka_topic_partition_list_t *offsets,
                                      int timeout_ms);
 /* Commits explicit offsets (with metadata strings, may be NULL)
- * synchronously; the partitions' committed offsets follow. */
+ * synchronously; the partitions' committed offsets follow. Takes
+ * c->commit_mu. */
 rd_kafka_resp_err_t rbk__commit_explicit(rbk_consumer_t *c,
                                          rbk__part_t **parts,
                                          const int64_t *offsets,

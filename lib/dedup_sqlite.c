@@ -4,8 +4,10 @@
  *       one saved window per partition, replaced by each save;
  *   rbk_dedup_txn (grp, topic, part, id) -> off
  *       ids the application recorded inside its own transactions
- *       (rbk_dedup_sqlite_record_in_txn), consulted by `seen`, pruned below
- *       the committed offset by each save.
+ *       (rbk_dedup_sqlite_record_in_txn), consulted by `seen`, pruned by
+ *       each save below the offset it saves for: the offset the consumer
+ *       commits right after the save (never before it), whose ids are all
+ *       in the window being saved.
  *
  * One connection per store, used under the store's mutex (callbacks come
  * from several worker threads). A window save and the pruning of the

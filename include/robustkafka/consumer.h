@@ -241,6 +241,38 @@ RBK_API rbk_err_t rbk_consumer_seek_timestamp(rbk_consumer_t *c,
                                               char *errstr,
                                               size_t errstr_size);
 
+/**
+ * @brief Commits every stored offset now and waits for the broker's answer.
+ *
+ * Only offsets of handled messages are stored (RBK_HANDLED, or a dead
+ * letter delivered), so this never commits past a message the application
+ * has not finished. With a persistent dedup store the partitions' dedup
+ * windows are saved first and exactly the offsets they cover are
+ * committed. With `enable.auto.commit=false` the library commits only here,
+ * when partitions are revoked and in rbk_consumer_close(); with `true` it
+ * also commits every `auto.commit.interval.ms`, and this call commits
+ * sooner. Nothing stored since the last commit: RBK_OK at once.
+ * @param c the consumer.
+ * @param timeout_ms how long to wait for the answer (negative: 10 s).
+ * @param errstr buffer for the reason of a failure (may be NULL).
+ * @param errstr_size size of @p errstr.
+ * @returns RBK_OK when everything stored was committed;
+ * RBK_ERR_STATE when not subscribed, while partitions are being revoked or
+ * the group is rebalancing (the revoke commits what was stored);
+ * RBK_ERR_KAFKA when the broker refused (the error named in @p errstr);
+ * RBK_ERR_TIMED_OUT when no answer came in time (the commit may still
+ * succeed); RBK_ERR_STORE when a partition's dedup window could not be
+ * saved (that partition is not committed, the others are);
+ * RBK_ERR_SHUTDOWN after rbk_consumer_close(); RBK_ERR_FORKED in a forked
+ * child; RBK_ERR_INVALID_ARG for a NULL consumer.
+ * Thread-safety: safe from any thread, including inside a handler (it does
+ * not wait for the poll thread); with a SQLite dedup store, not inside a
+ * transaction of the handler's own on the store's database (the window
+ * save would wait for it).
+ */
+RBK_API rbk_err_t rbk_consumer_commit(rbk_consumer_t *c, int timeout_ms,
+                                      char *errstr, size_t errstr_size);
+
 /** How to resolve a quarantined partition. */
 typedef enum rbk_resolve_t {
         RBK_RESOLVE_EARLIEST = 1,  /**< Resume at the log start (replays). */

@@ -21,6 +21,8 @@ DESTDIR      ?=
 CC     ?= cc
 BUILD  ?= build
 SAN    ?=
+# Link-only flags of a sanitizer build (check-tsan pulls in lib/tsan_support.c).
+SAN_LD ?=
 
 # The version is read from the header, never repeated here.
 VHDR    := include/robustkafka/common.h
@@ -99,19 +101,19 @@ $(STLIB): $(LIB_OBJS)
 # Programs link the static archive so tests can reach internal (rbk__) symbols.
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) $(wildcard tests/*.h) $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests -o $@ $< $(TEST_SUPPORT) $(STLIB) $(CHECK_LIBS) $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests -o $@ $< $(TEST_SUPPORT) $(SAN_LD) $(STLIB) $(CHECK_LIBS) $(LDLIBS_ALL)
 
 $(BUILD)/tests/kafka/%: tests/kafka/%.c $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SAN_LD) $(STLIB) $(LDLIBS_ALL)
 
 $(BUILD)/examples/%: examples/%.c $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SAN_LD) $(STLIB) $(LDLIBS_ALL)
 
 $(BUILD)/bin/%: tools/%.c $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(LDLIBS_ALL)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(SAN_LD) $(STLIB) $(LDLIBS_ALL)
 
 examples: $(EXAMPLE_BINS)
 tools: $(TOOL_BINS)
@@ -153,7 +155,7 @@ check-asan:
 # races only; scripts/run-tests sets TSAN_OPTIONS and fails a suite on any report.
 check-tsan:
 	RBK_TSAN=1 $(MAKE) BUILD=$(BUILD)/tsan SAN="-fsanitize=thread -fno-omit-frame-pointer" \
-	        CFLAGS="-O1 -g" check-unit
+	        SAN_LD="-Wl,--undefined=thrd_create" CFLAGS="-O1 -g" check-unit
 
 check-valgrind: $(TEST_BINS)
 	@RBK_VALGRIND=1 scripts/run-tests $(BUILD) $(TEST_BINS)

@@ -29,6 +29,22 @@ void rbk__consumer_emit(rbk_consumer_t *c, rbk_event_t *ev) {
         rbk__hooks_emit(c->hooks, ev);
 }
 
+void rbk__consumer_emit_part(rbk_consumer_t *c, rbk_event_t *ev,
+                             rbk__part_t *p, int kind, int64_t offset,
+                             const char *id, char *msg) {
+        char *key = rbk__incident_key((rbk__incident_kind_t)kind, c->ugroup,
+                                      p->utopic, p->partition, offset);
+        ev->topic = p->topic;
+        ev->partition = p->partition;
+        ev->offset = offset;
+        ev->id = id;
+        ev->incident_key = key;
+        ev->message = msg;
+        rbk__consumer_emit(c, ev);
+        g_free(msg);
+        g_free(key);
+}
+
 void rbk__consumer_dedup_error(rbk_consumer_t *c, const char *topic,
                                int32_t partition, const char *reason) {
         rbk_event_t ev;
@@ -283,9 +299,6 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
                 rbk_event_t ev;
                 rbk__event_init(&ev, RBK_EV_DEADLETTER_LIMIT,
                                 RBK_SEV_CRITICAL);
-                char *key =
-                    rbk__incident_key(RBK__INCIDENT_GAVE_UP, c->ugroup,
-                                      p->utopic, p->partition, offset);
                 char *msg = g_strdup_printf(
                     "%s [%" PRId32 "] reached the dead-letter limit (%" PRId64
                     " within %" PRId64 " ms) at offset %" PRId64
@@ -293,36 +306,19 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
                     "rbk_consumer_resolve() releases it. Last reason: %s",
                     p->utopic, p->partition, c->dlq_limit,
                     c->dlq_limit_window_ms, offset, reason ? reason : "-");
-                ev.topic = p->topic;
-                ev.partition = p->partition;
-                ev.offset = offset;
-                ev.id = id;
-                ev.incident_key = key;
-                ev.message = msg;
-                rbk__consumer_emit(c, &ev);
-                g_free(msg);
-                g_free(key);
+                rbk__consumer_emit_part(c, &ev, p, RBK__INCIDENT_GAVE_UP,
+                                        offset, id, msg);
         } else if (act == RBK__ACT_GAVE_UP) {
                 rbk_event_t ev;
                 rbk__event_init(&ev, RBK_EV_HANDLER_GAVE_UP, RBK_SEV_ERROR);
-                char *key =
-                    rbk__incident_key(RBK__INCIDENT_GAVE_UP, c->ugroup,
-                                      p->utopic, p->partition, offset);
                 char *msg = g_strdup_printf(
                     "handler gave up on %s [%" PRId32 "] offset %" PRId64
                     " after %d attempt(s); the partition is paused until "
                     "rbk_consumer_resolve() releases it%s%s",
                     p->utopic, p->partition, offset, attempts,
                     reason ? ": " : "", reason ? reason : "");
-                ev.topic = p->topic;
-                ev.partition = p->partition;
-                ev.offset = offset;
-                ev.id = id;
-                ev.incident_key = key;
-                ev.message = msg;
-                rbk__consumer_emit(c, &ev);
-                g_free(msg);
-                g_free(key);
+                rbk__consumer_emit_part(c, &ev, p, RBK__INCIDENT_GAVE_UP,
+                                        offset, id, msg);
         } else if (act == RBK__ACT_DEADLETTER) {
                 /* The send holds rkm until its report ends the hand-out. */
                 rbk__dlq_send(c, p, rkm, ticket, attempts, reason);
@@ -1181,20 +1177,8 @@ rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms) {
         g_hash_table_iter_init(&it, c->parts);
         while (g_hash_table_iter_next(&it, NULL, &v))
                 g_ptr_array_add(left, rbk__part_ref(v));
-        GPtrArray *pqs = g_ptr_array_new();
-        for (guint i = 0; i < left->len; i++) {
-                rd_kafka_queue_t *pq =
-                    rbk__part_detach(c, g_ptr_array_index(left, i));
-                if (pq)
-                        g_ptr_array_add(pqs, pq);
-        }
         g_mutex_unlock(&c->lock);
-        for (guint i = 0; i < pqs->len; i++) {
-                rd_kafka_queue_cb_event_enable(g_ptr_array_index(pqs, i), NULL,
-                                               NULL);
-                rd_kafka_queue_destroy(g_ptr_array_index(pqs, i));
-        }
-        g_ptr_array_free(pqs, TRUE);
+        rbk__assign_detach(c, left);
         g_ptr_array_free(left, TRUE);
         if (!ok)
                 rbk__log(c->hooks, 4, "consumer",

@@ -350,6 +350,26 @@ static rd_kafka_resp_err_t rbk__apply(rbk_consumer_t *c,
         return err;
 }
 
+void rbk__assign_detach(rbk_consumer_t *c, GPtrArray *parts) {
+        GPtrArray *pqs = g_ptr_array_new();
+        g_mutex_lock(&c->lock);
+        for (guint i = 0; i < parts->len; i++) {
+                /* The partition queue goes now: its event callback lives on
+                 * librdkafka's queue, which a new assignment shares. */
+                rd_kafka_queue_t *pq =
+                    rbk__part_detach(c, g_ptr_array_index(parts, i));
+                if (pq)
+                        g_ptr_array_add(pqs, pq);
+        }
+        g_mutex_unlock(&c->lock);
+        for (guint i = 0; i < pqs->len; i++) {
+                rd_kafka_queue_cb_event_enable(g_ptr_array_index(pqs, i), NULL,
+                                               NULL);
+                rd_kafka_queue_destroy(g_ptr_array_index(pqs, i));
+        }
+        g_ptr_array_free(pqs, TRUE);
+}
+
 static void rbk__on_assign(rbk_consumer_t *c,
                            rd_kafka_topic_partition_list_t *parts) {
         GPtrArray *mine = g_ptr_array_new_with_free_func(
@@ -468,23 +488,7 @@ static void rbk__on_revoke(rbk_consumer_t *c,
         if (!lost)
                 rbk__consumer_commit_stored(c, (int)c->revoke_timeout_ms);
 
-        GPtrArray *pqs = g_ptr_array_new();
-        g_mutex_lock(&c->lock);
-        for (guint i = 0; i < mine->len; i++) {
-                /* The partition queue goes now: its event callback lives on
-                 * librdkafka's queue, which a new assignment shares. */
-                rd_kafka_queue_t *pq =
-                    rbk__part_detach(c, g_ptr_array_index(mine, i));
-                if (pq)
-                        g_ptr_array_add(pqs, pq);
-        }
-        g_mutex_unlock(&c->lock);
-        for (guint i = 0; i < pqs->len; i++) {
-                rd_kafka_queue_cb_event_enable(g_ptr_array_index(pqs, i), NULL,
-                                               NULL);
-                rd_kafka_queue_destroy(g_ptr_array_index(pqs, i));
-        }
-        g_ptr_array_free(pqs, TRUE);
+        rbk__assign_detach(c, mine);
         rbk__q_clear_resets(c, 1);
 
         for (guint i = 0; c->dedup && i < mine->len; i++) {
@@ -667,6 +671,20 @@ done:
 
 /* ------------------------------------------------------------ seek */
 
+rbk_err_t rbk__assign_watermarks(rbk_consumer_t *c, const rbk__part_t *p,
+                                 int64_t *lo, int64_t *hi, char *es,
+                                 size_t esz) {
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            c->rk, p->topic, p->partition, lo, hi, RBK__QUERY_TIMEOUT_MS);
+        if (err)
+                return rbk__seterr(es, esz, RBK_ERR_KAFKA,
+                                   "reading the watermarks of %s [%" PRId32
+                                   "] failed: %s",
+                                   p->utopic, p->partition,
+                                   rd_kafka_err2str(err));
+        return RBK_OK;
+}
+
 rbk_err_t rbk__assign_seek(rbk_consumer_t *c, rbk__req_t *req) {
         char *es = req->errstr;
         size_t esz = sizeof(req->errstr);
@@ -702,15 +720,9 @@ rbk_err_t rbk__assign_seek(rbk_consumer_t *c, rbk__req_t *req) {
 
         rbk_err_t ret = RBK_OK;
         int64_t lo, hi, to;
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            c->rk, p->topic, p->partition, &lo, &hi, RBK__QUERY_TIMEOUT_MS);
-        if (err) {
-                ret = rbk__seterr(es, esz, RBK_ERR_KAFKA,
-                                  "reading the watermarks of %s [%" PRId32
-                                  "] failed: %s",
-                                  utopic, p->partition, rd_kafka_err2str(err));
+        rd_kafka_resp_err_t err;
+        if ((ret = rbk__assign_watermarks(c, p, &lo, &hi, es, esz)))
                 goto out;
-        }
         if (req->by_time) {
                 rd_kafka_topic_partition_list_t *l =
                     rd_kafka_topic_partition_list_new(1);

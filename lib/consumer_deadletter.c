@@ -29,8 +29,6 @@ static void rbk__dlq_event(rbk_consumer_t *c, rbk__part_t *p, int64_t offset,
         rbk_event_t ev;
         rbk__event_init(&ev, ok ? RBK_EV_DEADLETTERED : RBK_EV_DEADLETTER_FAILED,
                         ok ? RBK_SEV_WARNING : RBK_SEV_ERROR);
-        char *key = rbk__incident_key(RBK__INCIDENT_DEADLETTER, c->ugroup,
-                                      p->utopic, p->partition, offset);
         char *msg =
             ok ? g_strdup_printf("%s [%" PRId32 "] offset %" PRId64
                                  " sent to dead-letter topic %s",
@@ -43,15 +41,8 @@ static void rbk__dlq_event(rbk_consumer_t *c, rbk__part_t *p, int64_t offset,
                      p->utopic, p->partition, offset, c->dlq_topic, reason);
         ev.err = err;
         ev.kafka_err = kafka_err;
-        ev.topic = p->topic;
-        ev.partition = p->partition;
-        ev.offset = offset;
-        ev.id = id;
-        ev.incident_key = key;
-        ev.message = msg;
-        rbk__consumer_emit(c, &ev);
-        g_free(msg);
-        g_free(key);
+        rbk__consumer_emit_part(c, &ev, p, RBK__INCIDENT_DEADLETTER, offset, id,
+                                msg);
 }
 
 /* The outcome of one dead letter: the hand-out ends. Any thread; c->lock

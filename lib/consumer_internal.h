@@ -447,6 +447,9 @@ char *rbk__part_hold_key(rbk_consumer_t *c, const rbk__part_t *p);
 /* The rebalance callback's work. Poll thread. */
 void rbk__assign_rebalance(rbk_consumer_t *c, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t *parts);
+/* Detaches @parts (references) from the consumer and destroys their
+ * partition queues. No lock held. */
+void rbk__assign_detach(rbk_consumer_t *c, GPtrArray *parts);
 /* librdkafka's commit result (offset_commit_cb or the close queue): the
  * committed offsets follow. (No window is saved here: every commit the
  * library makes saved the windows it covers before it was sent.) */
@@ -491,6 +494,11 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
                                      size_t n);
 /* Leaves the assignment (close): rbk__assign_rebalance() for revoke. */
 
+/* Reads p's watermarks from the broker (bounded); on failure an error
+ * naming the partition into @es. */
+rbk_err_t rbk__assign_watermarks(rbk_consumer_t *c, const rbk__part_t *p,
+                                 int64_t *lo, int64_t *hi, char *es,
+                                 size_t esz);
 /* Serves a seek request (poll thread, no lock held). */
 rbk_err_t rbk__assign_seek(rbk_consumer_t *c, rbk__req_t *req);
 
@@ -544,6 +552,12 @@ void rbk__dlq_close(rbk_consumer_t *c, int timeout_ms);
 
 /* Fires an event (no lock held). */
 void rbk__consumer_emit(rbk_consumer_t *c, rbk_event_t *ev);
+/* Fires @ev about p's message at @offset: the incident key of @kind
+ * (rbk__incident_kind_t), topic, partition, offset, id, and @msg (freed). No
+ * lock held. */
+void rbk__consumer_emit_part(rbk_consumer_t *c, rbk_event_t *ev,
+                             rbk__part_t *p, int kind, int64_t offset,
+                             const char *id, char *msg);
 /* Reports a dedup store failure for a partition (no lock held). */
 void rbk__consumer_dedup_error(rbk_consumer_t *c, const char *topic,
                                int32_t partition, const char *reason);

@@ -464,16 +464,9 @@ static rbk_err_t rbk__do_resolve(rbk_consumer_t *c, rbk__req_t *req) {
         }
 
         int64_t lo, hi;
-        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            c->rk, p->topic, p->partition, &lo, &hi, RBK__QUERY_TIMEOUT_MS);
-        if (err) {
-                ret = rbk__seterr(es, esz, RBK_ERR_KAFKA,
-                                  "reading the watermarks of %s [%" PRId32
-                                  "] failed: %s",
-                                  p->utopic, p->partition,
-                                  rd_kafka_err2str(err));
+        rd_kafka_resp_err_t err;
+        if ((ret = rbk__assign_watermarks(c, p, &lo, &hi, es, esz)))
                 goto out;
-        }
         int64_t chosen;
         switch (req->how) {
         case RBK_RESOLVE_EARLIEST:

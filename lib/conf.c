@@ -43,6 +43,8 @@ static const rbk__prop_t rbk__props[] = {
     {"rbk.consumer.giveup", P_ENUM, "pause", 0, 0, "pause,deadletter"},
     {"rbk.consumer.deadletter.topic", P_STR, "", 0, 0, NULL},
     {"rbk.consumer.deadletter.limit", P_INT, "100", 0, 100000000, NULL},
+    {"rbk.consumer.batch.max.messages", P_INT, "100", 1, 100000, NULL},
+    {"rbk.consumer.batch.max.ms", P_INT, "0", 0, 3600000, NULL},
     {"rbk.consumer.deadletter.limit.window.ms", P_INT, "60000", 1, 86400000,
      NULL},
     {"rbk.consumer.stall.timeout.ms", P_INT, "60000", 0, 86400000, NULL},

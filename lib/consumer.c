@@ -382,13 +382,101 @@ static void rbk__handle_one(rbk_consumer_t *c, rbk__part_t *p,
         rbk__msg_clear(&m);
 }
 
+/* One batch of p through the batch handler. Called with c->lock NOT held;
+ * p's hand-out @ticket holds rkms[0..n-1] (the head of its queue). */
+static void rbk__handle_batch(rbk_consumer_t *c, rbk__part_t *p,
+                              rd_kafka_message_t **rkms, size_t n,
+                              uint64_t ticket) {
+        rbk__msg_t *ms = g_new(rbk__msg_t, n);
+        const rbk_message_t **pubs = g_new(const rbk_message_t *, n);
+        size_t dups = 0, k = n;
+        for (size_t i = 0; i < n; i++) {
+                ms[i].pool_next = NULL;
+                ms[i].reason = NULL;
+                rbk__msg_fill(c, &ms[i], p, rkms[i], ticket);
+                if (i > 0)
+                        ms[i].pub.attempt = 1;
+        }
+        /* Duplicates at the front are dropped; the batch ends before a
+         * later one (it is dropped at the front of the next batch), so no
+         * duplicate reaches the handler and offsets stay in order. */
+        for (size_t i = 0; i < n && i < k; i++) {
+                rbk__dedup_verdict_t v = RBK__DEDUP_NO_ID;
+                int first = ms[i].pub.attempt == 1;
+                if (c->dedup && first)
+                        v = rbk__dedup_check_part(
+                            c->dedup, p->dp, ms[i].id_raw, ms[i].id_len,
+                            ms[i].pub.has_msgid ? &ms[i].pub.msgid : NULL);
+                else if (ms[i].id_raw && ms[i].id_len)
+                        v = RBK__DEDUP_NEW;
+                ms[i].dedup_count = v == RBK__DEDUP_DUPLICATE || !first
+                                        ? (int)RBK__DEDUP_NEW
+                                        : (int)v;
+                if (v != RBK__DEDUP_DUPLICATE)
+                        continue;
+                if (i == dups)
+                        dups++;
+                else
+                        k = i;
+        }
+        if (dups) {
+                g_mutex_lock(&c->lock);
+                for (size_t i = 0; i < dups; i++)
+                        rbk__part_count_duplicate(c, p);
+                rbk__part_batch_advance(c, p, ticket, ms, dups, 0);
+                g_mutex_unlock(&c->lock);
+        }
+        size_t cnt = k - dups;
+        rbk__act_t act = RBK__ACT_NONE;
+        size_t done = 0;
+        rbk_verdict_t rest = RBK_RETRY;
+        if (cnt) {
+                for (size_t i = dups; i < k; i++) {
+                        rbk__msg_ready(&ms[i]);
+                        pubs[i - dups] = &ms[i].pub;
+                }
+                done = c->batch_handler(pubs, cnt, &rest, c->handler_opaque);
+                if (done > cnt) {
+                        rbk__log(c->hooks, 4, "consumer",
+                                 "batch handler returned %zu for a batch of "
+                                 "%zu of %s [%" PRId32 "]; treated as %zu",
+                                 done, cnt, p->utopic, p->partition, cnt);
+                        done = cnt;
+                }
+                if (rest != RBK_RETRY && rest != RBK_DEADLETTER)
+                        rest = RBK_RETRY;
+        }
+        rbk__msg_t *failed = done < cnt ? &ms[dups + done] : NULL;
+        g_mutex_lock(&c->lock);
+        rbk__part_batch_advance(c, p, ticket, ms + dups, done, 1);
+        if (failed)
+                rbk__part_complete(c, failed, rest, 1, &act);
+        else
+                rbk__part_batch_end(c, p, ticket);
+        g_mutex_unlock(&c->lock);
+        if (failed)
+                rbk__after(c, p, act, failed->rkm, ticket, failed->pub.offset,
+                           failed->pub.id, failed->pub.attempt,
+                           failed->reason);
+        for (size_t i = 0; i < n; i++)
+                rbk__msg_clear(&ms[i]);
+        g_free(pubs);
+        g_free(ms);
+}
+
 static gpointer rbk__worker_main(gpointer arg) {
         rbk_consumer_t *c = arg;
         g_mutex_lock(&c->lock);
+        size_t bmax = c->batch_handler ? (size_t)c->batch_max : 1;
+        rd_kafka_message_t **rkms = g_new(rd_kafka_message_t *, bmax);
         while (!c->workers_quit) {
                 rd_kafka_message_t *rkm = NULL;
                 uint64_t ticket = 0;
-                rbk__part_t *p = rbk__part_take(c, &rkm, &ticket);
+                size_t n = 0;
+                rbk__part_t *p =
+                    c->batch_handler
+                        ? rbk__part_take_batch(c, bmax, rkms, &n, &ticket)
+                        : rbk__part_take(c, &rkm, &ticket);
                 if (!p) {
                         c->work_waiters++;
                         g_cond_wait_until(&c->work_cond, &c->lock,
@@ -398,11 +486,15 @@ static gpointer rbk__worker_main(gpointer arg) {
                         continue;
                 }
                 g_mutex_unlock(&c->lock);
-                rbk__handle_one(c, p, rkm, ticket);
+                if (c->batch_handler)
+                        rbk__handle_batch(c, p, rkms, n, ticket);
+                else
+                        rbk__handle_one(c, p, rkm, ticket);
                 rbk__part_unref(p);
                 g_mutex_lock(&c->lock);
         }
         g_mutex_unlock(&c->lock);
+        g_free(rkms);
         return NULL;
 }
 
@@ -428,6 +520,10 @@ static void rbk__conf_settings(rbk_consumer_t *c) {
         c->initial_offset =
             g_strdup(rbk__conf_str(cf, "rbk.consumer.initial.offset"));
         c->dlq_limit = rbk__conf_int(cf, "rbk.consumer.deadletter.limit");
+        c->batch_max = rbk__conf_int(cf, "rbk.consumer.batch.max.messages");
+        c->batch_max_ms = rbk__conf_int(cf, "rbk.consumer.batch.max.ms");
+        if (c->batch_max < 1)
+                c->batch_max = 1;
         c->dlq_limit_window_ms =
             rbk__conf_int(cf, "rbk.consumer.deadletter.limit.window.ms");
         if (c->workers_n < 1)
@@ -670,6 +766,7 @@ rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c, const char *const *topics,
 
 /* Checks and claims the run state. Caller holds c->lock. */
 static rbk_err_t rbk__run_claim(rbk_consumer_t *c, rbk_handler_t *handler,
+                                rbk_batch_handler_t *batch_handler,
                                 void *opaque) {
         if (c->closed)
                 return RBK_ERR_SHUTDOWN;
@@ -679,6 +776,7 @@ static rbk_err_t rbk__run_claim(rbk_consumer_t *c, rbk_handler_t *handler,
         c->stopping = 0;
         __atomic_store_n(&c->stop_req, 0, __ATOMIC_RELAXED);
         c->handler = handler;
+        c->batch_handler = batch_handler;
         c->handler_opaque = opaque;
         return RBK_OK;
 }
@@ -742,18 +840,19 @@ static void rbk__run_loop(rbk_consumer_t *c) {
         g_mutex_lock(&c->lock);
         c->running = 0;
         c->handler = NULL;
+        c->batch_handler = NULL;
         g_cond_broadcast(&c->cond);
         g_mutex_unlock(&c->lock);
 }
 
-rbk_err_t rbk_consumer_run(rbk_consumer_t *c, rbk_handler_t *handler,
-                           void *opaque) {
-        if (!c || !handler)
+static rbk_err_t rbk__run(rbk_consumer_t *c, rbk_handler_t *handler,
+                          rbk_batch_handler_t *batch_handler, void *opaque) {
+        if (!c || (!handler && !batch_handler))
                 return RBK_ERR_INVALID_ARG;
         if (rbk__forked(c->pid))
                 return RBK_ERR_FORKED;
         g_mutex_lock(&c->lock);
-        rbk_err_t err = rbk__run_claim(c, handler, opaque);
+        rbk_err_t err = rbk__run_claim(c, handler, batch_handler, opaque);
         g_mutex_unlock(&c->lock);
         if (err)
                 return err;
@@ -766,14 +865,25 @@ static gpointer rbk__start_main(gpointer arg) {
         return NULL;
 }
 
-rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
-                             void *opaque) {
-        if (!c || !handler)
+rbk_err_t rbk_consumer_run(rbk_consumer_t *c, rbk_handler_t *handler,
+                           void *opaque) {
+        return rbk__run(c, handler, NULL, opaque);
+}
+
+rbk_err_t rbk_consumer_run_batch(rbk_consumer_t *c,
+                                 rbk_batch_handler_t *handler, void *opaque) {
+        return rbk__run(c, NULL, handler, opaque);
+}
+
+static rbk_err_t rbk__start(rbk_consumer_t *c, rbk_handler_t *handler,
+                            rbk_batch_handler_t *batch_handler,
+                            void *opaque) {
+        if (!c || (!handler && !batch_handler))
                 return RBK_ERR_INVALID_ARG;
         if (rbk__forked(c->pid))
                 return RBK_ERR_FORKED;
         g_mutex_lock(&c->lock);
-        rbk_err_t err = rbk__run_claim(c, handler, opaque);
+        rbk_err_t err = rbk__run_claim(c, handler, batch_handler, opaque);
         if (!err && c->start_thread) {
                 /* A previous start's thread has returned: reap it. */
                 GThread *t = c->start_thread;
@@ -787,6 +897,17 @@ rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
                     g_thread_new("rbk-consumer", rbk__start_main, c);
         g_mutex_unlock(&c->lock);
         return err;
+}
+
+rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
+                             void *opaque) {
+        return rbk__start(c, handler, NULL, opaque);
+}
+
+rbk_err_t rbk_consumer_start_batch(rbk_consumer_t *c,
+                                   rbk_batch_handler_t *handler,
+                                   void *opaque) {
+        return rbk__start(c, NULL, handler, opaque);
 }
 
 void rbk_consumer_stop(rbk_consumer_t *c) {

@@ -141,6 +141,8 @@ typedef struct rbk__part_s {
         uint64_t out_pos_gen; /* pos_gen when the hand-out began: a hand-out
                                * of an older position stores nothing */
         int paused;          /* held by rbk_consumer_pause() */
+        int64_t first_queued_ms; /* when the queue last turned non-empty
+                                  * (batch mode waits for more), 0: empty */
         int64_t dlq_window_start; /* the dead-letter limit's window */
         int64_t dlq_count;        /* dead letters in it */
         int in_ready;        /* queued in c->ready */
@@ -270,7 +272,10 @@ struct rbk_consumer_s {
         volatile sig_atomic_t stop_req; /* __atomic, relaxed: a signal handler may set it */
         GThread *start_thread;
         rbk_handler_t *handler;
+        rbk_batch_handler_t *batch_handler; /* set instead for run_batch */
         void *handler_opaque;
+        int64_t batch_max;    /* rbk.consumer.batch.max.messages */
+        int64_t batch_max_ms; /* rbk.consumer.batch.max.ms */
         GThread **workers;
         int workers_live;
         rd_kafka_queue_t *cq; /* the consumer queue (events), for yield */
@@ -358,6 +363,21 @@ size_t rbk__part_queued(const rbk__part_t *p);
  * reference) with *rkmp and *ticketp set, or NULL. */
 rbk__part_t *rbk__part_take(rbk_consumer_t *c, rd_kafka_message_t **rkmp,
                             uint64_t *ticketp);
+
+/* Batch mode: hands out up to @max messages from the head of the next
+ * runnable partition (into @rkms, in order), one hand-out. */
+rbk__part_t *rbk__part_take_batch(rbk_consumer_t *c, size_t max,
+                                  rd_kafka_message_t **rkms, size_t *np,
+                                  uint64_t *ticketp);
+/* A batch hand-out's first @k messages (@msgs, their views) are done:
+ * handled (@ran_handler) or dropped as duplicates; offsets stored, ids
+ * recorded, messages popped. The hand-out goes on. Returns RBK_ERR_STATE
+ * for a stale ticket. */
+rbk_err_t rbk__part_batch_advance(rbk_consumer_t *c, rbk__part_t *p,
+                                  uint64_t ticket, rbk__msg_t *msgs, size_t k,
+                                  int ran_handler);
+/* Ends a batch hand-out whose messages were all advanced. */
+void rbk__part_batch_end(rbk_consumer_t *c, rbk__part_t *p, uint64_t ticket);
 
 /* What the caller must do after a hand-out ends, without the lock. */
 typedef enum {

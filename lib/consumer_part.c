@@ -175,13 +175,26 @@ size_t rbk__part_queued(const rbk__part_t *p) {
 
 /* ------------------------------------------------------------ ready queue */
 
+/* Batch mode with a wait: the partition goes out with fewer messages than
+ * a batch only once its first has waited rbk.consumer.batch.max.ms (a
+ * full queue goes out at once). */
+static int rbk__part_batch_due(rbk_consumer_t *c, rbk__part_t *p,
+                               int64_t now) {
+        return !c->batch_handler || c->batch_max_ms <= 0 ||
+               (int64_t)p->msgs.len >= c->batch_max || p->fetch_paused ||
+               !p->first_queued_ms ||
+               (now ? now : rbk__now_ms()) - p->first_queued_ms >=
+                   c->batch_max_ms;
+}
+
 static int rbk__part_runnable(rbk_consumer_t *c, rbk__part_t *p,
                               int64_t now) {
         return p->assigned && !p->revoking && p->out == RBK__OUT_NONE &&
                !p->paused &&
                !c->stopping && p->msgs.len && !p->quarantined &&
                p->hold == RBK__HOLD_NONE &&
-               (p->retry_at == 0 || now >= p->retry_at);
+               (p->retry_at == 0 || now >= p->retry_at) &&
+               rbk__part_batch_due(c, p, now);
 }
 
 /* Puts p on the ready queue if it can run now, at the head if @head. */
@@ -272,6 +285,20 @@ rbk__part_t *rbk__part_take(rbk_consumer_t *c, rd_kafka_message_t **rkmp,
         return NULL;
 }
 
+rbk__part_t *rbk__part_take_batch(rbk_consumer_t *c, size_t max,
+                                  rd_kafka_message_t **rkms, size_t *np,
+                                  uint64_t *ticketp) {
+        rd_kafka_message_t *head;
+        rbk__part_t *p = rbk__part_take(c, &head, ticketp);
+        if (!p)
+                return NULL;
+        size_t n = MIN(max, p->msgs.len);
+        for (size_t i = 0; i < n; i++)
+                rkms[i] = p->msgs.v[(p->msgs.head + i) % p->msgs.cap];
+        *np = n;
+        return p;
+}
+
 int rbk__part_out_count(rbk_consumer_t *c, GPtrArray *parts) {
         int n = 0;
         if (parts) {
@@ -298,6 +325,8 @@ int rbk__part_push(rbk_consumer_t *c, rbk__part_t *p,
                 rd_kafka_message_destroy(rkm);
                 return 0;
         }
+        if (!p->msgs.len)
+                p->first_queued_ms = c->batch_max_ms > 0 ? rbk__now_ms() : 0;
         rbk__mq_push(&p->msgs, rkm);
         p->fetch_next = rkm->offset + 1;
         c->consumed++;
@@ -370,7 +399,9 @@ void rbk__part_timers(rbk_consumer_t *c, int64_t now) {
         g_hash_table_iter_init(&it, c->parts);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
                 rbk__part_t *p = v;
-                if (p->retry_at && now >= p->retry_at)
+                if ((p->retry_at && now >= p->retry_at) ||
+                    (c->batch_max_ms > 0 && p->first_queued_ms &&
+                     now - p->first_queued_ms >= c->batch_max_ms))
                         rbk__part_maybe_ready(c, p);
         }
 }
@@ -384,6 +415,10 @@ int rbk__part_next_timer_ms(rbk_consumer_t *c, int max) {
                 rbk__part_t *p = v;
                 if (p->retry_at && p->retry_at - now < best)
                         best = MAX(0, p->retry_at - now);
+                if (c->batch_max_ms > 0 && p->first_queued_ms &&
+                    p->first_queued_ms + c->batch_max_ms - now < best)
+                        best = MAX(0, p->first_queued_ms + c->batch_max_ms -
+                                          now);
         }
         return (int)best;
 }
@@ -556,6 +591,8 @@ static void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
                                        rkm->offset);
         rbk__mq_pop(&p->msgs); /* rkm: a hand-out is always the head */
         rd_kafka_message_destroy(rkm);
+        if (!p->msgs.len)
+                p->first_queued_ms = 0;
         p->attempts = 0;
         p->retry_at = 0;
         p->last_progress_ms = now_ms;
@@ -619,6 +656,57 @@ static int64_t rbk__backoff_ms(rbk_consumer_t *c, int attempt) {
 void rbk__part_count_duplicate(rbk_consumer_t *c, rbk__part_t *p) {
         c->duplicates++;
         p->duplicates++;
+}
+
+rbk_err_t rbk__part_batch_advance(rbk_consumer_t *c, rbk__part_t *p,
+                                  uint64_t ticket, rbk__msg_t *msgs, size_t k,
+                                  int ran_handler) {
+        if (!ticket || p->out != RBK__OUT_HANDLER || p->out_ticket != ticket)
+                return RBK_ERR_STATE;
+        int64_t now = rbk__now_ms();
+        int stale = p->out_pos_gen != p->pos_gen;
+        for (size_t i = 0; i < k; i++) {
+                rbk__msg_t *m = &msgs[i];
+                const rbk_msgid_t *msgid =
+                    m->pub.has_msgid ? &m->pub.msgid : NULL;
+                if (m->dedup_count == RBK__DEDUP_UNPROVABLE)
+                        c->unprovable++;
+                else if (m->dedup_count == RBK__DEDUP_NO_ID)
+                        c->no_id++;
+                if (!p->assigned || stale) {
+                        /* Revoked (or moved) meanwhile: not ours to store;
+                         * a handled id still goes into the kept window. */
+                        rbk__part_discard_head(c, p, m->rkm, m->id_raw,
+                                               m->id_len, msgid);
+                        continue;
+                }
+                rbk__part_complete_head(c, p, m->rkm, m->id_raw, m->id_len,
+                                        msgid, now);
+                if (ran_handler) {
+                        p->handled++;
+                        c->handled++;
+                }
+        }
+        if (ran_handler && k) {
+                double ms = (double)(now - msgs[0].started_ms);
+                p->handler_cnt++;
+                p->handler_ms_sum += ms;
+                if (ms > p->handler_ms_max)
+                        p->handler_ms_max = ms;
+                c->handler_cnt++;
+                c->handler_ms_sum += ms;
+        }
+        /* The next head was handed to the handler in this batch once. */
+        if (k)
+                p->attempts = 1;
+        return RBK_OK;
+}
+
+void rbk__part_batch_end(rbk_consumer_t *c, rbk__part_t *p, uint64_t ticket) {
+        if (p->out == RBK__OUT_HANDLER && p->out_ticket == ticket) {
+                p->attempts = 0;
+                rbk__part_end_out(c, p, rbk__now_ms());
+        }
 }
 
 rbk_err_t rbk__part_complete(rbk_consumer_t *c, rbk__msg_t *m,

@@ -83,6 +83,25 @@ RBK_API rbk_err_t rbk_message_set_error(const rbk_message_t *msg,
  */
 typedef rbk_verdict_t(rbk_handler_t)(const rbk_message_t *msg, void *opaque);
 
+/**
+ * @brief The batch handler: up to `rbk.consumer.batch.max.messages`
+ * messages of one partition, in offset order, already de-duplicated (a
+ * batch that waited `rbk.consumer.batch.max.ms` for more may be smaller).
+ * Called on a worker thread, as rbk_handler_t.
+ * @param msgs the messages, valid during the call.
+ * @param n how many (at least 1).
+ * @param rest receives the verdict on msgs[returned value] when fewer than
+ * @p n were handled: RBK_RETRY (that message again after the backoff, with
+ * the ones after it) or RBK_DEADLETTER (poison); preset to RBK_RETRY.
+ * @param opaque as given to rbk_consumer_run_batch().
+ * @returns how many messages, from the first, were handled (0..n): their
+ * offsets are stored; the messages after the one @p rest applies to come
+ * again in the next batch.
+ */
+typedef size_t(rbk_batch_handler_t)(const rbk_message_t *const *msgs,
+                                    size_t n, rbk_verdict_t *rest,
+                                    void *opaque);
+
 /** What a rebalance did to a partition. */
 typedef enum rbk_rebalance_t {
         RBK_ASSIGNED = 1, /**< Now ours. */
@@ -146,6 +165,26 @@ RBK_API rbk_err_t rbk_consumer_run(rbk_consumer_t *c, rbk_handler_t *handler,
  */
 RBK_API rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
                                      void *opaque);
+
+/**
+ * @brief rbk_consumer_run() with a batch handler: partitions in parallel,
+ * each handed out in batches (a batched UPSERT). Offsets are stored up to
+ * the last handled message only; retries, give-up and dead letters apply to
+ * the first unhandled message as for a single-message handler.
+ * @returns as rbk_consumer_run().
+ * Thread-safety: call from one thread; it blocks.
+ */
+RBK_API rbk_err_t rbk_consumer_run_batch(rbk_consumer_t *c,
+                                         rbk_batch_handler_t *handler,
+                                         void *opaque);
+
+/**
+ * @brief rbk_consumer_run_batch() on a thread of the library's own.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_start_batch(rbk_consumer_t *c,
+                                           rbk_batch_handler_t *handler,
+                                           void *opaque);
 
 /**
  * @brief Asks a running consumer to stop. Async-signal-safe: may be called

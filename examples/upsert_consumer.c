@@ -31,6 +31,11 @@
  *   ./upsert_consumer -b 127.0.0.1:9092 -t events -g billing events.db
  *   DATABASE_URL=postgres://user@127.0.0.1/app ./upsert_consumer -t events
  *
+ * With -B N it takes batches of up to N messages of a partition
+ * (rbk_consumer_run_batch()) and writes each batch in one transaction: a
+ * batch commits whole or not at all (then it is retried whole), and the
+ * database sees one commit per batch instead of one per message.
+ *
  * Stops on SIGTERM/SIGINT, after -n messages, or after -i milliseconds
  * without a message; prints the counts and exits 0 unless the consumer or
  * the database failed (a failed write is retried, never skipped).
@@ -200,13 +205,14 @@ static int store_open(const char *sqlite_path, char *err, size_t err_size) {
         return 0;
 }
 
-/* Writes one row. Returns 1 if the row was inserted or changed, 0 if it was
- * already there unchanged (a redelivery), -1 on error. */
-static int store_upsert(const char *id, const char *topic, int32_t part,
-                        const void *key, size_t key_len, const void *payload,
-                        size_t payload_len, char *err, size_t err_size) {
+/* Writes one row; store.lock held. Returns 1 if the row was inserted or
+ * changed, 0 if it was already there unchanged (a redelivery), -1 on
+ * error. */
+static int store_upsert_locked(const char *id, const char *topic,
+                               int32_t part, const void *key, size_t key_len,
+                               const void *payload, size_t payload_len,
+                               char *err, size_t err_size) {
         int rc = -1;
-        pthread_mutex_lock(&store.lock);
         if (store.pg) {
                 char partbuf[16];
                 snprintf(partbuf, sizeof(partbuf), "%" PRId32, part);
@@ -255,8 +261,36 @@ static int store_upsert(const char *id, const char *topic, int32_t part,
                 sqlite3_reset(st);
                 sqlite3_clear_bindings(st);
         }
+        return rc;
+}
+
+static int store_upsert(const char *id, const char *topic, int32_t part,
+                        const void *key, size_t key_len, const void *payload,
+                        size_t payload_len, char *err, size_t err_size) {
+        pthread_mutex_lock(&store.lock);
+        int rc = store_upsert_locked(id, topic, part, key, key_len, payload,
+                                     payload_len, err, err_size);
         pthread_mutex_unlock(&store.lock);
         return rc;
+}
+
+/* BEGIN, COMMIT or ROLLBACK; store.lock held. 0 or -1. */
+static int store_tx_locked(const char *sql, char *err, size_t err_size) {
+        if (store.pg) {
+                PGresult *res = pq.exec(store.conn, sql);
+                int ok = pq.result_status(res) == PG_COMMAND_OK;
+                if (!ok)
+                        snprintf(err, err_size, "PostgreSQL %s: %s", sql,
+                                 pq.result_error(res));
+                pq.clear(res);
+                return ok ? 0 : -1;
+        }
+        if (sqlite3_exec(store.db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+                snprintf(err, err_size, "SQLite %s: %s", sql,
+                         sqlite3_errmsg(store.db));
+                return -1;
+        }
+        return 0;
 }
 
 static long long store_count(void) {
@@ -340,6 +374,57 @@ static rbk_verdict_t handle(const rbk_message_t *msg, void *opaque) {
         return RBK_HANDLED;
 }
 
+/* The batch handler: messages of one partition in offset order, written in
+ * one transaction. All or nothing: on any error the transaction is rolled
+ * back and the whole batch comes again after the backoff (returning 0 with
+ * *rest = RBK_RETRY); nothing is skipped. */
+static size_t handle_batch(const rbk_message_t *const *msgs, size_t n,
+                           rbk_verdict_t *rest, void *opaque) {
+        (void)opaque;
+        char err[512], idbuf[300];
+        unsigned long applied = 0, unchanged = 0;
+        pthread_mutex_lock(&store.lock);
+        int ok = store_tx_locked("BEGIN", err, sizeof(err)) == 0;
+        for (size_t i = 0; ok && i < n; i++) {
+                const rbk_message_t *msg = msgs[i];
+                const char *id = msg->id;
+                if (!id) {
+                        snprintf(idbuf, sizeof(idbuf),
+                                 "%s/%" PRId32 "/%" PRId64, msg->topic,
+                                 msg->partition, msg->offset);
+                        id = idbuf;
+                }
+                int rc = store_upsert_locked(id, msg->topic, msg->partition,
+                                             msg->key, msg->key_len,
+                                             msg->value, msg->value_len, err,
+                                             sizeof(err));
+                if (rc < 0)
+                        ok = 0;
+                else if (rc)
+                        applied++;
+                else
+                        unchanged++;
+        }
+        if (ok)
+                ok = store_tx_locked("COMMIT", err, sizeof(err)) == 0;
+        if (!ok)
+                store_tx_locked("ROLLBACK", idbuf, sizeof(idbuf));
+        pthread_mutex_unlock(&store.lock);
+        if (!ok) {
+                atomic_fetch_add(&cnt.errors, 1);
+                fprintf(stderr, "upsert_consumer: batch of %zu from %s [%" PRId32
+                        "] @%" PRId64 ": %s\n", n, msgs[0]->topic,
+                        msgs[0]->partition, msgs[0]->offset, err);
+                *rest = RBK_RETRY;
+                return 0;
+        }
+        atomic_fetch_add(&cnt.applied, applied);
+        atomic_fetch_add(&cnt.unchanged, unchanged);
+        atomic_fetch_add(&cnt.handled, n);
+        atomic_store(&cnt.last_ms, mono_ms());
+        return n;
+}
+
 static void on_event(const rbk_event_t *ev, void *opaque) {
         (void)opaque;
         char *json = rbk_event_to_json(ev);
@@ -379,7 +464,7 @@ static void *watch(void *arg) {
 static void usage(const char *argv0) {
         fprintf(stderr,
                 "usage: %s [-b bootstrap] [-t topic] [-g group] [-n max] "
-                "[-i idle_ms] [-d deadline_ms] [-X name=value]... "
+                "[-i idle_ms] [-d deadline_ms] [-B batch] [-X name=value]... "
                 "[sqlite-path]\n"
                 "  Kafka: KAFKA_URL and friends when KAFKA_URL is set, else -b "
                 "(default 127.0.0.1:9092).\n"
@@ -390,7 +475,9 @@ static void usage(const char *argv0) {
                 "  -n stop after max messages, -i stop after idle_ms without "
                 "a message,\n"
                 "  -d stop after deadline_ms in all; default: run until "
-                "SIGTERM\n",
+                "SIGTERM\n"
+                "  -B write batches of up to this many messages in one "
+                "transaction each\n",
                 argv0);
 }
 
@@ -400,8 +487,9 @@ int main(int argc, char **argv) {
         char errstr[512];
         char *props[64];
         int nprops = 0, opt;
+        long batch = 0;
 
-        while ((opt = getopt(argc, argv, "b:t:g:n:i:d:X:h")) != -1) {
+        while ((opt = getopt(argc, argv, "b:t:g:n:i:d:B:X:h")) != -1) {
                 switch (opt) {
                 case 'b': bootstrap = optarg; break;
                 case 't': topic = optarg; break;
@@ -409,6 +497,7 @@ int main(int argc, char **argv) {
                 case 'n': max_msgs = strtoul(optarg, NULL, 10); break;
                 case 'i': idle_ms = atol(optarg); break;
                 case 'd': deadline_ms = atol(optarg); break;
+                case 'B': batch = atol(optarg); break;
                 case 'X':
                         if (nprops == 64 || !strchr(optarg, '=')) {
                                 usage(argv[0]);
@@ -459,6 +548,17 @@ int main(int argc, char **argv) {
                         return 2;
                 }
         }
+        if (batch > 0) {
+                char b[32];
+                snprintf(b, sizeof(b), "%ld", batch);
+                if (rbk_conf_set(conf, "rbk.consumer.batch.max.messages", b,
+                                 errstr, sizeof(errstr)) != RBK_OK) {
+                        fprintf(stderr, "upsert_consumer: -B: %s\n", errstr);
+                        rbk_conf_destroy(conf);
+                        store_close();
+                        return 2;
+                }
+        }
         rbk_conf_set_hook(conf, on_event, NULL);
 
         consumer = rbk_consumer_new(conf, errstr, sizeof(errstr));
@@ -484,7 +584,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "upsert_consumer: consuming %s as group %s into %s\n",
                 topic, group, store.pg ? "PostgreSQL" : path);
 
-        rbk_err_t err = rbk_consumer_run(consumer, handle, NULL);
+        rbk_err_t err = batch > 0
+                            ? rbk_consumer_run_batch(consumer, handle_batch, NULL)
+                            : rbk_consumer_run(consumer, handle, NULL);
         atomic_store(&run_over, 1);
         if (watching)
                 pthread_join(watcher, NULL);

@@ -742,7 +742,30 @@ static int cmd_requests(const opts_t *o, const char *mode) {
 
 /* ------------------------------------------------------------ consumer arm */
 
-typedef enum { CARM_RAW, CARM_RAW_ID, CARM_OURS_OFF, CARM_OURS_ON } carm_t;
+typedef enum {
+        CARM_RAW,
+        CARM_RAW_ID,
+        CARM_OURS_OFF,
+        CARM_OURS_ON,
+        CARM_RUN,  /* rbk_consumer_start(), single-message handler */
+        CARM_BATCH /* rbk_consumer_start_batch(), batches of batch_n */
+} carm_t;
+
+/* The run API's arms: the handlers count, the main thread waits. */
+typedef struct {
+        gint count;
+        gint started;
+        int64_t t0;
+        cpu_t c0;
+        unsigned sink;
+} runarm_t;
+
+static void runarm_first(runarm_t *r) {
+        if (g_atomic_int_compare_and_exchange(&r->started, 0, 1)) {
+                r->t0 = now_ns();
+                r->c0 = cpu_now();
+        }
+}
 
 /* The handler's work, the same in every arm: read the value. */
 static unsigned handle(const void *val, size_t len) {
@@ -804,8 +827,27 @@ out:
         return rc_;
 }
 
+static rbk_verdict_t run_single(const rbk_message_t *m, void *opaque) {
+        runarm_t *r = opaque;
+        runarm_first(r);
+        r->sink += handle(m->value, m->value_len);
+        g_atomic_int_inc(&r->count);
+        return RBK_HANDLED;
+}
+
+static size_t run_batch(const rbk_message_t *const *msgs, size_t n,
+                        rbk_verdict_t *rest, void *opaque) {
+        runarm_t *r = opaque;
+        runarm_first(r);
+        for (size_t i = 0; i < n; i++)
+                r->sink += handle(msgs[i]->value, msgs[i]->value_len);
+        g_atomic_int_add(&r->count, (gint)n);
+        return n;
+}
+
 static int cmd_consume(const opts_t *o, const char *armname) {
         carm_t arm;
+        long batch_n = 0;
         if (!strcmp(armname, "raw"))
                 arm = CARM_RAW;
         else if (!strcmp(armname, "raw_id"))
@@ -814,6 +856,11 @@ static int cmd_consume(const opts_t *o, const char *armname) {
                 arm = CARM_OURS_OFF;
         else if (!strcmp(armname, "ours_on"))
                 arm = CARM_OURS_ON;
+        else if (!strcmp(armname, "run"))
+                arm = CARM_RUN;
+        else if (!strncmp(armname, "batch", 5) &&
+                 (batch_n = atol(armname + 5)) > 0)
+                arm = CARM_BATCH;
         else {
                 fprintf(stderr, "rbk-bench: consume: unknown arm %s\n",
                         armname);
@@ -836,6 +883,11 @@ static int cmd_consume(const opts_t *o, const char *armname) {
         conf_set(conf, "queued.min.messages", "1000000");
         conf_set(conf, "rbk.dedup.enable", arm == CARM_OURS_ON ? "true"
                                                                : "false");
+        if (arm == CARM_BATCH) {
+                char bn[24];
+                g_snprintf(bn, sizeof(bn), "%ld", batch_n);
+                conf_set(conf, "rbk.consumer.batch.max.messages", bn);
+        }
         int64_t deadline = now_ns() + (int64_t)o->timeout_s * 1000000000;
         long count = 0;
         unsigned sink = 0;
@@ -903,6 +955,36 @@ static int cmd_consume(const opts_t *o, const char *armname) {
                 c1 = cpu_now();
                 rd_kafka_consumer_close(rk);
                 rd_kafka_destroy(rk);
+        } else if (arm == CARM_RUN || arm == CARM_BATCH) {
+                rbk_conf_set_log_cb(conf, quiet_rbk_log, NULL);
+                rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+                if (!c) {
+                        fprintf(stderr, "rbk-bench: rbk_consumer_new: %s\n",
+                                e);
+                        return 1;
+                }
+                const char *topics[] = {o->ctopic};
+                runarm_t r;
+                memset(&r, 0, sizeof(r));
+                if (rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)) ||
+                    (arm == CARM_RUN
+                         ? rbk_consumer_start(c, run_single, &r)
+                         : rbk_consumer_start_batch(c, run_batch, &r))) {
+                        fprintf(stderr, "rbk-bench: start: %s\n", e);
+                        return 1;
+                }
+                while (g_atomic_int_get(&r.count) < o->cn &&
+                       now_ns() < deadline)
+                        g_usleep(1000);
+                t1 = now_ns();
+                c1 = cpu_now();
+                rbk_consumer_stop(c);
+                count = g_atomic_int_get(&r.count);
+                t0 = r.t0;
+                c0 = r.c0;
+                sink = r.sink;
+                rbk_consumer_close(c, 10000);
+                rbk_consumer_destroy(c);
         } else {
                 rbk_conf_set_log_cb(conf, quiet_rbk_log, NULL);
                 rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
@@ -1484,6 +1566,33 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                                                 "fresh", "fresh", 1, 2));
         }
 
+        /* Batch handlers against the single-message run API and raw
+         * librdkafka, on the consumer topic (filled above, or now). */
+        static const char *const b_arms[] = {"raw", "run", "batch1",
+                                             "batch16", "batch256"};
+        if (only_has(o, "batch")) {
+                if (!consumer_ok) {
+                        run_t *fill = run_child(o, "prefill", "prefill", NULL,
+                                                "prefill", 0, 0);
+                        consumer_ok = fill->ok;
+                        g_ptr_array_add(runs, fill);
+                }
+                fprintf(stderr, "rbk-bench: batch handlers, %ld messages, "
+                                "%d rounds\n",
+                        o->cn, o->rounds);
+                for (int round = 1; consumer_ok && round <= o->rounds;
+                     round++) {
+                        int ord[5] = {0, 1, 2, 3, 4};
+                        shuffle(rnd, ord, 5);
+                        for (int k = 0; k < 5; k++)
+                                g_ptr_array_add(
+                                    runs, run_child(o, "batch", "consume",
+                                                    b_arms[ord[k]],
+                                                    b_arms[ord[k]], round,
+                                                    k + 1));
+                }
+        }
+
         if (only_has(o, "dedup")) {
                 fprintf(stderr, "rbk-bench: dedup window against an LRU, "
                                 "%ld ids\n",
@@ -1538,6 +1647,27 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
              "consumer: raw CPU/msg over ours (dedup on, the default)",
              "consumer", "ours_on", "raw_a", 0, "consumer_aa_cpu", NULL, 0, 0,
              0, 0},
+            {"batch_run_cpu",
+             "batch: raw CPU/msg over the run API's single-message handler",
+             "batch", "run", "raw", 0, "consumer_aa_cpu", NULL, 0, 0, 0, 0},
+            {"batch1_cpu", "batch: raw CPU/msg over batches of 1", "batch",
+             "batch1", "raw", 0, "consumer_aa_cpu", NULL, 0, 0, 0, 0},
+            {"batch16_cpu", "batch: raw CPU/msg over batches of 16", "batch",
+             "batch16", "raw", 0, "consumer_aa_cpu", NULL, 0, 0, 0, 0},
+            {"batch256_cpu", "batch: raw CPU/msg over batches of 256", "batch",
+             "batch256", "raw", 0, "consumer_aa_cpu", NULL, 0, 0, 0, 0},
+            {"batch16_vs_run", "batch: single-message handler CPU/msg over "
+             "batches of 16", "batch", "batch16", "run", 0, "consumer_aa_cpu",
+             NULL, 0, 0, 0, 0},
+            {"batch256_tput", "batch: batches of 256 throughput over raw",
+             "batch", "batch256", "raw", 1, "consumer_aa_tput", NULL, 0, 0, 0,
+             0},
+            {"batch16_tput", "batch: batches of 16 throughput over raw",
+             "batch", "batch16", "raw", 1, "consumer_aa_tput", NULL, 0, 0, 0,
+             0},
+            {"batch_run_tput", "batch: the single-message handler's "
+             "throughput over raw", "batch", "run", "raw", 1,
+             "consumer_aa_tput", NULL, 0, 0, 0, 0},
         };
         int ncs = (int)G_N_ELEMENTS(cs);
         for (int i = 0; i < ncs; i++)
@@ -1871,9 +2001,9 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
 static int usage(void) {
         fprintf(stderr,
                 "usage: rbk-bench run --bootstrap=B [--out=DIR] [--quick] "
-                "[--label=L] [--only=producer,consumer,latency,requests,dedup]\n"
+                "[--label=L] [--only=producer,consumer,latency,requests,dedup,batch]\n"
                 "       rbk-bench produce raw|raw_nohdr|ours --bootstrap=B\n"
-                "       rbk-bench consume raw|raw_id|ours_off|ours_on --bootstrap=B\n"
+                "       rbk-bench consume raw|raw_id|ours_off|ours_on|run|batchN --bootstrap=B\n"
                 "       rbk-bench latency raw|ours --bootstrap=B\n"
                 "       rbk-bench requests fresh|singleton --bootstrap=B\n"
                 "       rbk-bench prefill --bootstrap=B\n"

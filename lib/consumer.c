@@ -720,6 +720,33 @@ fail:
         return NULL;
 }
 
+/* A subscription pattern ("^..."): compiles (POSIX extended syntax as
+ * librdkafka's, checked here with GLib's PCRE, which accepts a superset). */
+static rbk_err_t rbk__pattern_validate(const char *pat, char *e, size_t esz) {
+        GError *ge = NULL;
+        GRegex *re = g_regex_new(pat, G_REGEX_OPTIMIZE, 0, &ge);
+        if (!re) {
+                rbk__seterr(e, esz, RBK_ERR_INVALID_TOPIC,
+                            "pattern \"%s\" does not compile: %s", pat,
+                            ge ? ge->message : "?");
+                g_clear_error(&ge);
+                return RBK_ERR_INVALID_TOPIC;
+        }
+        g_regex_unref(re);
+        if (strlen(pat) > 2048)
+                return rbk__seterr(e, esz, RBK_ERR_INVALID_TOPIC,
+                                   "pattern longer than 2048 characters");
+        return RBK_OK;
+}
+
+/* "^" + the prefix, its regex metacharacters escaped, + the rest. */
+static char *rbk__pattern_prefixed(const char *prefix, const char *pat) {
+        char *esc = g_regex_escape_string(prefix ? prefix : "", -1);
+        char *full = g_strconcat("^", esc, pat + 1, NULL);
+        g_free(esc);
+        return full;
+}
+
 rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c, const char *const *topics,
                                  size_t topic_cnt, char *errstr,
                                  size_t errstr_size) {
@@ -735,8 +762,11 @@ rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c, const char *const *topics,
                                    "topic list is empty");
         for (size_t i = 0; i < topic_cnt; i++) {
                 char e[300];
-                rbk_err_t err = rbk__topic_validate(c->prefix, topics[i], e,
-                                                    sizeof(e));
+                rbk_err_t err =
+                    topics[i] && topics[i][0] == '^'
+                        ? rbk__pattern_validate(topics[i], e, sizeof(e))
+                        : rbk__topic_validate(c->prefix, topics[i], e,
+                                              sizeof(e));
                 if (err)
                         return rbk__seterr(errstr, errstr_size, err,
                                            "topic %zu: %s", i, e);
@@ -747,7 +777,9 @@ rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c, const char *const *topics,
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new((int)topic_cnt);
         for (size_t i = 0; i < topic_cnt; i++) {
-                char *full = rbk__prefixed(c->prefix, topics[i]);
+                char *full = topics[i][0] == '^'
+                                 ? rbk__pattern_prefixed(c->prefix, topics[i])
+                                 : rbk__prefixed(c->prefix, topics[i]);
                 rd_kafka_topic_partition_list_add(l, full,
                                                   RD_KAFKA_PARTITION_UA);
                 g_free(full);

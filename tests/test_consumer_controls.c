@@ -366,6 +366,53 @@ START_TEST(deadletter_verdict_in_pause_mode_holds) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ patterns */
+
+static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
+        cs_rec_add(opaque, m);
+        return RBK_HANDLED;
+}
+
+/* A regex subscription is anchored after the configured prefix. */
+START_TEST(pattern_subscription_stays_inside_the_prefix) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        const char *names[] = {"app.orders.a", "app.orders.b", "app.other",
+                               "x.orders.c", "apporders.d"};
+        for (int i = 0; i < 5; i++) {
+                cs_topic(cl, names[i], 1);
+                cs_produce(cl, names[i], 0, 0, 3, names[i]);
+        }
+        rbk_conf_t *conf = cs_conf(cl, "g-re");
+        cs_set(conf, "rbk.prefix", "app.");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *bad[] = {"^orders(("};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, bad, 1, e, sizeof(e)),
+                         RBK_ERR_INVALID_TOPIC);
+        ck_assert_ptr_nonnull(strstr(e, "does not compile"));
+        const char *topics[] = {"^orders\\..*"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_rec, rec), RBK_OK);
+        ck_assert(CS_WAIT(cs_rec_total(rec) == 6, 60000));
+        ck_assert(!CS_WAIT(cs_rec_total(rec) > 6, 1000));
+        ck_assert(cs_rec_has(rec, "app.orders.a-0-2"));
+        ck_assert(cs_rec_has(rec, "app.orders.b-0-0"));
+        /* Topic names handed back without the prefix. */
+        g_mutex_lock(&rec->lock);
+        ck_assert(g_str_has_prefix(g_ptr_array_index(rec->log, 0), "orders."));
+        g_mutex_unlock(&rec->lock);
+        rbk_consumer_stop(c);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("consumer_controls");
         RBK_TCASE(s, pause_holds_one_partition_across_rebalance_and_quarantine,
@@ -373,6 +420,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, seek_is_audited_and_moves_exactly, 120);
         RBK_TCASE(s, deadletter_verdict_and_limit, 120);
         RBK_TCASE(s, deadletter_verdict_in_pause_mode_holds, 120);
+        RBK_TCASE(s, pattern_subscription_stays_inside_the_prefix, 120);
         return s;
 }
 

@@ -136,9 +136,15 @@ RBK_API rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
                                          size_t errstr_size);
 
 /**
- * @brief Subscribes to topics (names without the configured prefix).
+ * @brief Subscribes to topics (names without the configured prefix). A
+ * name starting with `^` is a regular expression (librdkafka's regex
+ * subscription, matched against the cluster's topics as they come and go),
+ * anchored after the configured prefix: with `rbk.prefix=app1.`,
+ * `^orders\..*` subscribes to `app1.orders.*` and nothing outside the
+ * prefix.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG (NULL or empty list),
- * RBK_ERR_INVALID_TOPIC; on error nothing changes.
+ * RBK_ERR_INVALID_TOPIC (a name, or a pattern that does not compile, named
+ * in @p errstr); on error nothing changes.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c,

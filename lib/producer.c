@@ -1770,21 +1770,34 @@ void rbk_producer_destroy(rbk_producer_t *p) {
 
 /* ------------------------------------------------------------ stats */
 
+/* The size of each rbk_producer_stats_t layout, by version: a field appended
+ * to the struct comes with a new version and a new entry here, so a caller
+ * compiled against an older header is never written past its struct. */
+static const size_t rbk__pstats_sizes[] = {
+    RBK__END_OF(rbk_producer_stats_t, generation), /* 1 */
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(rbk__pstats_sizes) == RBK_PRODUCER_STATS_VERSION);
+/* The last layout is the whole struct: no field appended without a version. */
+G_STATIC_ASSERT(RBK__END_OF(rbk_producer_stats_t, generation) ==
+                sizeof(rbk_producer_stats_t));
+
 rbk_err_t rbk_producer_stats(rbk_producer_t *p, rbk_producer_stats_t *out) {
         if (!p || !out)
                 return RBK_ERR_INVALID_ARG;
         if (rbk__forked(p->pid))
                 return RBK_ERR_FORKED;
+        rbk_producer_stats_t full;
         g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         rbk__merge_incoming(p);
-        *out = p->st;
-        out->accepted = p->accepted;
+        full = p->st;
+        full.accepted = p->accepted;
         g_mutex_unlock(&p->send_lock);
-        out->version = RBK_PRODUCER_STATS_VERSION;
-        out->in_flight = p->unreported;
-        out->generation = p->generation;
+        full.in_flight = p->unreported;
+        full.generation = p->generation;
         g_mutex_unlock(&p->lock);
+        rbk__layout_copy(out, &full, rbk__pstats_sizes,
+                         RBK_PRODUCER_STATS_VERSION);
         return RBK_OK;
 }
 

@@ -212,6 +212,27 @@ typedef struct rbk_quarantine_s {
 RBK_API size_t rbk_consumer_quarantined(rbk_consumer_t *c,
                                         rbk_quarantine_t *out, size_t max);
 
+/**
+ * @brief Lists quarantined partitions into entries of the caller's size,
+ * so that a field appended to rbk_quarantine_t later is never written past
+ * the entries of a program built against an older header.
+ *
+ * Entry i starts at `(char *)out + i * entry_size`. Of each, the library
+ * writes the fields it knows (at most @p entry_size bytes) and zeroes the
+ * rest of the entry. rbk_consumer_quarantined() writes the first layout
+ * only, whatever later headers add.
+ * @param c the consumer.
+ * @param out array of @p max entries (may be NULL when @p max is 0).
+ * @param max number of entries @p out holds.
+ * @param entry_size `sizeof(rbk_quarantine_t)` as the caller compiled it.
+ * @returns how many partitions are quarantined (may exceed @p max); 0, with
+ * nothing written, when @p c is NULL or @p entry_size is smaller than the
+ * first layout.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API size_t rbk_consumer_quarantined2(rbk_consumer_t *c, void *out,
+                                         size_t max, size_t entry_size);
+
 /** Consumer counters (a snapshot). */
 typedef struct rbk_consumer_stats_s {
         int version;                 /**< RBK_CONSUMER_STATS_VERSION. */
@@ -236,9 +257,23 @@ typedef struct rbk_consumer_stats_s {
 
 /** The current rbk_consumer_stats_t layout version. */
 #define RBK_CONSUMER_STATS_VERSION 1
+/** Initialiser: `rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;` */
+#define RBK_CONSUMER_STATS_INIT                                                \
+        {RBK_CONSUMER_STATS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0}
 
 /**
  * @brief Reads the consumer's counters.
+ *
+ * The caller's `version` says which layout @p out has, and the library
+ * writes only that layout's bytes, so a program built against an older
+ * header is never written past its struct. Initialise it with
+ * RBK_CONSUMER_STATS_INIT. A version the library does not know (0 from a
+ * zeroed struct, a later layout) is filled as version 1. On return
+ * `version` is the layout filled.
+ * @param c the consumer.
+ * @param out the counters; its `version` is read first.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG (NULL argument), or RBK_ERR_FORKED
+ * in a forked child (then @p out is left as it was).
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_stats(rbk_consumer_t *c,

@@ -184,9 +184,20 @@ typedef struct rbk_producer_stats_s {
 
 /** The current rbk_producer_stats_t layout version. */
 #define RBK_PRODUCER_STATS_VERSION 1
+/** Initialiser: `rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;` */
+#define RBK_PRODUCER_STATS_INIT {RBK_PRODUCER_STATS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Reads the producer's counters.
+ *
+ * The caller's `version` says which layout @p out has, and the library
+ * writes only that layout's bytes, so a program built against an older
+ * header is never written past its struct. Initialise it with
+ * RBK_PRODUCER_STATS_INIT. A version the library does not know (0 from a
+ * zeroed struct, a later layout) is filled as version 1. On return
+ * `version` is the layout filled.
+ * @param p the producer.
+ * @param out the counters; its `version` is read first.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG, or RBK_ERR_FORKED in a forked child
  * (then @p out is left as it was).
  * Thread-safety: safe from any thread.

@@ -11,6 +11,7 @@
 #include "common.h"
 #include "conf.h"
 #include "msgid.h"
+#include "registry.h" /* rbk_shutdown() closes rbk_consumer_get() clients */
 
 #ifdef __cplusplus
 extern "C" {
@@ -316,17 +317,6 @@ RBK_API rbk_consumer_t *rbk_consumer_get(const char *name,
  * Thread-safety: safe from any thread.
  */
 RBK_API void rbk_consumer_put(rbk_consumer_t *c);
-
-/**
- * @brief Shuts down every registry client within @p timeout_ms in total
- * (negative: `rbk.shutdown.timeout.ms` of each, default 15000): stops and
- * closes consumers (committing stored offsets), flushes and closes producers
- * (reporting what could not be delivered). Later *_get() calls fail with
- * RBK_ERR_SHUTDOWN. Safe to call twice and from atexit().
- * @returns RBK_OK, or RBK_ERR_TIMED_OUT if some client did not finish cleanly.
- * Thread-safety: safe from any thread except library callbacks.
- */
-RBK_API rbk_err_t rbk_shutdown(int timeout_ms);
 
 #ifdef __cplusplus
 }

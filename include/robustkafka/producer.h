@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "conf.h"
+#include "registry.h" /* rbk_shutdown() closes rbk_producer_get() clients */
 
 #ifdef __cplusplus
 extern "C" {

@@ -282,6 +282,88 @@ START_TEST(report_fields_prefix_and_ids) {
 }
 END_TEST
 
+/* rbk_msg_t as programs built against layout version 1 have it (no
+ * timestamp), followed by bytes the library must not read as one. */
+typedef struct {
+        struct {
+                int version;
+                const char *topic;
+                int32_t partition;
+                const void *key;
+                size_t key_len;
+                const void *value;
+                size_t value_len;
+                const rbk_header_t *headers;
+                size_t header_cnt;
+                const char *id;
+                void *opaque;
+        } v1;
+        int64_t after;
+} old_msg_t;
+
+/* The timestamp set is the CreateTime read back; 0, and a version 1
+ * message, get the time of the send. */
+START_TEST(timestamp_is_the_create_time) {
+        char *topic = topic_name("ts");
+        rbk_testcluster_t *tc = ps_cluster(topic, 1);
+        rbk_conf_t *conf = ps_conf(tc, NULL);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        const int64_t set = 1600000000123; /* 2020-09-13 */
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = topic;
+        m.partition = 0;
+        m.value = "set";
+        m.value_len = 3;
+        m.timestamp = set;
+        ck_assert_int_eq(rbk_producer_send_sync(p, &m, 10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        int64_t before = g_get_real_time() / 1000;
+        m.value = "now";
+        m.timestamp = 0;
+        ck_assert_int_eq(rbk_producer_send_sync(p, &m, 10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        old_msg_t old;
+        memset(&old, 0, sizeof(old));
+        old.v1.version = 1;
+        old.v1.topic = topic;
+        old.v1.partition = 0;
+        old.v1.value = "old";
+        old.v1.value_len = 3;
+        old.after = set; /* where a version 2 timestamp would be */
+        ck_assert_int_eq(rbk_producer_send_sync(p, (const rbk_msg_t *)&old,
+                                                10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        int64_t after = g_get_real_time() / 1000;
+        ck_assert_int_eq(rbk_producer_close(p, 10000), RBK_OK);
+        rbk_producer_destroy(p);
+
+        GPtrArray *log = ps_read_topic(rbk_testcluster_bootstrap(tc), topic, 1);
+        ck_assert_uint_eq(log->len, 3);
+        for (guint i = 0; i < log->len; i++) {
+                ps_rec_t *r = g_ptr_array_index(log, i);
+                ck_assert_int_eq(r->tstype, RD_KAFKA_TIMESTAMP_CREATE_TIME);
+                if (!strcmp(r->value, "set"))
+                        ck_assert_int_eq(r->timestamp, set);
+                else
+                        ck_assert_msg(r->timestamp >= before &&
+                                          r->timestamp <= after,
+                                      "%s: timestamp %" PRId64
+                                      " not within [%" PRId64 ", %" PRId64
+                                      "]",
+                                      r->value, r->timestamp, before, after);
+        }
+        g_ptr_array_free(log, TRUE);
+        rbk_conf_destroy(conf);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
 /* Every bad input: a clear error naming the problem, nothing reported. */
 static int bad_reports;
 static void count_cb(const rbk_delivery_t *dr, void *opaque) {
@@ -328,8 +410,11 @@ START_TEST(bad_input_table) {
              RBK_ERR_INVALID_TOPIC, "illegal"},
             {"dot topic", {.version = 1, .topic = ".."},
              RBK_ERR_INVALID_TOPIC, ".."},
-            {"wrong version", {.version = 2, .topic = topic},
+            {"wrong version", {.version = RBK_MSG_VERSION + 1, .topic = topic},
              RBK_ERR_INVALID_ARG, "version"},
+            {"negative timestamp",
+             {.version = 2, .topic = topic, .timestamp = -5},
+             RBK_ERR_INVALID_ARG, "timestamp"},
             {"zero version", {.version = 0, .topic = topic},
              RBK_ERR_INVALID_ARG, "RBK_MSG_INIT"},
             {"value too large",
@@ -898,6 +983,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, forked_child_never_waits_for_a_lock, 90);
         RBK_TCASE(s, creation_errors, 30);
         RBK_TCASE(s, stats_write_only_the_callers_layout, 30);
+        RBK_TCASE(s, timestamp_is_the_create_time, 60);
         return s;
 }
 

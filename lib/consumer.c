@@ -843,17 +843,52 @@ rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
         return err == RBK_ERR_NOT_FOUND ? RBK_ERR_STATE : RBK_OK;
 }
 
+/* The headers of a received message, or NULL when it has none. */
+static rd_kafka_headers_t *rbk__message_headers(const rbk_message_t *msg) {
+        const rbk__msg_t *m = msg->internal_;
+        rd_kafka_headers_t *hdrs;
+        return rd_kafka_message_headers(m->rkm, &hdrs) ? NULL : hdrs;
+}
+
 rbk_err_t rbk_message_header(const rbk_message_t *msg, const char *name,
                              const void **valuep, size_t *sizep) {
         if (!msg || !name || !msg->internal_)
                 return RBK_ERR_INVALID_ARG;
-        const rbk__msg_t *m = msg->internal_;
-        rd_kafka_headers_t *hdrs;
+        rd_kafka_headers_t *hdrs = rbk__message_headers(msg);
         const void *v = NULL;
         size_t sz = 0;
-        if (rd_kafka_message_headers(m->rkm, &hdrs) ||
-            rd_kafka_header_get_last(hdrs, name, &v, &sz))
+        if (!hdrs || rd_kafka_header_get_last(hdrs, name, &v, &sz))
                 return RBK_ERR_NOT_FOUND;
+        if (valuep)
+                *valuep = v;
+        if (sizep)
+                *sizep = sz;
+        return RBK_OK;
+}
+
+size_t rbk_message_header_count(const rbk_message_t *msg) {
+        if (!msg || !msg->internal_)
+                return 0;
+        rd_kafka_headers_t *hdrs = rbk__message_headers(msg);
+        return hdrs ? rd_kafka_header_cnt(hdrs) : 0;
+}
+
+rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
+                                const char **namep, const void **valuep,
+                                size_t *sizep) {
+        if (!msg || !msg->internal_)
+                return RBK_ERR_INVALID_ARG;
+        rd_kafka_headers_t *hdrs = rbk__message_headers(msg);
+        const char *name;
+        const void *v;
+        size_t sz;
+        /* librdkafka takes the position as an int: a larger one would come
+         * back negative and read before the list. */
+        if (!hdrs || idx >= rd_kafka_header_cnt(hdrs) ||
+            rd_kafka_header_get_all(hdrs, idx, &name, &v, &sz))
+                return RBK_ERR_NOT_FOUND;
+        if (namep)
+                *namep = name;
         if (valuep)
                 *valuep = v;
         if (sizep)

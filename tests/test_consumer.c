@@ -794,6 +794,83 @@ START_TEST(poll_api) {
 }
 END_TEST
 
+/* Every header of a message, in produced order, duplicate names and the
+ * library's id included. */
+START_TEST(headers_are_iterated_in_order) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-hdr", 1);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            cl->prk, RD_KAFKA_V_TOPIC("t-hdr"), RD_KAFKA_V_PARTITION(0),
+            RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADER("dup", "first", 5),
+            RD_KAFKA_V_HEADER("other", NULL, 0),
+            RD_KAFKA_V_HEADER("dup", "second", 6),
+            RD_KAFKA_V_HEADER(RBK_MSGID_HEADER, "hdr-0", 5),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        ck_assert_msg(!err, "produce: %s", rd_kafka_err2str(err));
+        ck_assert_int_eq(rd_kafka_flush(cl->prk, 20000), 0);
+        rbk_conf_t *conf = cs_conf(cl, "g-hdr");
+        cs_set(conf, "rbk.consumer.initial.offset", "earliest");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-hdr"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        rbk_message_t *m = NULL;
+        gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+        while (!m && g_get_monotonic_time() < deadline)
+                ck_assert_int_eq(rbk_consumer_poll(c, 200, &m), RBK_OK);
+        ck_assert_ptr_nonnull(m);
+
+        static const struct {
+                const char *name, *value;
+                size_t size;
+        } want[] = {{"dup", "first", 5},
+                    {"other", NULL, 0},
+                    {"dup", "second", 6},
+                    {RBK_MSGID_HEADER, "hdr-0", 5}};
+        ck_assert_uint_eq(rbk_message_header_count(m), G_N_ELEMENTS(want));
+        for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+                const char *name = NULL;
+                const void *v = "unset";
+                size_t sz = 99;
+                ck_assert_int_eq(rbk_message_header_at(m, i, &name, &v, &sz),
+                                 RBK_OK);
+                ck_assert_str_eq(name, want[i].name);
+                ck_assert_uint_eq(sz, want[i].size);
+                if (want[i].value)
+                        ck_assert(!memcmp(v, want[i].value, sz));
+                else
+                        ck_assert_ptr_null(v);
+        }
+        /* Past the end: not found, nothing written. */
+        const char *name = "unchanged";
+        ck_assert_int_eq(rbk_message_header_at(m, G_N_ELEMENTS(want), &name,
+                                               NULL, NULL),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_str_eq(name, "unchanged");
+        ck_assert_int_eq(rbk_message_header_at(m, SIZE_MAX, NULL, NULL, NULL),
+                         RBK_ERR_NOT_FOUND);
+        /* Every out-pointer may be NULL. */
+        ck_assert_int_eq(rbk_message_header_at(m, 1, NULL, NULL, NULL), RBK_OK);
+        ck_assert_int_eq(rbk_message_header_at(NULL, 0, &name, NULL, NULL),
+                         RBK_ERR_INVALID_ARG);
+        ck_assert_uint_eq(rbk_message_header_count(NULL), 0);
+        /* By name: the last of that name. */
+        const void *v;
+        size_t sz;
+        ck_assert_int_eq(rbk_message_header(m, "dup", &v, &sz), RBK_OK);
+        ck_assert_uint_eq(sz, 6);
+        ck_assert(!memcmp(v, "second", 6));
+
+        ck_assert_int_eq(rbk_consumer_done(c, m, RBK_HANDLED), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 /* ------------------------------------------------------------ stall, stats */
 
 typedef struct {
@@ -1102,6 +1179,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 120);
         RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 120);
         RBK_TCASE(s, poll_api, 120);
+        RBK_TCASE(s, headers_are_iterated_in_order, 60);
         RBK_TCASE(s, stall_watchdog_and_stats, 120);
         RBK_TCASE(s, run_returns_after_sigterm, 120);
         RBK_TCASE(s, duplicates_are_dropped_but_committed, 120);

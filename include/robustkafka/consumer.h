@@ -54,6 +54,34 @@ RBK_API rbk_err_t rbk_message_header(const rbk_message_t *msg,
                                      const char *name, const void **valuep,
                                      size_t *sizep);
 
+/**
+ * @brief How many headers a received message carries, the library's own
+ * (`rbk-id`, `rbk-resent`) included.
+ * @param msg the message.
+ * @returns the number of headers; 0 for none or a NULL @p msg.
+ * Thread-safety: while the message is valid, from the thread handling it.
+ */
+RBK_API size_t rbk_message_header_count(const rbk_message_t *msg);
+
+/**
+ * @brief The header at position @p idx of a received message, in the order
+ * they were produced (duplicate names included, the library's own headers
+ * too), for iterating from 0 until RBK_ERR_NOT_FOUND.
+ * @param msg the message.
+ * @param idx position, from 0.
+ * @param namep if not NULL, receives the NUL-terminated name.
+ * @param valuep if not NULL, receives the value bytes (NULL for a null
+ * value).
+ * @param sizep if not NULL, receives the value size.
+ * @returns RBK_OK; RBK_ERR_NOT_FOUND when @p idx is past the last header
+ * (then nothing is written); RBK_ERR_INVALID_ARG for a NULL @p msg. The
+ * name and value belong to the message and are valid as long as it is.
+ * Thread-safety: while the message is valid, from the thread handling it.
+ */
+RBK_API rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
+                                        const char **namep,
+                                        const void **valuep, size_t *sizep);
+
 /** The handler's verdict on a message. */
 typedef enum rbk_verdict_t {
         RBK_HANDLED = 0, /**< Done: the offset is stored (and committed later). */

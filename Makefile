@@ -109,6 +109,9 @@ $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) $(wildcard tests/*.h) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests -o $@ $< $(TEST_SUPPORT) $(STLIB) $(CHECK_LIBS) $(LDLIBS_ALL)
 
+# The quickstart suite compiles the example itself.
+$(BUILD)/tests/test_quickstart: examples/quickstart.c
+
 $(BUILD)/tests/kafka/%: tests/kafka/%.c $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(STLIB) $(LDLIBS_ALL)

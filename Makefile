@@ -38,9 +38,13 @@ SOFULL   := $(LIBNAME).so.$(VERSION)
 # Every library we link; robustkafka.pc's Requires.private is generated from it.
 PKGS      := rdkafka glib-2.0 openssl sqlite3
 DEPS_OK   := $(BUILD)/.deps-ok
+# Found by pkg-config on any system, the build needs nothing else; only when
+# one is missing does INSTALL_DEPS run (Debian packages, or what to install).
+PKG_CONFIG   ?= pkg-config
+INSTALL_DEPS ?= scripts/install-deps
 
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
@@ -58,8 +62,8 @@ STLIB     := $(BUILD)/$(LIBNAME).a
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(sort $(wildcard tests/*.c)))
-CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
-CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+CHECK_CFLAGS = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
 # Programs driven by the real-Kafka suites (tests/kafka/*.sh).
 KAFKA_TEST_SRCS := $(sort $(wildcard tests/kafka/*.c))
@@ -71,18 +75,23 @@ TOOL_SRCS    := $(sort $(wildcard tools/*.c))
 TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 
 .PHONY: all lib deps examples tools tests check check-fast check-unit check-asan check-tsan \
-        check-valgrind check-kafka check-install check-symbols check-header check-layers \
+        check-valgrind check-kafka check-install check-symbols check-header check-layers check-deps \
         check-examples check-fuzz fuzz demo bench docs install uninstall clean
 
 all: lib tools
 
 lib: $(SHLIB) $(STLIB)
 
-# Installs missing Debian packages (or says exactly which, when not root).
+# Nothing to do when pkg-config finds every library (any distribution);
+# otherwise install-deps installs the missing Debian packages (or says
+# exactly what is missing, when not root or not on Debian).
 deps: $(DEPS_OK)
 $(DEPS_OK): scripts/install-deps
 	@mkdir -p $(@D)
-	@scripts/install-deps build
+	@if ! $(PKG_CONFIG) --exists $(PKGS) check 2>/dev/null; then \
+	  echo "make: pkg-config does not find all of: $(PKGS) check; running $(INSTALL_DEPS) build" >&2; \
+	  $(INSTALL_DEPS) build; \
+	fi
 	@touch $@
 
 $(BUILD)/obj/%.o: lib/%.c $(HEADERS) $(wildcard lib/*.h) | $(DEPS_OK)
@@ -102,6 +111,9 @@ $(STLIB): $(LIB_OBJS)
 $(BUILD)/tests/%: tests/%.c $(TEST_SUPPORT) $(wildcard tests/*.h) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests -o $@ $< $(TEST_SUPPORT) $(SAN_LD) $(STLIB) $(CHECK_LIBS) $(LDLIBS_ALL)
+
+# The quickstart suite compiles the example itself.
+$(BUILD)/tests/test_quickstart: examples/quickstart.c
 
 $(BUILD)/tests/kafka/%: tests/kafka/%.c $(STLIB)
 	@mkdir -p $(@D)
@@ -145,7 +157,11 @@ check-layers:
 check-install: lib $(BUILD)/robustkafka.pc
 	@scripts/check-install
 
-check-fast: deps check-header check-symbols check-layers check-unit
+# The build asks install-deps only for what pkg-config does not find.
+check-deps:
+	@scripts/check-deps
+
+check-fast: deps check-header check-symbols check-layers check-deps check-unit
 
 check-asan:
 	$(MAKE) BUILD=$(BUILD)/asan SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
@@ -158,6 +174,7 @@ check-tsan:
 	        SAN_LD="-Wl,--undefined=thrd_create" CFLAGS="-O1 -g" check-unit
 
 check-valgrind: $(TEST_BINS)
+	@$(INSTALL_DEPS) test
 	@RBK_VALGRIND=1 scripts/run-tests $(BUILD) $(TEST_BINS)
 
 check-kafka: $(TOOL_BINS) $(EXAMPLE_BINS) $(TEST_BINS) $(KAFKA_TEST_BINS)

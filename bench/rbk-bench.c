@@ -1012,7 +1012,7 @@ static int cmd_consume(const opts_t *o, const char *armname) {
                 }
                 t1 = now_ns();
                 c1 = cpu_now();
-                rbk_consumer_stats_t st;
+                rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
                 if (!rbk_consumer_stats(c, &st))
                         dups = st.duplicates_dropped;
                 rbk_consumer_close(c, 10000);

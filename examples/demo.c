@@ -196,7 +196,7 @@ static int progress_shown;
 static double last_rate;
 
 static void progress_line_locked(void) {
-        rbk_producer_stats_t ps;
+        rbk_producer_stats_t ps = RBK_PRODUCER_STATS_INIT;
         memset(&ps, 0, sizeof(ps));
         if (producer)
                 rbk_producer_stats(producer, &ps);
@@ -809,7 +809,7 @@ static void play_faults(rbk_testcluster_t *tc, const char *bootstrap,
         rbk_testcluster_delay_produce(tc, 1, 3500, 2);
         sleep_ms(6000);
         flowing(400, 10000);
-        rbk_consumer_stats_t cs;
+        rbk_consumer_stats_t cs = RBK_CONSUMER_STATS_INIT;
         memset(&cs, 0, sizeof(cs));
         rbk_consumer_stats(consumer, &cs);
         announce("duplicates: %" PRIu64 " dropped by the consumer so far",
@@ -1043,7 +1043,7 @@ int main(int argc, char **argv) {
         clear_progress_locked();
         pthread_mutex_unlock(&out_lock);
 
-        rbk_consumer_stats_t cs;
+        rbk_consumer_stats_t cs = RBK_CONSUMER_STATS_INIT;
         memset(&cs, 0, sizeof(cs));
         rbk_consumer_stats(consumer, &cs);
         rbk_consumer_stop(verifier);

@@ -594,7 +594,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "upsert_consumer: run: %s\n",
                         rbk_err2str(err));
 
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         memset(&st, 0, sizeof(st));
         rbk_consumer_stats(consumer, &st);
         /* Commits the stored offsets and leaves the group. */

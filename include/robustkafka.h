@@ -12,6 +12,7 @@
 #include "robustkafka/event.h"
 #include "robustkafka/conf.h"
 #include "robustkafka/msgid.h"
+#include "robustkafka/registry.h"
 #include "robustkafka/producer.h"
 #include "robustkafka/consumer.h"
 #include "robustkafka/dedup.h"

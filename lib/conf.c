@@ -253,6 +253,21 @@ static rbk_err_t rbk__rd_set(rd_kafka_conf_t *rc, const char *name,
                            rderr);
 }
 
+/* transactional.id is refused on both client types, with no opt-out: the
+ * library never runs Kafka transactions (docs/non-goals.md), so a producer
+ * carrying one would fail every send with a state error. */
+static rbk_err_t rbk__transactional_refused(char *errstr, size_t errstr_size,
+                                            const char *value) {
+        return rbk__seterr(errstr, errstr_size, RBK_ERR_UNSAFE_CONF,
+                           "transactional.id=%s refused: Kafka transactions "
+                           "are not supported by this library "
+                           "(docs/non-goals.md), so every send of a "
+                           "transactional producer would fail; duplicates "
+                           "are handled by idempotence and message ids "
+                           "(no opt-out exists)",
+                           value);
+}
+
 rbk_err_t rbk_conf_set(rbk_conf_t *conf, const char *name, const char *value,
                        char *errstr, size_t errstr_size) {
         if (!conf || !name || !*name)
@@ -280,6 +295,8 @@ rbk_err_t rbk_conf_set(rbk_conf_t *conf, const char *name, const char *value,
                 rbk__conf_set_raw(conf, name, NULL);
                 return RBK_OK;
         }
+        if (!strcmp(name, "transactional.id"))
+                return rbk__transactional_refused(errstr, errstr_size, value);
         /* Check the name and value against librdkafka on a scratch conf that
          * starts from auto.offset.reset=error: if the setting (under any
          * alias, e.g. topic.auto.offset.reset or smallest/beginning) changes
@@ -433,6 +450,12 @@ static rbk_err_t rbk__validate_effective(const rbk_conf_t *conf,
                                          rbk_client_type_t type, char *errstr,
                                          size_t errstr_size) {
         char v[256], what[300];
+        /* Never transactions, on either client type, no opt-out (also when
+         * the property reached the configuration without rbk_conf_set()). */
+        const char *txn = g_hash_table_lookup(conf->props, "transactional.id");
+        if (txn || (!rbk__rd_get(rc, "transactional.id", v, sizeof(v)) && *v))
+                return rbk__transactional_refused(errstr, errstr_size,
+                                                  txn ? txn : v);
         /* Never an automatic reset, on either client type, no opt-out. */
         rbk__rd_get(rc, "auto.offset.reset", v, sizeof(v));
         if (type == RBK_CONSUMER && strcmp(v, "error"))

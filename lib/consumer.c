@@ -1213,17 +1213,52 @@ rbk_err_t rbk_consumer_commit(rbk_consumer_t *c, int timeout_ms,
         return rbk__assign_commit_now(c, timeout_ms, errstr, errstr_size);
 }
 
+/* The headers of a received message, or NULL when it has none. */
+static rd_kafka_headers_t *rbk__message_headers(const rbk_message_t *msg) {
+        const rbk__msg_t *m = msg->internal_;
+        rd_kafka_headers_t *hdrs;
+        return rd_kafka_message_headers(m->rkm, &hdrs) ? NULL : hdrs;
+}
+
 rbk_err_t rbk_message_header(const rbk_message_t *msg, const char *name,
                              const void **valuep, size_t *sizep) {
         if (!msg || !name || !msg->internal_)
                 return RBK_ERR_INVALID_ARG;
-        const rbk__msg_t *m = msg->internal_;
-        rd_kafka_headers_t *hdrs;
+        rd_kafka_headers_t *hdrs = rbk__message_headers(msg);
         const void *v = NULL;
         size_t sz = 0;
-        if (rd_kafka_message_headers(m->rkm, &hdrs) ||
-            rd_kafka_header_get_last(hdrs, name, &v, &sz))
+        if (!hdrs || rd_kafka_header_get_last(hdrs, name, &v, &sz))
                 return RBK_ERR_NOT_FOUND;
+        if (valuep)
+                *valuep = v;
+        if (sizep)
+                *sizep = sz;
+        return RBK_OK;
+}
+
+size_t rbk_message_header_count(const rbk_message_t *msg) {
+        if (!msg || !msg->internal_)
+                return 0;
+        rd_kafka_headers_t *hdrs = rbk__message_headers(msg);
+        return hdrs ? rd_kafka_header_cnt(hdrs) : 0;
+}
+
+rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
+                                const char **namep, const void **valuep,
+                                size_t *sizep) {
+        if (!msg || !msg->internal_)
+                return RBK_ERR_INVALID_ARG;
+        rd_kafka_headers_t *hdrs = rbk__message_headers(msg);
+        const char *name;
+        const void *v;
+        size_t sz;
+        /* librdkafka takes the position as an int: a larger one would come
+         * back negative and read before the list. */
+        if (!hdrs || idx >= rd_kafka_header_cnt(hdrs) ||
+            rd_kafka_header_get_all(hdrs, idx, &name, &v, &sz))
+                return RBK_ERR_NOT_FOUND;
+        if (namep)
+                *namep = name;
         if (valuep)
                 *valuep = v;
         if (sizep)
@@ -1365,13 +1400,9 @@ void rbk_consumer_destroy(rbk_consumer_t *c) {
 
 /* ------------------------------------------------------------ stats */
 
-rbk_err_t rbk_consumer_stats(rbk_consumer_t *c, rbk_consumer_stats_t *out) {
-        if (!c || !out)
-                return RBK_ERR_INVALID_ARG;
-        if (rbk__forked(c->pid))
-                return RBK_ERR_FORKED;
-        memset(out, 0, sizeof(*out));
-        out->version = RBK_CONSUMER_STATS_VERSION;
+/* Every counter of the current layout. */
+static void rbk__consumer_stats_fill(rbk_consumer_t *c,
+                                     rbk_consumer_stats_t *out) {
         g_mutex_lock(&c->lock);
         out->consumed = c->consumed;
         out->handled = c->handled;
@@ -1405,7 +1436,53 @@ rbk_err_t rbk_consumer_stats(rbk_consumer_t *c, rbk_consumer_stats_t *out) {
         out->lag = lag;
         g_mutex_unlock(&c->lock);
         out->dedup_memory_bytes = c->dedup ? rbk__dedup_memory(c->dedup) : 0;
+}
+
+/* The size of each rbk_consumer_stats_t layout, by version: a field appended
+ * to the struct comes with a new version and a new entry here, so a caller
+ * compiled against an older header is never written past its struct. */
+static const size_t rbk__cstats_sizes[] = {
+    RBK__END_OF(rbk_consumer_stats_t, handler_ms_avg), /* 1 */
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(rbk__cstats_sizes) == RBK_CONSUMER_STATS_VERSION);
+/* The last layout is the whole struct: no field appended without a version. */
+G_STATIC_ASSERT(RBK__END_OF(rbk_consumer_stats_t, handler_ms_avg) ==
+                sizeof(rbk_consumer_stats_t));
+
+rbk_err_t rbk_consumer_stats(rbk_consumer_t *c, rbk_consumer_stats_t *out) {
+        if (!c || !out)
+                return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(c->pid))
+                return RBK_ERR_FORKED;
+        rbk_consumer_stats_t full = RBK_CONSUMER_STATS_INIT;
+        rbk__consumer_stats_fill(c, &full);
+        rbk__layout_copy(out, &full, rbk__cstats_sizes,
+                         RBK_CONSUMER_STATS_VERSION);
         return RBK_OK;
+}
+
+/* The first rbk_quarantine_t layout, all rbk_consumer_quarantined() ever
+ * writes. A field appended to the struct must leave that function writing
+ * this size (through rbk_consumer_quarantined2()). */
+#define RBK__QUARANTINE_V1_SIZE RBK__END_OF(rbk_quarantine_t, incident_key)
+G_STATIC_ASSERT(RBK__QUARANTINE_V1_SIZE == sizeof(rbk_quarantine_t));
+
+size_t rbk_consumer_quarantined2(rbk_consumer_t *c, void *out, size_t max,
+                                 size_t entry_size) {
+        if (!c || entry_size < RBK__QUARANTINE_V1_SIZE)
+                return 0;
+        if (!out)
+                max = 0;
+        rbk_quarantine_t *tmp = max ? g_new(rbk_quarantine_t, max) : NULL;
+        size_t n = rbk_consumer_quarantined(c, tmp, max);
+        size_t known = MIN(entry_size, sizeof(rbk_quarantine_t));
+        for (size_t i = 0; i < MIN(n, max); i++) {
+                char *e = (char *)out + i * entry_size;
+                memcpy(e, &tmp[i], known);
+                memset(e + known, 0, entry_size - known);
+        }
+        g_free(tmp);
+        return n;
 }
 
 static const char *rbk__hold_name(rbk__hold_t h) {
@@ -1424,7 +1501,7 @@ static const char *rbk__hold_name(rbk__hold_t h) {
 }
 
 char *rbk_consumer_stats_json(rbk_consumer_t *c) {
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         if (!c || rbk_consumer_stats(c, &st))
                 return NULL;
         GString *s = g_string_new("{\"group\":");

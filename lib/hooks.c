@@ -421,19 +421,23 @@ static gpointer rbk__version_check_once(gpointer arg) {
         if (!any)
                 return NULL;
 
+        /* Logged at the level of the event it fires (info): the library
+         * works around every issue, so a start is no cause for a warning. */
+        const rbk_severity_t sev = RBK_SEV_INFO;
+        const int level = rbk__sev_level(sev);
         GString *summary = g_string_new(NULL);
         g_string_printf(summary,
                         "librdkafka %s has known issues that the library "
                         "works around:",
                         vs);
-        rbk__log(h, LOG_WARNING, "VERSION",
+        rbk__log(h, level, "VERSION",
                  "librdkafka %s has known issues that the library works "
                  "around; see docs/errors.md (version_warning)",
                  vs);
         for (size_t i = 0; i < G_N_ELEMENTS(rbk__known_issues); i++) {
                 if (!rbk__issue_applies(i, v))
                         continue;
-                rbk__log(h, LOG_NOTICE, "VERSION", "librdkafka %s: %s", vs,
+                rbk__log(h, level, "VERSION", "librdkafka %s: %s", vs,
                          rbk__known_issues[i].text);
                 g_string_append_printf(summary, " %s;",
                                        rbk__known_issues[i].text);
@@ -442,7 +446,7 @@ static gpointer rbk__version_check_once(gpointer arg) {
                 g_string_truncate(summary, summary->len - 1);
 
         rbk_event_t ev;
-        rbk__event_init(&ev, RBK_EV_VERSION_WARNING, RBK_SEV_INFO);
+        rbk__event_init(&ev, RBK_EV_VERSION_WARNING, sev);
         ev.message = summary->str;
         ev.incident_key = "librdkafka-version";
         rbk__hooks_emit(h, &ev);

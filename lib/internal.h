@@ -54,6 +54,18 @@ static inline int rbk__forked(pid_t creator) {
         return G_UNLIKELY(creator != now) && rbk__forked_slow(creator);
 }
 
+/* Versioned structs the library fills into a caller's memory (docs/abi.md).
+ * RBK__END_OF is where a field ends: the size of the layout whose last field
+ * it is. rbk__layout_copy() copies the first bytes of @p full, as many as
+ * layout @p version has (sizes[version - 1], for 1 <= version <= n); any
+ * other version (0 from a zeroed struct, an uninitialised field, a layout
+ * this library does not know) gets the first layout. The version field
+ * written is the layout filled, so the caller can tell. @p full starts with
+ * its `int version`. */
+#define RBK__END_OF(type, field)                                               \
+        (offsetof(type, field) + sizeof(((type *)0)->field))
+void rbk__layout_copy(void *out, void *full, const size_t *sizes, int n);
+
 /* Appends @p s to @p out as a JSON string, quotes included: `"` and `\`
  * escaped, \n \r \t \b \f as such, other control characters (and DEL) as
  * \u00XX, valid UTF-8 unchanged, each byte of an invalid sequence as

@@ -36,6 +36,7 @@
  * is read without a lock (atomically). Neither lock is held while
  * application callbacks (delivery callback, hook, log) run. The poll thread
  * is the only one that replaces p->rk. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,6 +554,12 @@ static void rbk__pool_trim(rbk_producer_t *p) {
         }
 }
 
+/* The message's CreateTime, 0 for now: a field of layout version 2, never
+ * read from a version 1 message (its struct ends before it). */
+static int64_t rbk__msg_timestamp(const rbk_msg_t *msg) {
+        return msg->version >= 2 ? msg->timestamp : 0;
+}
+
 /* Builds the record for msg. The caller has validated msg and holds
  * p->send_lock (the stash). */
 static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
@@ -644,7 +651,9 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
         rec->opaque = msg->opaque;
         rec->partition_req = msg->partition;
         rec->partition = msg->partition >= 0 ? msg->partition : -1;
-        rec->timestamp = g_get_real_time() / 1000;
+        rec->timestamp = rbk__msg_timestamp(msg);
+        if (!rec->timestamp)
+                rec->timestamp = g_get_real_time() / 1000;
         return rec;
 }
 
@@ -681,11 +690,17 @@ static rbk_err_t rbk__forked_err(char *errstr, size_t errstr_size) {
 static rbk_err_t rbk__validate(rbk_producer_t *p, const rbk_msg_t *msg,
                                size_t *topic_lenp, size_t *id_lenp,
                                char *errstr, size_t errstr_size) {
-        if (msg->version != RBK_MSG_VERSION)
+        if (msg->version < 1 || msg->version > RBK_MSG_VERSION)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
-                                   "msg->version is %d, expected %d "
+                                   "msg->version is %d, expected 1 to %d "
                                    "(initialise messages with RBK_MSG_INIT)",
                                    msg->version, RBK_MSG_VERSION);
+        if (rbk__msg_timestamp(msg) < 0)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "msg->timestamp is %" PRId64 "; use "
+                                   "milliseconds since the epoch, or 0 for "
+                                   "now",
+                                   rbk__msg_timestamp(msg));
         rbk_err_t err = rbk__topic_validate_len(p->prefix_len, msg->topic,
                                                 topic_lenp, errstr, errstr_size);
         if (err)
@@ -1770,21 +1785,34 @@ void rbk_producer_destroy(rbk_producer_t *p) {
 
 /* ------------------------------------------------------------ stats */
 
+/* The size of each rbk_producer_stats_t layout, by version: a field appended
+ * to the struct comes with a new version and a new entry here, so a caller
+ * compiled against an older header is never written past its struct. */
+static const size_t rbk__pstats_sizes[] = {
+    RBK__END_OF(rbk_producer_stats_t, generation), /* 1 */
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(rbk__pstats_sizes) == RBK_PRODUCER_STATS_VERSION);
+/* The last layout is the whole struct: no field appended without a version. */
+G_STATIC_ASSERT(RBK__END_OF(rbk_producer_stats_t, generation) ==
+                sizeof(rbk_producer_stats_t));
+
 rbk_err_t rbk_producer_stats(rbk_producer_t *p, rbk_producer_stats_t *out) {
         if (!p || !out)
                 return RBK_ERR_INVALID_ARG;
         if (rbk__forked(p->pid))
                 return RBK_ERR_FORKED;
+        rbk_producer_stats_t full;
         g_mutex_lock(&p->send_lock);
         g_mutex_lock(&p->lock);
         rbk__merge_incoming(p);
-        *out = p->st;
-        out->accepted = p->accepted;
+        full = p->st;
+        full.accepted = p->accepted;
         g_mutex_unlock(&p->send_lock);
-        out->version = RBK_PRODUCER_STATS_VERSION;
-        out->in_flight = p->unreported;
-        out->generation = p->generation;
+        full.in_flight = p->unreported;
+        full.generation = p->generation;
         g_mutex_unlock(&p->lock);
+        rbk__layout_copy(out, &full, rbk__pstats_sizes,
+                         RBK_PRODUCER_STATS_VERSION);
         return RBK_OK;
 }
 

@@ -243,6 +243,8 @@ typedef struct {
         char *id;    /* rbk-id header, or NULL */
         int resent;  /* has rbk-resent */
         char *value; /* NUL-terminated copy */
+        int64_t timestamp;
+        rd_kafka_timestamp_type_t tstype;
 } ps_rec_t;
 
 static PS_UNUSED void ps_rec_free(gpointer p) {
@@ -315,6 +317,7 @@ static PS_UNUSED GPtrArray *ps_read_topic(const char *bootstrap,
                 r->partition = m->partition;
                 r->offset = m->offset;
                 r->value = g_strndup(m->payload, m->len);
+                r->timestamp = rd_kafka_message_timestamp(m, &r->tstype);
                 rd_kafka_headers_t *h = NULL;
                 if (!rd_kafka_message_headers(m, &h)) {
                         const void *v;

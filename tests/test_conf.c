@@ -206,6 +206,48 @@ START_TEST(unsafe_consumer_refused) {
 }
 END_TEST
 
+/* Transactions are a non-goal: transactional.id is refused when set and, if
+ * it reached a configuration another way, when the configuration is
+ * validated, for both client types and whatever rbk.unsafe.allow says. */
+START_TEST(transactional_id_refused) {
+        rbk_conf_t *c = rbk_conf_new();
+        ck_assert_int_eq(rbk_conf_set(c, "group.id", "g", errstr,
+                                      sizeof(errstr)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_conf_set(c, "rbk.unsafe.allow",
+                                      "transactional.id", errstr,
+                                      sizeof(errstr)),
+                         RBK_OK);
+        errstr[0] = '\0';
+        ck_assert_int_eq(rbk_conf_set(c, "transactional.id", "txn-1", errstr,
+                                      sizeof(errstr)),
+                         RBK_ERR_UNSAFE_CONF);
+        ck_assert_msg(strstr(errstr, "transactional.id=txn-1 refused"), "%s",
+                      errstr);
+        ck_assert_msg(strstr(errstr, "transactions"), "%s", errstr);
+        size_t sz = 0;
+        ck_assert_int_eq(rbk_conf_get(c, "transactional.id", NULL, &sz),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_int_eq(rbk_conf_validate(c, RBK_PRODUCER, errstr,
+                                           sizeof(errstr)),
+                         RBK_OK);
+        /* Stored behind rbk_conf_set()'s back: validation refuses it. */
+        rbk__conf_set_raw(c, "transactional.id", "txn-1");
+        for (int t = 0; t < 2; t++) {
+                rbk_client_type_t type = t ? RBK_CONSUMER : RBK_PRODUCER;
+                errstr[0] = '\0';
+                ck_assert_int_eq(rbk_conf_validate(c, type, errstr,
+                                                   sizeof(errstr)),
+                                 RBK_ERR_UNSAFE_CONF);
+                ck_assert_msg(strstr(errstr, "transactional.id"), "%s",
+                              errstr);
+        }
+        ck_assert_ptr_null(rbk_producer_new(c, errstr, sizeof(errstr)));
+        ck_assert_msg(strstr(errstr, "transactional.id"), "%s", errstr);
+        rbk_conf_destroy(c);
+}
+END_TEST
+
 START_TEST(consumer_needs_group) {
         rbk_conf_t *c = rbk_conf_new();
         ck_assert_int_eq(rbk_conf_validate(c, RBK_CONSUMER, errstr,
@@ -391,6 +433,7 @@ static Suite *suite(void) {
                             G_N_ELEMENTS(unsafe_producer));
         suite_add_tcase(s, tc);
         RBK_TCASE(s, unsafe_consumer_refused, 10);
+        RBK_TCASE(s, transactional_id_refused, 10);
         RBK_TCASE(s, consumer_needs_group, 10);
         tc = tcase_create("bad_values_refused");
         tcase_add_loop_test(tc, bad_values_refused, 0, G_N_ELEMENTS(bad_props));

@@ -76,7 +76,7 @@ START_TEST(bad_input) {
         ck_assert_uint_eq(rbk_consumer_quarantined(c, NULL, 0), 0);
         ck_assert_int_eq(rbk_consumer_done(c, NULL, RBK_HANDLED),
                          RBK_ERR_INVALID_ARG);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         ck_assert_int_eq(st.version, RBK_CONSUMER_STATS_VERSION);
         ck_assert_int_eq(rbk_consumer_stats(NULL, &st), RBK_ERR_INVALID_ARG);
@@ -87,6 +87,59 @@ START_TEST(bad_input) {
         ck_assert_int_eq(rbk_consumer_poll(c, 0, &m), RBK_ERR_SHUTDOWN);
         rbk_consumer_destroy(c);
         rbk_consumer_destroy(NULL);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* ------------------------------------------------------------ stats ABI */
+
+/* rbk_consumer_stats_t as programs built against layout version 1 have it,
+ * followed by bytes the library must never write. */
+typedef struct {
+        struct {
+                int version;
+                uint64_t counters[15];
+                int64_t lag;
+                double handler_ms_avg;
+        } v1;
+        unsigned char canary[64];
+} old_cstats_t;
+
+START_TEST(stats_write_only_the_callers_layout) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        rbk_conf_t *conf = cs_conf(cl, "g-abi");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        /* 0: a zeroed struct; 1: RBK_CONSUMER_STATS_INIT of version 1;
+         * others: uninitialised or unknown, filled as version 1. */
+        const int versions[] = {0, 1, -7, 2, 999};
+        for (size_t i = 0; i < G_N_ELEMENTS(versions); i++) {
+                old_cstats_t old;
+                memset(&old, 0xA5, sizeof(old));
+                old.v1.version = versions[i];
+                ck_assert_int_eq(
+                    rbk_consumer_stats(c, (rbk_consumer_stats_t *)&old),
+                    RBK_OK);
+                ck_assert_int_eq(old.v1.version, 1);
+                /* Every field written: consumed .. quarantined_partitions
+                 * are 0 on a fresh consumer, dedup memory is not. */
+                for (size_t k = 0; k < 14; k++)
+                        ck_assert_uint_eq(old.v1.counters[k], 0);
+                ck_assert_uint_ne(old.v1.counters[14], 0xA5A5A5A5A5A5A5A5u);
+                ck_assert_int_eq(old.v1.lag, 0);
+                ck_assert(old.v1.handler_ms_avg == 0.0);
+                for (size_t k = 0; k < sizeof(old.canary); k++)
+                        ck_assert_msg(old.canary[k] == 0xA5,
+                                      "version %d: byte %zu past the "
+                                      "version-1 layout written",
+                                      versions[i], k);
+        }
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        ck_assert_int_eq(st.version, RBK_CONSUMER_STATS_VERSION);
+        rbk_consumer_destroy(c);
         rbk_conf_destroy(conf);
         cs_cluster_destroy(cl);
 }
@@ -127,7 +180,7 @@ START_TEST(run_handles_everything_in_order) {
                          0);
         ck_assert_int_eq(rec->order_errors, 0);
         ck_assert_uint_eq(cs_rec_total(rec), 800); /* nothing twice */
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         ck_assert_uint_eq(st.handled, 800);
         ck_assert_uint_eq(st.consumed, 800);
@@ -180,7 +233,7 @@ START_TEST(offsets_are_committed_while_running) {
                               cs_committed(cl, "g-ac", "t-ac", 0, NULL, 0),
                               w.want);
         }
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         ck_assert_uint_ge(st.commits, 3);
         rbk_consumer_stop(c);
@@ -507,7 +560,7 @@ START_TEST(retry_hands_the_same_message_again) {
         ck_assert_int_eq(r.attempts_seen[3], 0);
         ck_assert_int_eq(r.after_before_success, 0);
         ck_assert_int_gt(r.others_during_backoff, 0);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         rbk_consumer_stats(c, &st);
         ck_assert_uint_eq(st.retried, 2);
         ck_assert_int_eq(cs_committed(cl, "g-retry", "t-retry", 1, NULL, 0),
@@ -724,7 +777,7 @@ START_TEST(poll_api) {
         ck_assert_int_eq(rec->order_errors, 0);
         ck_assert_int_ge(retried, 1);
         ck_assert_int_eq(held_same, 0);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         ck_assert_uint_ge(st.retried, 2);
         ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
@@ -736,6 +789,83 @@ START_TEST(poll_api) {
                                  30);
         rbk_consumer_destroy(c);
         cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* Every header of a message, in produced order, duplicate names and the
+ * library's id included. */
+START_TEST(headers_are_iterated_in_order) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-hdr", 1);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            cl->prk, RD_KAFKA_V_TOPIC("t-hdr"), RD_KAFKA_V_PARTITION(0),
+            RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_HEADER("dup", "first", 5),
+            RD_KAFKA_V_HEADER("other", NULL, 0),
+            RD_KAFKA_V_HEADER("dup", "second", 6),
+            RD_KAFKA_V_HEADER(RBK_MSGID_HEADER, "hdr-0", 5),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        ck_assert_msg(!err, "produce: %s", rd_kafka_err2str(err));
+        ck_assert_int_eq(rd_kafka_flush(cl->prk, 20000), 0);
+        rbk_conf_t *conf = cs_conf(cl, "g-hdr");
+        cs_set(conf, "rbk.consumer.initial.offset", "earliest");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-hdr"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        rbk_message_t *m = NULL;
+        gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+        while (!m && g_get_monotonic_time() < deadline)
+                ck_assert_int_eq(rbk_consumer_poll(c, 200, &m), RBK_OK);
+        ck_assert_ptr_nonnull(m);
+
+        static const struct {
+                const char *name, *value;
+                size_t size;
+        } want[] = {{"dup", "first", 5},
+                    {"other", NULL, 0},
+                    {"dup", "second", 6},
+                    {RBK_MSGID_HEADER, "hdr-0", 5}};
+        ck_assert_uint_eq(rbk_message_header_count(m), G_N_ELEMENTS(want));
+        for (size_t i = 0; i < G_N_ELEMENTS(want); i++) {
+                const char *name = NULL;
+                const void *v = "unset";
+                size_t sz = 99;
+                ck_assert_int_eq(rbk_message_header_at(m, i, &name, &v, &sz),
+                                 RBK_OK);
+                ck_assert_str_eq(name, want[i].name);
+                ck_assert_uint_eq(sz, want[i].size);
+                if (want[i].value)
+                        ck_assert(!memcmp(v, want[i].value, sz));
+                else
+                        ck_assert_ptr_null(v);
+        }
+        /* Past the end: not found, nothing written. */
+        const char *name = "unchanged";
+        ck_assert_int_eq(rbk_message_header_at(m, G_N_ELEMENTS(want), &name,
+                                               NULL, NULL),
+                         RBK_ERR_NOT_FOUND);
+        ck_assert_str_eq(name, "unchanged");
+        ck_assert_int_eq(rbk_message_header_at(m, SIZE_MAX, NULL, NULL, NULL),
+                         RBK_ERR_NOT_FOUND);
+        /* Every out-pointer may be NULL. */
+        ck_assert_int_eq(rbk_message_header_at(m, 1, NULL, NULL, NULL), RBK_OK);
+        ck_assert_int_eq(rbk_message_header_at(NULL, 0, &name, NULL, NULL),
+                         RBK_ERR_INVALID_ARG);
+        ck_assert_uint_eq(rbk_message_header_count(NULL), 0);
+        /* By name: the last of that name. */
+        const void *v;
+        size_t sz;
+        ck_assert_int_eq(rbk_message_header(m, "dup", &v, &sz), RBK_OK);
+        ck_assert_uint_eq(sz, 6);
+        ck_assert(!memcmp(v, "second", 6));
+
+        ck_assert_int_eq(rbk_consumer_done(c, m, RBK_HANDLED), RBK_OK);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        rbk_consumer_destroy(c);
         rbk_conf_destroy(conf);
         cs_cluster_destroy(cl);
 }
@@ -805,7 +935,7 @@ START_TEST(stall_watchdog_and_stats) {
         ck_assert_msg(strstr(js, "\"handler_ms_avg\"") != NULL, "%s", js);
         rbk_free(js);
         /* The count is taken just before the hook is called. */
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert(CS_WAIT(({
                                   rbk_consumer_stats(c, &st);
                                   st.stalls == (uint64_t)(stalls_of(evs, 0) +
@@ -894,7 +1024,7 @@ START_TEST(duplicates_are_dropped_but_committed) {
         ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
                          RBK_OK);
         cs_rec_t *rec = cs_rec_new();
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
         /* At least: a rebalance of the mock's group (it sometimes rejoins
          * while the first join settles) re-reads what was not committed
@@ -1010,7 +1140,7 @@ START_TEST(handled_after_loss_is_not_handed_again) {
         g_cond_broadcast(&l.cond);
         g_mutex_unlock(&l.lock);
         /* Assigned back; offsets 0..4 are read again, 1..4 handled. */
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_msg(CS_WAIT(({
                                       rbk_consumer_stats(c, &st);
                                       cs_rec_distinct(l.rec) == 5 &&
@@ -1040,6 +1170,7 @@ END_TEST
 static Suite *suite(void) {
         Suite *s = suite_create("consumer");
         RBK_TCASE(s, bad_input, 120);
+        RBK_TCASE(s, stats_write_only_the_callers_layout, 60);
         RBK_TCASE(s, run_handles_everything_in_order, 120);
         RBK_TCASE(s, offsets_are_committed_while_running, 120);
         RBK_TCASE(s, at_least_once_across_a_crash, 120);
@@ -1048,6 +1179,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 120);
         RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 120);
         RBK_TCASE(s, poll_api, 120);
+        RBK_TCASE(s, headers_are_iterated_in_order, 60);
         RBK_TCASE(s, stall_watchdog_and_stats, 120);
         RBK_TCASE(s, run_returns_after_sigterm, 120);
         RBK_TCASE(s, duplicates_are_dropped_but_committed, 120);

@@ -164,7 +164,7 @@ START_TEST(lagging_consumer_handles_what_it_fetched) {
                                   w;
                           }),
                           60000));
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert(CS_WAIT((rbk_consumer_stats(c, &st), st.consumed >= 25),
                           10000));
         /* Retention passes the fetch position. */

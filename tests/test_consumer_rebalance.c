@@ -184,7 +184,7 @@ START_TEST(member_leaves_mid_stream) {
         cs_rec_t *all = cs_rec_new();
         /* Every id handled by someone, and B caught up on everything it
          * handles again (what the mock refused to commit). */
-        rbk_consumer_stats_t bst;
+        rbk_consumer_stats_t bst = RBK_CONSUMER_STATS_INIT;
         int ok_ = CS_WAIT(union_count(&a, &b, all) == (size_t)(8 * n) &&
                               rbk_consumer_stats(cb, &bst) == RBK_OK &&
                               bst.assigned_partitions == 4 && bst.lag == 0,
@@ -353,7 +353,7 @@ START_TEST(dead_letter_after_delivery) {
                 (double)(g_get_monotonic_time() - t0) / 1000.0 + 0.0);
         ck_assert(CS_WAIT(cs_rec_distinct(d.rec) == 19, 10000));
         ck_assert(!cs_rec_has(d.rec, "d-0-3"));
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         rbk_consumer_stats(c, &st);
         ck_assert_uint_eq(st.dead_lettered, 1);
         rbk_consumer_stop(c);

@@ -65,7 +65,7 @@ START_TEST(send_and_read_back) {
         g_hash_table_destroy(seqs);
         g_free(keys);
 
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         ck_assert_int_eq(rbk_producer_stats(p, &st), RBK_OK);
         ck_assert_uint_eq(st.accepted, N);
         ck_assert_uint_eq(st.delivered, N);
@@ -111,6 +111,59 @@ typedef struct {
         char topic[256], id[300], key[64], value[64];
         int n;
 } one_dr_t;
+
+/* rbk_producer_stats_t as programs built against layout version 1 have it,
+ * followed by bytes the library must never write. */
+typedef struct {
+        struct {
+                int version;
+                uint64_t counters[8];
+                int64_t generation;
+        } v1;
+        unsigned char canary[64];
+} old_pstats_t;
+
+START_TEST(stats_write_only_the_callers_layout) {
+        char *topic = topic_name("abi");
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        ps_track_t *t = ps_track_new(1);
+        rbk_conf_t *conf = ps_conf(tc, t);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p != NULL, "%s", errstr);
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = topic;
+        m.opaque = (void *)(uintptr_t)1;
+        ck_assert_int_eq(rbk_producer_send_sync(p, &m, 10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_producer_flush(p, 10000), RBK_OK);
+        const int versions[] = {0, 1, -7, 2, 999};
+        for (size_t i = 0; i < G_N_ELEMENTS(versions); i++) {
+                old_pstats_t old;
+                memset(&old, 0xA5, sizeof(old));
+                old.v1.version = versions[i];
+                ck_assert_int_eq(
+                    rbk_producer_stats(p, (rbk_producer_stats_t *)&old),
+                    RBK_OK);
+                ck_assert_int_eq(old.v1.version, 1);
+                ck_assert_uint_eq(old.v1.counters[0], 1); /* accepted */
+                ck_assert_uint_eq(old.v1.counters[1], 1); /* delivered */
+                ck_assert_int_eq(old.v1.generation, 1);
+                for (size_t k = 0; k < sizeof(old.canary); k++)
+                        ck_assert_msg(old.canary[k] == 0xA5,
+                                      "version %d: byte %zu past the "
+                                      "version-1 layout written",
+                                      versions[i], k);
+        }
+        ck_assert_int_eq(rbk_producer_close(p, 10000), RBK_OK);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+        ps_track_free(t);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
 
 static void one_dr_cb(const rbk_delivery_t *dr, void *opaque) {
         one_dr_t *o = opaque;
@@ -229,6 +282,88 @@ START_TEST(report_fields_prefix_and_ids) {
 }
 END_TEST
 
+/* rbk_msg_t as programs built against layout version 1 have it (no
+ * timestamp), followed by bytes the library must not read as one. */
+typedef struct {
+        struct {
+                int version;
+                const char *topic;
+                int32_t partition;
+                const void *key;
+                size_t key_len;
+                const void *value;
+                size_t value_len;
+                const rbk_header_t *headers;
+                size_t header_cnt;
+                const char *id;
+                void *opaque;
+        } v1;
+        int64_t after;
+} old_msg_t;
+
+/* The timestamp set is the CreateTime read back; 0, and a version 1
+ * message, get the time of the send. */
+START_TEST(timestamp_is_the_create_time) {
+        char *topic = topic_name("ts");
+        rbk_testcluster_t *tc = ps_cluster(topic, 1);
+        rbk_conf_t *conf = ps_conf(tc, NULL);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+        const int64_t set = 1600000000123; /* 2020-09-13 */
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = topic;
+        m.partition = 0;
+        m.value = "set";
+        m.value_len = 3;
+        m.timestamp = set;
+        ck_assert_int_eq(rbk_producer_send_sync(p, &m, 10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        int64_t before = g_get_real_time() / 1000;
+        m.value = "now";
+        m.timestamp = 0;
+        ck_assert_int_eq(rbk_producer_send_sync(p, &m, 10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        old_msg_t old;
+        memset(&old, 0, sizeof(old));
+        old.v1.version = 1;
+        old.v1.topic = topic;
+        old.v1.partition = 0;
+        old.v1.value = "old";
+        old.v1.value_len = 3;
+        old.after = set; /* where a version 2 timestamp would be */
+        ck_assert_int_eq(rbk_producer_send_sync(p, (const rbk_msg_t *)&old,
+                                                10000, NULL, errstr,
+                                                sizeof(errstr)),
+                         RBK_OK);
+        int64_t after = g_get_real_time() / 1000;
+        ck_assert_int_eq(rbk_producer_close(p, 10000), RBK_OK);
+        rbk_producer_destroy(p);
+
+        GPtrArray *log = ps_read_topic(rbk_testcluster_bootstrap(tc), topic, 1);
+        ck_assert_uint_eq(log->len, 3);
+        for (guint i = 0; i < log->len; i++) {
+                ps_rec_t *r = g_ptr_array_index(log, i);
+                ck_assert_int_eq(r->tstype, RD_KAFKA_TIMESTAMP_CREATE_TIME);
+                if (!strcmp(r->value, "set"))
+                        ck_assert_int_eq(r->timestamp, set);
+                else
+                        ck_assert_msg(r->timestamp >= before &&
+                                          r->timestamp <= after,
+                                      "%s: timestamp %" PRId64
+                                      " not within [%" PRId64 ", %" PRId64
+                                      "]",
+                                      r->value, r->timestamp, before, after);
+        }
+        g_ptr_array_free(log, TRUE);
+        rbk_conf_destroy(conf);
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
 /* Every bad input: a clear error naming the problem, nothing reported. */
 static int bad_reports;
 static void count_cb(const rbk_delivery_t *dr, void *opaque) {
@@ -275,8 +410,11 @@ START_TEST(bad_input_table) {
              RBK_ERR_INVALID_TOPIC, "illegal"},
             {"dot topic", {.version = 1, .topic = ".."},
              RBK_ERR_INVALID_TOPIC, ".."},
-            {"wrong version", {.version = 2, .topic = topic},
+            {"wrong version", {.version = RBK_MSG_VERSION + 1, .topic = topic},
              RBK_ERR_INVALID_ARG, "version"},
+            {"negative timestamp",
+             {.version = 2, .topic = topic, .timestamp = -5},
+             RBK_ERR_INVALID_ARG, "timestamp"},
             {"zero version", {.version = 0, .topic = topic},
              RBK_ERR_INVALID_ARG, "RBK_MSG_INIT"},
             {"value too large",
@@ -335,7 +473,7 @@ START_TEST(bad_input_table) {
         ck_assert_int_eq(rbk_producer_send(p, &ok, NULL, 0), RBK_OK);
         /* Exactly message.max.bytes of value passes our check. */
         ck_assert_int_eq(rbk_producer_flush(p, 10000), RBK_OK);
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         ck_assert_int_eq(rbk_producer_stats(p, &st), RBK_OK);
         ck_assert_uint_eq(st.accepted, 1);
         ck_assert_int_eq(rbk_producer_stats(NULL, &st), RBK_ERR_INVALID_ARG);
@@ -431,7 +569,7 @@ START_TEST(send_from_delivery_callback_never_blocks) {
         ck_assert_int_eq(c.close_rc, RBK_ERR_WOULD_BLOCK);
         ck_assert_msg(c.max_us < 500000, "callback took %lld us",
                       (long long)c.max_us);
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(c.p, &st);
         ck_assert_uint_eq(st.accepted, 1 + (uint64_t)c.ok);
         ck_assert_uint_eq(st.delivered, 1 + (uint64_t)c.ok);
@@ -492,7 +630,7 @@ START_TEST(queue_full_blocks_then_errors) {
                       errstr);
         ck_assert_msg(waited >= 380000 && waited < 3000000, "waited %lld us",
                       (long long)waited);
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(p, &st);
         ck_assert_uint_ge(st.queue_full_waits, 1);
         ck_assert_uint_eq(st.accepted, 101);
@@ -538,7 +676,7 @@ START_TEST(queue_full_unblocks_on_room) {
         /* One of those may have waited a moment: librdkafka counts the
          * first message until its report is destroyed, just after the
          * callback returned. */
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(p, &st);
         ck_assert_uint_le(st.queue_full_waits, 1);
         const uint64_t waits0 = st.queue_full_waits;
@@ -744,7 +882,7 @@ static int forked_child_checks(rbk_producer_t *p, const char *topic) {
         /* Check's SIGALRM handler, inherited, would kill the whole test. */
         signal(SIGALRM, SIG_DFL);
         alarm(5);
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         if (rbk_producer_stats(p, &st) != RBK_ERR_FORKED)
                 return 10;
         if (rbk_producer_stats_json(p) != NULL)
@@ -797,7 +935,7 @@ START_TEST(forked_child_never_waits_for_a_lock) {
         g_thread_join(th);
         ck_assert_uint_gt(b.sent, 0);
         /* The parent goes on as before. */
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         ck_assert_int_eq(rbk_producer_stats(p, &st), RBK_OK);
         ck_assert_uint_eq(st.accepted, b.sent);
         char *js = rbk_producer_stats_json(p);
@@ -844,6 +982,8 @@ static Suite *suite(void) {
         RBK_TCASE(s, forked_child_gets_forked, 30);
         RBK_TCASE(s, forked_child_never_waits_for_a_lock, 90);
         RBK_TCASE(s, creation_errors, 30);
+        RBK_TCASE(s, stats_write_only_the_callers_layout, 30);
+        RBK_TCASE(s, timestamp_is_the_create_time, 60);
         return s;
 }
 

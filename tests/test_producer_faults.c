@@ -86,7 +86,7 @@ static void run_scenario(const scenario_t *sc) {
         } else {
                 ck_assert_uint_eq(k.records, sc->n + k.dup_ids);
         }
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(p, &st);
         ck_assert_int_eq(st.generation, 1);
         ck_assert_uint_eq(st.delivered, sc->n);
@@ -300,7 +300,7 @@ static void run_fatal(const char *name, fatal_fn *fatal, const char *inflight,
         ck_assert_uint_eq(t->bad_opaque, 0);
         ck_assert_msg(c.delivered == N, "%zu delivered, %zu failed (%s)",
                       c.delivered, c.failed, t->reason[0] ? t->reason[0] : "");
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(p, &st);
         ck_assert_int_eq(st.generation, 2);
         ck_assert_uint_eq(st.fatal_errors, 1);
@@ -401,7 +401,7 @@ START_TEST(fatal_gives_up) {
         acc[0] = 1;
         ck_assert_int_eq(rbk_producer_flush(p, 10000), RBK_OK);
         ck_assert_int_eq(rbk_testing_fatal_error(p, 45, "first"), RBK_OK);
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
         do {
                 g_usleep(10000);
@@ -493,7 +493,7 @@ START_TEST(all_brokers_down_past_delivery_timeout) {
         ck_assert_int_ge(ps_hook_count(&h, RBK_EV_DELIVERY_FAILED), 1);
         /* Counters settle once the last callback of the batch returned. */
         ck_assert_int_eq(rbk_producer_flush(p, 5000), RBK_OK);
-        rbk_producer_stats_t st;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(p, &st);
         ck_assert_uint_eq(st.failed, N);
         ck_assert_uint_eq(st.in_flight, 0);

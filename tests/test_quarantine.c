@@ -14,6 +14,82 @@ typedef struct {
         rbk_conf_t *conf;
 } qc_t;
 
+/* rbk_quarantine_t as programs built against its first layout have it. */
+typedef struct {
+        char topic[256];
+        int32_t partition;
+        int64_t failed_offset;
+        int64_t committed_offset;
+        int64_t low_watermark;
+        int64_t high_watermark;
+        char incident_key[512];
+} old_quarantine_t;
+
+/* The same entry as a later layout with fields this library does not know. */
+typedef struct {
+        old_quarantine_t v1;
+        int64_t later[4];
+} later_quarantine_t;
+
+static void canary_intact(const unsigned char *b, size_t n, const char *what) {
+        for (size_t k = 0; k < n; k++)
+                ck_assert_msg(b[k] == 0xA5, "%s: byte %zu past the entries "
+                              "written", what, k);
+}
+
+/* With one partition quarantined (g-q/t-q/1/100): neither listing writes
+ * past the caller's entries, whatever their size. */
+static void check_quarantine_entry_sizes(rbk_consumer_t *c) {
+        struct {
+                old_quarantine_t q[1];
+                unsigned char canary[64];
+        } old;
+        memset(&old, 0xA5, sizeof(old));
+        ck_assert_uint_eq(
+            rbk_consumer_quarantined(c, (rbk_quarantine_t *)old.q, 1), 1);
+        ck_assert_str_eq(old.q[0].incident_key, "g-q/t-q/1/100");
+        canary_intact(old.canary, sizeof(old.canary), "old symbol");
+
+        memset(&old, 0xA5, sizeof(old));
+        ck_assert_uint_eq(rbk_consumer_quarantined2(c, old.q, 1,
+                                                    sizeof(old.q[0])),
+                          1);
+        ck_assert_str_eq(old.q[0].topic, "t-q");
+        ck_assert_int_eq(old.q[0].failed_offset, 100);
+        ck_assert_str_eq(old.q[0].incident_key, "g-q/t-q/1/100");
+        canary_intact(old.canary, sizeof(old.canary), "first layout");
+
+        struct {
+                later_quarantine_t q[2];
+                unsigned char canary[64];
+        } later;
+        memset(&later, 0xA5, sizeof(later));
+        ck_assert_uint_eq(rbk_consumer_quarantined2(c, later.q, 2,
+                                                    sizeof(later.q[0])),
+                          1);
+        ck_assert_int_eq(later.q[0].v1.partition, 1);
+        ck_assert_int_eq(later.q[0].v1.high_watermark, 10);
+        for (size_t k = 0; k < G_N_ELEMENTS(later.q[0].later); k++)
+                ck_assert_int_eq(later.q[0].later[k], 0);
+        /* Only one partition: the second entry is untouched. */
+        canary_intact((const unsigned char *)&later.q[1], sizeof(later.q[1]),
+                      "unused entry");
+        canary_intact(later.canary, sizeof(later.canary), "later layout");
+
+        /* Entries smaller than the first layout: nothing written. */
+        memset(&old, 0xA5, sizeof(old));
+        ck_assert_uint_eq(rbk_consumer_quarantined2(c, old.q, 1,
+                                                    sizeof(old.q[0]) - 1),
+                          0);
+        canary_intact((const unsigned char *)&old, sizeof(old), "too small");
+        ck_assert_uint_eq(rbk_consumer_quarantined2(c, NULL, 0,
+                                                    sizeof(rbk_quarantine_t)),
+                          1);
+        ck_assert_uint_eq(rbk_consumer_quarantined2(NULL, NULL, 0,
+                                                    sizeof(rbk_quarantine_t)),
+                          0);
+}
+
 static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
         cs_rec_add(opaque, m);
         return RBK_HANDLED;
@@ -102,7 +178,8 @@ START_TEST(beyond_log_end_quarantines_only_that_partition) {
         ck_assert_int_eq(ql[0].high_watermark, 10);
         ck_assert_str_eq(ql[0].incident_key, "g-q/t-q/1/100");
         ck_assert_uint_eq(rbk_consumer_quarantined(q.c, NULL, 0), 1);
-        rbk_consumer_stats_t st;
+        check_quarantine_entry_sizes(q.c);
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         rbk_consumer_stats(q.c, &st);
         ck_assert_uint_eq(st.quarantines, 1);
         ck_assert_uint_eq(st.quarantined_partitions, 1);
@@ -355,7 +432,7 @@ START_TEST(new_group_starts_at_initial_position) {
         ck_assert_int_eq(ev.severity, RBK_SEV_INFO);
         ck_assert_int_eq(ev.offset, 0);
         ck_assert_int_eq(cs_rec_first(q.rec, "t-new", 0), 0);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         rbk_consumer_stats(q.c, &st);
         ck_assert_uint_eq(st.initial_positions, 2);
         ck_assert_uint_eq(st.quarantines, 0);

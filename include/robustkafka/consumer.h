@@ -11,6 +11,7 @@
 #include "common.h"
 #include "conf.h"
 #include "msgid.h"
+#include "registry.h" /* rbk_shutdown() closes rbk_consumer_get() clients */
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +53,34 @@ typedef struct rbk_message_s {
 RBK_API rbk_err_t rbk_message_header(const rbk_message_t *msg,
                                      const char *name, const void **valuep,
                                      size_t *sizep);
+
+/**
+ * @brief How many headers a received message carries, the library's own
+ * (`rbk-id`, `rbk-resent`) included.
+ * @param msg the message.
+ * @returns the number of headers; 0 for none or a NULL @p msg.
+ * Thread-safety: while the message is valid, from the thread handling it.
+ */
+RBK_API size_t rbk_message_header_count(const rbk_message_t *msg);
+
+/**
+ * @brief The header at position @p idx of a received message, in the order
+ * they were produced (duplicate names included, the library's own headers
+ * too), for iterating from 0 until RBK_ERR_NOT_FOUND.
+ * @param msg the message.
+ * @param idx position, from 0.
+ * @param namep if not NULL, receives the NUL-terminated name.
+ * @param valuep if not NULL, receives the value bytes (NULL for a null
+ * value).
+ * @param sizep if not NULL, receives the value size.
+ * @returns RBK_OK; RBK_ERR_NOT_FOUND when @p idx is past the last header
+ * (then nothing is written); RBK_ERR_INVALID_ARG for a NULL @p msg. The
+ * name and value belong to the message and are valid as long as it is.
+ * Thread-safety: while the message is valid, from the thread handling it.
+ */
+RBK_API rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
+                                        const char **namep,
+                                        const void **valuep, size_t *sizep);
 
 /** The handler's verdict on a message. */
 typedef enum rbk_verdict_t {
@@ -369,6 +398,27 @@ typedef struct rbk_quarantine_s {
 RBK_API size_t rbk_consumer_quarantined(rbk_consumer_t *c,
                                         rbk_quarantine_t *out, size_t max);
 
+/**
+ * @brief Lists quarantined partitions into entries of the caller's size,
+ * so that a field appended to rbk_quarantine_t later is never written past
+ * the entries of a program built against an older header.
+ *
+ * Entry i starts at `(char *)out + i * entry_size`. Of each, the library
+ * writes the fields it knows (at most @p entry_size bytes) and zeroes the
+ * rest of the entry. rbk_consumer_quarantined() writes the first layout
+ * only, whatever later headers add.
+ * @param c the consumer.
+ * @param out array of @p max entries (may be NULL when @p max is 0).
+ * @param max number of entries @p out holds.
+ * @param entry_size `sizeof(rbk_quarantine_t)` as the caller compiled it.
+ * @returns how many partitions are quarantined (may exceed @p max); 0, with
+ * nothing written, when @p c is NULL or @p entry_size is smaller than the
+ * first layout.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API size_t rbk_consumer_quarantined2(rbk_consumer_t *c, void *out,
+                                         size_t max, size_t entry_size);
+
 /** Consumer counters (a snapshot). */
 typedef struct rbk_consumer_stats_s {
         int version;                 /**< RBK_CONSUMER_STATS_VERSION. */
@@ -393,9 +443,23 @@ typedef struct rbk_consumer_stats_s {
 
 /** The current rbk_consumer_stats_t layout version. */
 #define RBK_CONSUMER_STATS_VERSION 1
+/** Initialiser: `rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;` */
+#define RBK_CONSUMER_STATS_INIT                                                \
+        {RBK_CONSUMER_STATS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0}
 
 /**
  * @brief Reads the consumer's counters.
+ *
+ * The caller's `version` says which layout @p out has, and the library
+ * writes only that layout's bytes, so a program built against an older
+ * header is never written past its struct. Initialise it with
+ * RBK_CONSUMER_STATS_INIT. A version the library does not know (0 from a
+ * zeroed struct, a later layout) is filled as version 1. On return
+ * `version` is the layout filled.
+ * @param c the consumer.
+ * @param out the counters; its `version` is read first.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG (NULL argument), or RBK_ERR_FORKED
+ * in a forked child (then @p out is left as it was).
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_stats(rbk_consumer_t *c,
@@ -438,17 +502,6 @@ RBK_API rbk_consumer_t *rbk_consumer_get(const char *name,
  * Thread-safety: safe from any thread.
  */
 RBK_API void rbk_consumer_put(rbk_consumer_t *c);
-
-/**
- * @brief Shuts down every registry client within @p timeout_ms in total
- * (negative: `rbk.shutdown.timeout.ms` of each, default 15000): stops and
- * closes consumers (committing stored offsets), flushes and closes producers
- * (reporting what could not be delivered). Later *_get() calls fail with
- * RBK_ERR_SHUTDOWN. Safe to call twice and from atexit().
- * @returns RBK_OK, or RBK_ERR_TIMED_OUT if some client did not finish cleanly.
- * Thread-safety: safe from any thread except library callbacks.
- */
-RBK_API rbk_err_t rbk_shutdown(int timeout_ms);
 
 #ifdef __cplusplus
 }

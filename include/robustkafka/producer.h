@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "conf.h"
+#include "registry.h" /* rbk_shutdown() closes rbk_producer_get() clients */
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,12 +46,18 @@ typedef struct rbk_msg_s {
         size_t header_cnt;          /**< Number of extra headers (at most RBK_MAX_HEADERS). */
         const char *id;             /**< Caller-supplied id, or NULL for a generated one. */
         void *opaque;               /**< Handed back in the delivery report. */
+        /* Version 2. */
+        int64_t timestamp;          /**< CreateTime in milliseconds since the epoch; 0 for the time of the send. Kept across re-sends. */
 } rbk_msg_t;
 
-/** The current rbk_msg_t layout version. */
-#define RBK_MSG_VERSION 1
+/**
+ * The current rbk_msg_t layout version. Version 1 ends with `opaque`;
+ * version 2 adds `timestamp`. The library reads only the fields of the
+ * version a message declares.
+ */
+#define RBK_MSG_VERSION 2
 /** Initialiser: `rbk_msg_t m = RBK_MSG_INIT;` */
-#define RBK_MSG_INIT {RBK_MSG_VERSION, NULL, RBK_PARTITION_ANY, NULL, 0, NULL, 0, NULL, 0, NULL, NULL}
+#define RBK_MSG_INIT {RBK_MSG_VERSION, NULL, RBK_PARTITION_ANY, NULL, 0, NULL, 0, NULL, 0, NULL, NULL, 0}
 
 /**
  * @brief The final status of one accepted message. Valid only during the
@@ -115,7 +122,12 @@ RBK_API rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
  * `rbk.producer.send.timeout.ms` (default 10000) for room, then returns
  * RBK_ERR_QUEUE_FULL. While a fatal error is being recovered, it waits the
  * same way.
- * @returns RBK_OK; RBK_ERR_INVALID_ARG, RBK_ERR_INVALID_TOPIC,
+ * @param p the producer.
+ * @param msg the message; its `version` (1 or 2) says which fields it has.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
+ * @returns RBK_OK; RBK_ERR_INVALID_ARG (also for an unknown version or a
+ * negative timestamp), RBK_ERR_INVALID_TOPIC,
  * RBK_ERR_MSG_SIZE_TOO_LARGE, RBK_ERR_TOO_MANY_HEADERS, RBK_ERR_QUEUE_FULL,
  * RBK_ERR_WOULD_BLOCK, RBK_ERR_SHUTDOWN, RBK_ERR_FATAL, RBK_ERR_FORKED;
  * the reason in @p errstr.
@@ -184,9 +196,20 @@ typedef struct rbk_producer_stats_s {
 
 /** The current rbk_producer_stats_t layout version. */
 #define RBK_PRODUCER_STATS_VERSION 1
+/** Initialiser: `rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;` */
+#define RBK_PRODUCER_STATS_INIT {RBK_PRODUCER_STATS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 /**
  * @brief Reads the producer's counters.
+ *
+ * The caller's `version` says which layout @p out has, and the library
+ * writes only that layout's bytes, so a program built against an older
+ * header is never written past its struct. Initialise it with
+ * RBK_PRODUCER_STATS_INIT. A version the library does not know (0 from a
+ * zeroed struct, a later layout) is filled as version 1. On return
+ * `version` is the layout filled.
+ * @param p the producer.
+ * @param out the counters; its `version` is read first.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG, or RBK_ERR_FORKED in a forked child
  * (then @p out is left as it was).
  * Thread-safety: safe from any thread.

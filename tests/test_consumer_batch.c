@@ -103,7 +103,7 @@ START_TEST(batches_in_order_with_a_partial_retry) {
         ck_assert_int_eq(b.mixed, 0);
         ck_assert_int_eq(b.unordered, 0);
         ck_assert_int_eq(g_atomic_int_get(&b.fail_once), 0);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         ck_assert_uint_eq(st.duplicates_dropped, 5);
         ck_assert_uint_eq(st.handled, 100);
@@ -163,7 +163,7 @@ START_TEST(a_short_batch_waits_then_goes) {
         bt_t b;
         bt_init(&b);
         rbk_consumer_t *c = bt_start(cl, conf, &b);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert(CS_WAIT((rbk_consumer_stats(c, &st), st.assigned_partitions ==
                                                             1),
                           60000));

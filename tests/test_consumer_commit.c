@@ -216,7 +216,7 @@ START_TEST(commit_inside_handler) {
         /* From another thread, everything handled. */
         ck_assert_int_eq(rbk_consumer_commit(s.c, 5000, e, sizeof(e)), RBK_OK);
         ck_assert_int_eq(cs_committed(cl, "cm-h-g", "cm-h", 0, NULL, 0), 30);
-        rbk_consumer_stats_t st;
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         rbk_consumer_stats(s.c, &st);
         ck_assert_uint_ge(st.commits, 2);
         ck_assert_int_eq(rbk_consumer_close(s.c, 10000), RBK_OK);
@@ -479,7 +479,7 @@ static void kill_child_main(const char *bootstraps, const char *dbpath,
         int done = 0;
         while (!done && g_get_monotonic_time() < until) {
                 g_usleep(100 * 1000);
-                rbk_consumer_stats_t s;
+                rbk_consumer_stats_t s = RBK_CONSUMER_STATS_INIT;
                 rbk_consumer_stats(c, &s);
                 g_mutex_lock(&a.lock);
                 done = s.assigned_partitions == 2 && s.lag == 0 &&

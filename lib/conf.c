@@ -575,6 +575,9 @@ fail:
         return NULL;
 }
 
+static void rbk__conf_quiet_log(const rd_kafka_t *rk, int level,
+                                const char *fac, const char *buf) {}
+
 rbk_err_t rbk_conf_validate(const rbk_conf_t *conf, rbk_client_type_t type,
                             char *errstr, size_t errstr_size) {
         char e[512];
@@ -588,7 +591,27 @@ rbk_err_t rbk_conf_validate(const rbk_conf_t *conf, rbk_client_type_t type,
                 return strstr(e, "refused") ? RBK_ERR_UNSAFE_CONF
                                             : RBK_ERR_CONF;
         }
-        rd_kafka_conf_destroy(rc);
+        /* What only librdkafka's own checks at client creation find (e.g.
+         * max.in.flight above 5 with idempotence): a client is made and
+         * destroyed at once, with no bootstrap servers, so nothing
+         * connects. The message is the one creation gives. */
+        char rderr[512];
+        rd_kafka_conf_set(rc, "bootstrap.servers", "", NULL, 0);
+        rd_kafka_conf_set_log_cb(rc, rbk__conf_quiet_log);
+        rd_kafka_t *rk =
+            rd_kafka_new(type == RBK_PRODUCER ? RD_KAFKA_PRODUCER
+                                              : RD_KAFKA_CONSUMER,
+                         rc, rderr, sizeof(rderr));
+        if (!rk) {
+                rd_kafka_conf_destroy(rc);
+                rbk__redact(rderr);
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_KAFKA,
+                                   "creating the librdkafka %s failed: %s",
+                                   type == RBK_PRODUCER ? "producer"
+                                                        : "consumer",
+                                   rderr);
+        }
+        rd_kafka_destroy(rk);
         return RBK_OK;
 }
 

@@ -694,8 +694,9 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, e, sizeof(e));
         if (!c->rk) {
                 rd_kafka_conf_destroy(rc);
+                rbk__redact(e);
                 rbk__seterr(errstr, errstr_size, RBK_ERR_KAFKA,
-                            "creating the consumer failed: %s", e);
+                            "creating the librdkafka consumer failed: %s", e);
                 goto fail;
         }
         rd_kafka_poll_set_consumer(c->rk);

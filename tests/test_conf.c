@@ -137,7 +137,10 @@ START_TEST(unsafe_producer_refused_then_opt_out) {
         const char *value = unsafe_producer[_i][1];
         const char *optout = unsafe_producer[_i][2];
         rbk_conf_t *c = rbk_conf_new();
-        if (strstr(name, "acks")) /* idempotence requires acks=all */
+        /* Idempotence requires acks=all and retries (librdkafka refuses
+         * the client otherwise, and so does validation). */
+        int needs_no_idem = strstr(name, "acks") || strstr(name, "retries");
+        if (needs_no_idem)
                 ck_assert_int_eq(rbk_conf_set(c, "enable.idempotence", "false",
                                               errstr, sizeof(errstr)),
                                  RBK_OK);
@@ -153,7 +156,7 @@ START_TEST(unsafe_producer_refused_then_opt_out) {
         /* The exact opt-out (plus idempotence, when that was also off). */
         char allow[128];
         snprintf(allow, sizeof(allow), "%s%s", optout,
-                 strstr(name, "acks") ? ",enable.idempotence" : "");
+                 needs_no_idem ? ",enable.idempotence" : "");
         ck_assert_int_eq(rbk_conf_set(c, "rbk.unsafe.allow", allow, errstr,
                                       sizeof(errstr)),
                          RBK_OK);
@@ -419,6 +422,35 @@ START_TEST(topic_names) {
 }
 END_TEST
 
+/* Validation refuses what client creation refuses, with the same message:
+ * also what only librdkafka's own creation checks find. */
+START_TEST(validate_refuses_what_creation_refuses) {
+        char ev[512], en[512];
+        rbk_conf_t *conf = rbk_conf_new();
+        ck_assert_int_eq(rbk_conf_set(conf, "bootstrap.servers",
+                                      "127.0.0.1:1", ev, sizeof(ev)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_conf_set(conf,
+                                      "max.in.flight.requests.per.connection",
+                                      "6", ev, sizeof(ev)),
+                         RBK_OK);
+        rbk_err_t verr = rbk_conf_validate(conf, RBK_PRODUCER, ev, sizeof(ev));
+        ck_assert_int_ne(verr, RBK_OK);
+        rbk_producer_t *p = rbk_producer_new(conf, en, sizeof(en));
+        ck_assert_ptr_null(p);
+        ck_assert_str_eq(ev, en);
+        ck_assert_ptr_nonnull(strstr(ev, "max.in.flight"));
+        /* A valid configuration still passes, and connects to nothing. */
+        ck_assert_int_eq(rbk_conf_set(conf,
+                                      "max.in.flight.requests.per.connection",
+                                      "5", ev, sizeof(ev)),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_conf_validate(conf, RBK_PRODUCER, ev, sizeof(ev)),
+                         RBK_OK);
+        rbk_conf_destroy(conf);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("conf");
         RBK_TCASE(s, producer_defaults_present, 10);
@@ -442,6 +474,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, get_set_reset_dup_equal, 10);
         RBK_TCASE(s, dump_redacts_secrets, 10);
         RBK_TCASE(s, topic_names, 10);
+        RBK_TCASE(s, validate_refuses_what_creation_refuses, 10);
         return s;
 }
 

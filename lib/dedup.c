@@ -43,7 +43,7 @@
 /* ---------------------------------------------------------------- types */
 
 /* A producer is active (a bitmap of W bits) or idle (the same bitmap
- * compacted: runs of set bit positions, see rbk__rle_encode()). At most
+ * compacted, see rbk__rle_encode()). At most
  * rbk.dedup.active.producers are active per partition; recording for an idle
  * producer re-expands it, compacting the least recently recorded active
  * one. */
@@ -52,6 +52,7 @@ typedef struct rbk__prod_s {
         uint64_t hwm;   /* highest recorded sequence, 0 if none */
         uint64_t floor; /* below: UNPROVABLE unless the bit is set */
         uint64_t tick;  /* last record, for LRU */
+        uint64_t lo;    /* lowest sequence recorded, UINT64_MAX if none */
         uint64_t *bits; /* W/64 words while active, else NULL */
         unsigned char *rle; /* idle: the compacted bitmap, NULL if empty */
         uint32_t rle_len;
@@ -416,11 +417,20 @@ static inline void rbk__bit_set(uint64_t *bits, uint64_t wmask, uint64_t s) {
 
 /* ---------------------------------------------------------------- compacted windows
  *
- * An idle producer's bitmap is kept as the runs of its set bit positions,
- * ascending: per run, the gap from the end of the previous run and the run's
- * length - 1, as LEB128 varints. A producer's sequences in one partition
- * are runs with gaps (the gaps went to other partitions), so this costs
- * 2 to 4 bytes per run instead of W/8 bytes per producer. */
+ * An idle producer's bitmap is kept compacted, in the smaller of two forms,
+ * both over the bit positions of its sequences in [lo, hwm] (lo: the lowest
+ * sequence recorded in the window), in ring order from word `base`:
+ *   - runs: tag 0, base, then per run of set positions the gap from the end
+ *     of the previous run and the run's length - 1 (offsets from base * 64),
+ *     as LEB128 varints: 2 to 4 bytes a run, for the sparse case (a producer
+ *     spread over many partitions);
+ *   - words: tag 1, base, the word count c, then c 64-bit words: 1 bit a
+ *     sequence of the span, for the dense case.
+ * Only the words of [lo, hwm] are scanned, so compacting a producer that
+ * sent a few thousand messages reads a few hundred bytes, not W/8. */
+
+#define RBK__CW_RUNS 0
+#define RBK__CW_WORDS 1
 
 static size_t rbk__varint_put(unsigned char *p, uint64_t v) {
         size_t n = 0;
@@ -452,14 +462,55 @@ static size_t rbk__rle_cost(uint32_t len) {
         return len ? len + 16 : 0;
 }
 
-/* Compacts a bitmap of W bits into runs and clears it. Returns a g_malloc'd
+/* The ring words holding sequences [lo, hwm] of a producer: the first one
+ * and how many. */
+static void rbk__prod_words(const rbk__dedup_t *d, const rbk__prod_t *p,
+                            uint64_t *first, uint64_t *count) {
+        uint64_t lo = p->lo;
+        if (p->hwm >= d->window && lo < p->hwm - d->window + 1)
+                lo = p->hwm - d->window + 1;
+        uint64_t n = (p->hwm >> 6) - (lo >> 6) + 1;
+        if (n > d->wwords)
+                n = d->wwords;
+        *first = ((p->hwm >> 6) - (n - 1)) % d->wwords;
+        *count = n;
+}
+
+/* Compacts producer @p's bitmap and clears it. Returns a g_malloc'd
  * buffer, or NULL (*lenp = 0) when no bit is set. */
-static unsigned char *rbk__rle_encode(const rbk__dedup_t *d, uint64_t *bits,
-                                      uint32_t *lenp) {
+static unsigned char *rbk__rle_encode(const rbk__dedup_t *d,
+                                      const rbk__prod_t *p, uint32_t *lenp) {
+        uint64_t *bits = p->bits;
+        uint64_t base, nw;
         size_t cap = 0, len = 0;
         unsigned char *out = NULL;
         uint64_t pos = 0, start = 0; /* end of the previous run; open run */
+        uint64_t fnz = UINT64_MAX, lnz = 0; /* nonzero words, ring order */
         int open = 0;
+
+        *lenp = 0;
+        if (p->lo == UINT64_MAX || p->lo > p->hwm)
+                return NULL; /* nothing recorded */
+        rbk__prod_words(d, p, &base, &nw);
+
+        /* Count the runs first: at 2 bytes a run or more, a dense window
+         * goes into the words form without encoding its runs. */
+        uint64_t nruns = 0, carry = 0;
+        for (uint64_t j = 0; j < nw; j++) {
+                uint64_t x = bits[(base + j) % d->wwords];
+                if (!x) {
+                        carry = 0;
+                        continue;
+                }
+                if (fnz == UINT64_MAX)
+                        fnz = j;
+                lnz = j;
+                nruns += (uint64_t)__builtin_popcountll(x & ~((x << 1) | carry));
+                carry = x >> 63;
+        }
+        if (fnz == UINT64_MAX)
+                return NULL;
+        int words = 2 * nruns + 12 >= 8 * (lnz - fnz + 1);
 
 #define RBK__RLE_EMIT(end)                                                    \
         do {                                                                  \
@@ -472,11 +523,10 @@ static unsigned char *rbk__rle_encode(const rbk__dedup_t *d, uint64_t *bits,
                 pos = (end);                                                  \
         } while (0)
 
-        for (size_t k = 0; k < d->wwords; k++) {
-                uint64_t x = bits[k];
+        for (uint64_t j = fnz; !words && j <= lnz; j++) {
+                uint64_t x = bits[(base + j) % d->wwords];
                 if (!x && !open)
                         continue;
-                bits[k] = 0;
                 if (x == ~UINT64_C(0) && open)
                         continue;
                 unsigned b = 0;
@@ -486,47 +536,95 @@ static unsigned char *rbk__rle_encode(const rbk__dedup_t *d, uint64_t *bits,
                                 if (!y)
                                         break;
                                 b += (unsigned)__builtin_ctzll(y);
-                                RBK__RLE_EMIT((uint64_t)k * 64 + b);
+                                RBK__RLE_EMIT(j * 64 + b);
                                 open = 0;
                         } else {
                                 uint64_t y = x >> b;
                                 if (!y)
                                         break;
                                 b += (unsigned)__builtin_ctzll(y);
-                                start = (uint64_t)k * 64 + b;
+                                start = j * 64 + b;
                                 open = 1;
                         }
                 }
         }
         if (open)
-                RBK__RLE_EMIT(d->window);
+                RBK__RLE_EMIT((lnz + 1) * 64);
 #undef RBK__RLE_EMIT
-        if (len && len < cap)
-                out = g_realloc(out, len);
-        *lenp = (uint32_t)len;
-        return out;
+        unsigned char hdr[24];
+        size_t runs_hdr = 1 + rbk__varint_put(hdr, base);
+        uint64_t wbase = (base + fnz) % d->wwords, c = lnz - fnz + 1;
+        size_t words_hdr = 1 + rbk__varint_put(hdr, wbase);
+        words_hdr += rbk__varint_put(hdr, c);
+        unsigned char *res;
+        if (words || words_hdr + 8 * c < runs_hdr + len) {
+                res = g_malloc(words_hdr + 8 * c);
+                res[0] = RBK__CW_WORDS;
+                size_t o = 1 + rbk__varint_put(res + 1, wbase);
+                o += rbk__varint_put(res + o, c);
+                for (uint64_t j = 0; j < c; j++, o += 8)
+                        memcpy(res + o, &bits[(wbase + j) % d->wwords], 8);
+                *lenp = (uint32_t)o;
+        } else {
+                res = g_malloc(runs_hdr + len);
+                res[0] = RBK__CW_RUNS;
+                size_t o = 1 + rbk__varint_put(res + 1, base);
+                memcpy(res + o, out, len);
+                *lenp = (uint32_t)(o + len);
+        }
+        g_free(out);
+        for (uint64_t j = fnz; j <= lnz; j++)
+                bits[(base + j) % d->wwords] = 0;
+        return res;
 }
 
-/* Sets the bits of a compacted window in @bits. */
+/* Sets the bits of a compacted window in @bits (all clear). */
 static void rbk__rle_expand(const rbk__dedup_t *d, const unsigned char *p,
                             uint32_t len, uint64_t *bits) {
-        uint32_t off = 0;
-        uint64_t pos = 0, gap, n;
+        uint32_t off = 1;
+        uint64_t base, pos = 0, gap, n;
+        if (len < 2 || rbk__varint_get(p, len, &off, &base))
+                return;
+        if (p[0] == RBK__CW_WORDS) {
+                if (rbk__varint_get(p, len, &off, &n) || n > d->wwords)
+                        return;
+                for (uint64_t j = 0; j < n && off + 8 <= len; j++, off += 8)
+                        memcpy(&bits[(base + j) % d->wwords], p + off, 8);
+                return;
+        }
+        base *= 64;
         while (off < len && !rbk__varint_get(p, len, &off, &gap) &&
                !rbk__varint_get(p, len, &off, &n)) {
                 pos += gap;
                 n += 1;
                 if (pos >= d->window || n > d->window - pos)
                         return; /* cannot happen: we encoded it */
-                rbk__bits_set_run(bits, pos, n);
+                /* the run, at ring positions base + pos.., may wrap */
+                uint64_t at = (base + pos) & d->wmask;
+                uint64_t first = n < d->window - at ? n : d->window - at;
+                rbk__bits_set_run(bits, at, first);
+                if (first < n)
+                        rbk__bits_set_run(bits, 0, n - first);
                 pos += n;
         }
 }
 
 /* Is bit position @q set in a compacted window? */
-static int rbk__rle_test(const unsigned char *p, uint32_t len, uint64_t q) {
-        uint32_t off = 0;
-        uint64_t pos = 0, gap, n;
+static int rbk__rle_test(const rbk__dedup_t *d, const unsigned char *p,
+                         uint32_t len, uint64_t q) {
+        uint32_t off = 1;
+        uint64_t base, pos = 0, gap, n;
+        if (len < 2 || rbk__varint_get(p, len, &off, &base))
+                return 0;
+        q = (q - base * 64) & d->wmask; /* offset from base */
+        if (p[0] == RBK__CW_WORDS) {
+                uint64_t word;
+                if (rbk__varint_get(p, len, &off, &n) || (q >> 6) >= n ||
+                    off + 8 * (q >> 6) + 8 > len)
+                        return 0;
+                memcpy(&word, p + off + 8 * (q >> 6), 8);
+                return (int)((word >> (q & 63)) & 1);
+        }
         while (off < len && !rbk__varint_get(p, len, &off, &gap) &&
                !rbk__varint_get(p, len, &off, &n)) {
                 pos += gap;
@@ -643,7 +741,7 @@ static rbk__dedup_verdict_t rbk__win_check_seq(const rbk__dedup_t *d,
                 if (G_LIKELY(p->bits)
                         ? rbk__bit_test(p->bits, d->wmask, s)
                         : (p->rle &&
-                           rbk__rle_test(p->rle, p->rle_len, s & d->wmask)))
+                           rbk__rle_test(d, p->rle, p->rle_len, s & d->wmask)))
                         return RBK__DEDUP_DUPLICATE;
         }
         return s < p->floor ? RBK__DEDUP_UNPROVABLE : RBK__DEDUP_NEW;
@@ -659,6 +757,7 @@ static void rbk__win_drop_idle(rbk__win_t *w, rbk__prod_t *p) {
         g_free(p->rle);
         p->rle = NULL;
         p->rle_len = 0;
+        p->lo = UINT64_MAX;
         if (p->floor <= p->hwm)
                 p->floor = p->hwm + 1;
         w->lost++;
@@ -686,7 +785,7 @@ static uint64_t *rbk__win_compact(const rbk__dedup_t *d, rbk__win_t *w,
                                   uint32_t i) {
         rbk__prod_t *p = &w->prods[i];
         uint64_t *bits = p->bits;
-        p->rle = rbk__rle_encode(d, bits, &p->rle_len);
+        p->rle = rbk__rle_encode(d, p, &p->rle_len);
         p->bits = NULL;
         w->idle_bytes += p->rle_len;
         w->mem += rbk__rle_cost(p->rle_len);
@@ -787,6 +886,7 @@ static rbk__prod_t *rbk__win_new_prod(const rbk__dedup_t *d, rbk__win_t *w,
         p->hwm = 0;
         p->floor = floor;
         p->tick = 0;
+        p->lo = UINT64_MAX;
         rbk__htab_add(w, i);
         if (!p->bits)
                 rbk__win_activate(d, w, i);
@@ -809,15 +909,19 @@ static void rbk__win_record_seq(const rbk__dedup_t *d, rbk__win_t *w,
         p->tick = ++w->tick;
         if (s > p->hwm) {
                 uint64_t delta = s - p->hwm;
-                if (delta >= d->window)
+                if (delta >= d->window) {
                         memset(p->bits, 0, d->wwords * sizeof(uint64_t));
-                else
+                        p->lo = s;
+                } else {
                         rbk__bits_clear_range(p->bits, d->wmask, p->hwm + 1,
                                               delta);
+                }
                 p->hwm = s;
         } else if (p->hwm - s >= d->window) {
                 return; /* older than the window: cannot be kept */
         }
+        if (s < p->lo)
+                p->lo = s;
         rbk__bit_set(p->bits, d->wmask, s);
 }
 
@@ -1140,6 +1244,8 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
                                 if (back >= d->window)
                                         continue; /* outside our window */
                                 rbk__bit_set(p->bits, d->wmask, s->hwm - back);
+                                if (s->hwm - back < p->lo)
+                                        p->lo = s->hwm - back;
                         }
                 }
         }

@@ -1403,6 +1403,29 @@ START_TEST(fleet_beyond_the_bounds_never_a_false_duplicate) {
 }
 END_TEST
 
+START_TEST(compaction_exact_in_both_forms) {
+        /* one bitmap for three producers: nearly every record compacts one
+         * window and expands another. Dense (two partitions: the words
+         * form) and sparse (fifty: the runs form), small windows so that
+         * they wrap around the ring; exact both ways. */
+        static const char *const windows[] = {"64", "256", "4096"};
+        for (unsigned k = 0; k < 3; k++) {
+                fleet_t f = {.seed = 20 + k, .nprod = 3, .group = 3,
+                             .rotate = G_MAXLONG, .window = windows[k],
+                             .active = "1", .nparts = 2,
+                             .steps = scale(100000), .exact = 1};
+                fleet_run(&f);
+                ck_assert_int_eq(f.caps.n, 0);
+                ck_assert_int_gt(f.dups, 0);
+                f.seed += 10;
+                f.nparts = 50;
+                fleet_run(&f);
+                ck_assert_int_eq(f.caps.n, 0);
+                ck_assert_int_gt(f.dups, 0);
+        }
+}
+END_TEST
+
 START_TEST(idle_windows_compacted_and_expanded) {
         rbk_conf_t *c = tconf_new();
         tconf_set(c, RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "2");
@@ -1558,6 +1581,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, fleet_of_1000_producers_at_the_defaults, 120);
         RBK_TCASE(s, fleet_beyond_the_bounds_never_a_false_duplicate, 120);
         RBK_TCASE(s, idle_windows_compacted_and_expanded, 10);
+        RBK_TCASE(s, compaction_exact_in_both_forms, 60);
         RBK_TCASE(s, capacity_reported_once_per_window, 10);
         RBK_TCASE(s, fleet_window_saved_and_loaded, 30);
         return s;

@@ -4,11 +4,18 @@
  * highest recorded sequence) and a bitmap of W = rbk.dedup.window sequences.
  * Bit (s mod W) is set iff sequence s in (hwm - W, hwm] was recorded; moving
  * the hwm forward clears the positions it passes over. Check and record are a
- * bit test and a bit set. Producers are kept in a small array scanned
- * linearly (at most rbk.dedup.max.producers, least recently recorded evicted
- * first). An evicted producer's (id, hwm) goes to a small ring so that when
- * it comes back its old sequences are reported UNPROVABLE, not NEW; its new
- * entry starts with an empty bitmap, so it can never claim an old sequence.
+ * bit test and a bit set. Producers are kept in an array found through an
+ * open-addressing table (at most rbk.dedup.max.producers, least recently
+ * recorded forgotten first). Only rbk.dedup.active.producers of them hold a
+ * bitmap; the others hold it compacted (runs or words, see "compacted
+ * windows" below), at most rbk.dedup.idle.bytes per partition, and are
+ * expanded again, taking the bitmap of the least recently recorded active
+ * producer, when recorded. A forgotten producer's (id, hwm) goes to a small
+ * ring so that when it comes back its old sequences are reported
+ * UNPROVABLE, not NEW; its new entry starts with an empty bitmap, so it can
+ * never claim an old sequence. A forgotten idle window keeps its hwm and
+ * raises its floor above it. Forgetting is reported through the capacity
+ * callback.
  *
  * Caller-supplied ids: an exact-match set (GHashTable) with a FIFO ring of at
  * most rbk.dedup.foreign.window ids.

@@ -4,11 +4,18 @@
  * highest recorded sequence) and a bitmap of W = rbk.dedup.window sequences.
  * Bit (s mod W) is set iff sequence s in (hwm - W, hwm] was recorded; moving
  * the hwm forward clears the positions it passes over. Check and record are a
- * bit test and a bit set. Producers are kept in a small array scanned
- * linearly (at most rbk.dedup.max.producers, least recently recorded evicted
- * first). An evicted producer's (id, hwm) goes to a small ring so that when
- * it comes back its old sequences are reported UNPROVABLE, not NEW; its new
- * entry starts with an empty bitmap, so it can never claim an old sequence.
+ * bit test and a bit set. Producers are kept in an array found through an
+ * open-addressing table (at most rbk.dedup.max.producers, least recently
+ * recorded forgotten first). Only rbk.dedup.active.producers of them hold a
+ * bitmap; the others hold it compacted (runs or words, see "compacted
+ * windows" below), at most rbk.dedup.idle.bytes per partition, and are
+ * expanded again, taking the bitmap of the least recently recorded active
+ * producer, when recorded. A forgotten producer's (id, hwm) goes to a small
+ * ring so that when it comes back its old sequences are reported
+ * UNPROVABLE, not NEW; its new entry starts with an empty bitmap, so it can
+ * never claim an old sequence. A forgotten idle window keeps its hwm and
+ * raises its floor above it. Forgetting is reported through the capacity
+ * callback.
  *
  * Caller-supplied ids: an exact-match set (GHashTable) with a FIFO ring of at
  * most rbk.dedup.foreign.window ids.
@@ -30,7 +37,9 @@
 #define RBK__EVICTED_RING 64 /* remembered evicted producers per partition */
 #define RBK__WINDOW_MIN 64
 #define RBK__WINDOW_MAX (1u << 24)
-#define RBK__MAX_PRODUCERS_MAX 1024
+#define RBK__MAX_PRODUCERS_MAX 65536
+#define RBK__ACTIVE_PRODUCERS_MAX 1024
+#define RBK__IDLE_BYTES_MAX (UINT64_C(1) << 30)
 #define RBK__FOREIGN_WINDOW_MAX 10000000
 
 /* Blob format (docs/dedup.md): 16-byte header, then the payload. */
@@ -40,12 +49,21 @@
 
 /* ---------------------------------------------------------------- types */
 
+/* A producer is active (a bitmap of W bits) or idle (the same bitmap
+ * compacted, see rbk__rle_encode()). At most
+ * rbk.dedup.active.producers are active per partition; recording for an idle
+ * producer re-expands it, compacting the least recently recorded active
+ * one. */
 typedef struct rbk__prod_s {
         uint64_t pid;
         uint64_t hwm;   /* highest recorded sequence, 0 if none */
         uint64_t floor; /* below: UNPROVABLE unless the bit is set */
         uint64_t tick;  /* last record, for LRU */
-        uint64_t *bits; /* W/64 words */
+        uint64_t lo;    /* lowest sequence recorded, UINT64_MAX if none */
+        uint64_t *bits; /* W/64 words while active, else NULL */
+        unsigned char *rle; /* idle: the compacted bitmap, NULL if empty */
+        uint32_t rle_len;
+        uint32_t slot; /* while active: index in win.active */
 } rbk__prod_t;
 
 typedef struct rbk__evicted_s {
@@ -63,9 +81,15 @@ typedef struct rbk__fkey_s {
 /* The windows of one partition (movable as a unit: built from a blob
  * without locks, then installed). */
 typedef struct rbk__win_s {
-        uint64_t *pids; /* compact copy of prods[i].pid, for the scan */
         rbk__prod_t *prods;
         uint32_t nprod, cap, hint;
+        uint32_t *htab; /* pid -> index + 1 (0: empty), linear probing */
+        uint32_t hbits; /* htab has 1 << hbits slots, at least 2 * cap */
+        uint32_t *active; /* indexes of the active producers */
+        uint32_t nactive, active_cap;
+        size_t idle_bytes; /* sum of rle_len */
+        uint64_t lost;     /* windows forgotten: beyond max.producers or
+                              the idle budget (capacity reports) */
         uint64_t tick;
         rbk__evicted_t evicted[RBK__EVICTED_RING];
         uint32_t nevicted, evicted_next;
@@ -125,6 +149,9 @@ typedef struct rbk__dpart_s {
         /* counters, atomic */
         uint64_t dups, unprovable, no_id;
         size_t mem; /* atomic copy of win.mem + shell while assigned */
+        /* capacity reports: win.lost at the last one, and the rec_gen
+         * before which the next one waits (one per window of records) */
+        uint64_t lost_seen, cap_next;
 } rbk__dpart_t;
 
 typedef struct rbk__store_holder_s {
@@ -138,6 +165,8 @@ struct rbk__dedup_s {
         uint64_t window, wmask;
         size_t wwords;
         uint32_t max_producers;
+        uint32_t active_producers; /* <= max_producers */
+        size_t idle_bytes;         /* budget of compacted windows */
         size_t foreign_window;
         uint64_t seed;
         rbk__store_holder_t *holder; /* NULL without a store */
@@ -145,6 +174,8 @@ struct rbk__dedup_s {
         GHashTable *parts;           /* rbk__dpart_t* (key = &part->key) */
         rbk__dedup_error_cb_t *error_cb;
         void *error_opaque;
+        rbk__dedup_capacity_cb_t *capacity_cb;
+        void *capacity_opaque;
 };
 
 static uint64_t rbk__dedup_serial_next = 1;
@@ -165,6 +196,12 @@ static rbk_err_t rbk__dedup_parse_prop(const char *name, const char *value,
         } else if (!strcmp(name, RBK__DEDUP_MAX_PRODUCERS_PROP)) {
                 min = 1;
                 max = RBK__MAX_PRODUCERS_MAX;
+        } else if (!strcmp(name, RBK__DEDUP_ACTIVE_PRODUCERS_PROP)) {
+                min = 1;
+                max = RBK__ACTIVE_PRODUCERS_MAX;
+        } else if (!strcmp(name, RBK__DEDUP_IDLE_BYTES_PROP)) {
+                min = 0;
+                max = RBK__IDLE_BYTES_MAX;
         } else if (!strcmp(name, RBK__DEDUP_FOREIGN_WINDOW_PROP)) {
                 min = 0;
                 max = RBK__FOREIGN_WINDOW_MAX;
@@ -215,6 +252,10 @@ static uint64_t rbk__dedup_conf_get(const rbk_conf_t *conf, const char *name,
                 return def;
         if (!strcmp(name, RBK__DEDUP_MAX_PRODUCERS_PROP))
                 return n < 1 ? 1 : n > RBK__MAX_PRODUCERS_MAX ? RBK__MAX_PRODUCERS_MAX : n;
+        if (!strcmp(name, RBK__DEDUP_ACTIVE_PRODUCERS_PROP))
+                return n < 1 ? 1 : n > RBK__ACTIVE_PRODUCERS_MAX ? RBK__ACTIVE_PRODUCERS_MAX : n;
+        if (!strcmp(name, RBK__DEDUP_IDLE_BYTES_PROP))
+                return n > RBK__IDLE_BYTES_MAX ? RBK__IDLE_BYTES_MAX : n;
         if (!strcmp(name, RBK__DEDUP_FOREIGN_WINDOW_PROP))
                 return n > RBK__FOREIGN_WINDOW_MAX ? RBK__FOREIGN_WINDOW_MAX : n;
         return def;
@@ -325,10 +366,13 @@ static size_t rbk__fkey_cost(const rbk__fkey_t *k) {
 }
 
 static void rbk__win_clear(rbk__win_t *w) {
-        for (uint32_t i = 0; i < w->nprod; i++)
+        for (uint32_t i = 0; i < w->nprod; i++) {
                 g_free(w->prods[i].bits);
+                g_free(w->prods[i].rle);
+        }
         g_free(w->prods);
-        g_free(w->pids);
+        g_free(w->htab);
+        g_free(w->active);
         if (w->foreign)
                 g_hash_table_destroy(w->foreign); /* frees the keys */
         g_free(w->fring);
@@ -352,6 +396,21 @@ static void rbk__bits_clear_range(uint64_t *bits, uint64_t wmask,
         }
 }
 
+/* Sets the bit positions from..from+n-1 (no wrap: from + n <= W). */
+static void rbk__bits_set_run(uint64_t *bits, uint64_t from, uint64_t n) {
+        while (n > 0) {
+                uint64_t bit = from & 63;
+                uint64_t take = 64 - bit;
+                if (take > n)
+                        take = n;
+                bits[from >> 6] |= take == 64 ? ~UINT64_C(0)
+                                              : ((UINT64_C(1) << take) - 1)
+                                                    << bit;
+                n -= take;
+                from += take;
+        }
+}
+
 static inline int rbk__bit_test(const uint64_t *bits, uint64_t wmask,
                                 uint64_t s) {
         uint64_t p = s & wmask;
@@ -363,16 +422,283 @@ static inline void rbk__bit_set(uint64_t *bits, uint64_t wmask, uint64_t s) {
         bits[p >> 6] |= UINT64_C(1) << (p & 63);
 }
 
-static inline int rbk__win_find(rbk__win_t *w, uint64_t pid) {
-        if (w->nprod && w->pids[w->hint] == pid)
-                return (int)w->hint;
-        for (uint32_t i = 0; i < w->nprod; i++) {
-                if (w->pids[i] == pid) {
-                        w->hint = i;
-                        return (int)i;
+/* ---------------------------------------------------------------- compacted windows
+ *
+ * An idle producer's bitmap is kept compacted, in the smaller of two forms,
+ * both over the bit positions of its sequences in [lo, hwm] (lo: the lowest
+ * sequence recorded in the window), in ring order from word `base`:
+ *   - runs: tag 0, base, then per run of set positions the gap from the end
+ *     of the previous run and the run's length - 1 (offsets from base * 64),
+ *     as LEB128 varints: 2 to 4 bytes a run, for the sparse case (a producer
+ *     spread over many partitions);
+ *   - words: tag 1, base, the word count c, then c 64-bit words: 1 bit a
+ *     sequence of the span, for the dense case.
+ * Only the words of [lo, hwm] are scanned, so compacting a producer that
+ * sent a few thousand messages reads a few hundred bytes, not W/8. */
+
+#define RBK__CW_RUNS 0
+#define RBK__CW_WORDS 1
+
+static size_t rbk__varint_put(unsigned char *p, uint64_t v) {
+        size_t n = 0;
+        while (v >= 0x80) {
+                p[n++] = (unsigned char)(v | 0x80);
+                v >>= 7;
+        }
+        p[n++] = (unsigned char)v;
+        return n;
+}
+
+static inline int rbk__varint_get(const unsigned char *p, uint32_t len,
+                                  uint32_t *off, uint64_t *v) {
+        uint64_t x = 0;
+        for (unsigned shift = 0; *off < len && shift < 64; shift += 7) {
+                unsigned char c = p[(*off)++];
+                x |= (uint64_t)(c & 0x7f) << shift;
+                if (!(c & 0x80)) {
+                        *v = x;
+                        return 0;
                 }
         }
         return -1;
+}
+
+/* The bytes a compacted window of @len bytes costs (malloc overhead
+ * included). */
+static size_t rbk__rle_cost(uint32_t len) {
+        return len ? len + 16 : 0;
+}
+
+/* The ring words holding sequences [lo, hwm] of a producer: the first one
+ * and how many. */
+static void rbk__prod_words(const rbk__dedup_t *d, const rbk__prod_t *p,
+                            uint64_t *first, uint64_t *count) {
+        uint64_t lo = p->lo;
+        if (p->hwm >= d->window && lo < p->hwm - d->window + 1)
+                lo = p->hwm - d->window + 1;
+        uint64_t n = (p->hwm >> 6) - (lo >> 6) + 1;
+        if (n > d->wwords)
+                n = d->wwords;
+        *first = ((p->hwm >> 6) - (n - 1)) % d->wwords;
+        *count = n;
+}
+
+/* Compacts producer @p's bitmap and clears it. Returns a g_malloc'd
+ * buffer, or NULL (*lenp = 0) when no bit is set. */
+static unsigned char *rbk__rle_encode(const rbk__dedup_t *d,
+                                      const rbk__prod_t *p, uint32_t *lenp) {
+        uint64_t *bits = p->bits;
+        uint64_t base, nw;
+        size_t cap = 0, len = 0;
+        unsigned char *out = NULL;
+        uint64_t pos = 0, start = 0; /* end of the previous run; open run */
+        uint64_t fnz = UINT64_MAX, lnz = 0; /* nonzero words, ring order */
+        int open = 0;
+
+        *lenp = 0;
+        if (p->lo == UINT64_MAX || p->lo > p->hwm)
+                return NULL; /* nothing recorded */
+        rbk__prod_words(d, p, &base, &nw);
+
+        /* Count the runs first: at 2 bytes a run or more, a dense window
+         * goes into the words form without encoding its runs. */
+        uint64_t nruns = 0, carry = 0;
+        for (uint64_t j = 0; j < nw; j++) {
+                uint64_t x = bits[(base + j) % d->wwords];
+                if (!x) {
+                        carry = 0;
+                        continue;
+                }
+                if (fnz == UINT64_MAX)
+                        fnz = j;
+                lnz = j;
+                nruns += (uint64_t)__builtin_popcountll(x & ~((x << 1) | carry));
+                carry = x >> 63;
+        }
+        if (fnz == UINT64_MAX)
+                return NULL;
+        int words = 2 * nruns + 12 >= 8 * (lnz - fnz + 1);
+
+#define RBK__RLE_EMIT(end)                                                    \
+        do {                                                                  \
+                if (len + 20 > cap) {                                         \
+                        cap = cap ? cap * 2 : 64;                             \
+                        out = g_realloc(out, cap);                            \
+                }                                                             \
+                len += rbk__varint_put(out + len, start - pos);               \
+                len += rbk__varint_put(out + len, (end) - start - 1);         \
+                pos = (end);                                                  \
+        } while (0)
+
+        for (uint64_t j = fnz; !words && j <= lnz; j++) {
+                uint64_t x = bits[(base + j) % d->wwords];
+                if (!x && !open)
+                        continue;
+                if (x == ~UINT64_C(0) && open)
+                        continue;
+                unsigned b = 0;
+                while (b < 64) {
+                        if (open) {
+                                uint64_t y = ~x >> b;
+                                if (!y)
+                                        break;
+                                b += (unsigned)__builtin_ctzll(y);
+                                RBK__RLE_EMIT(j * 64 + b);
+                                open = 0;
+                        } else {
+                                uint64_t y = x >> b;
+                                if (!y)
+                                        break;
+                                b += (unsigned)__builtin_ctzll(y);
+                                start = j * 64 + b;
+                                open = 1;
+                        }
+                }
+        }
+        if (open)
+                RBK__RLE_EMIT((lnz + 1) * 64);
+#undef RBK__RLE_EMIT
+        unsigned char hdr[24];
+        size_t runs_hdr = 1 + rbk__varint_put(hdr, base);
+        uint64_t wbase = (base + fnz) % d->wwords, c = lnz - fnz + 1;
+        size_t words_hdr = 1 + rbk__varint_put(hdr, wbase);
+        words_hdr += rbk__varint_put(hdr, c);
+        unsigned char *res;
+        if (words || words_hdr + 8 * c < runs_hdr + len) {
+                res = g_malloc(words_hdr + 8 * c);
+                res[0] = RBK__CW_WORDS;
+                size_t o = 1 + rbk__varint_put(res + 1, wbase);
+                o += rbk__varint_put(res + o, c);
+                for (uint64_t j = 0; j < c; j++, o += 8)
+                        memcpy(res + o, &bits[(wbase + j) % d->wwords], 8);
+                *lenp = (uint32_t)o;
+        } else {
+                res = g_malloc(runs_hdr + len);
+                res[0] = RBK__CW_RUNS;
+                size_t o = 1 + rbk__varint_put(res + 1, base);
+                memcpy(res + o, out, len);
+                *lenp = (uint32_t)(o + len);
+        }
+        g_free(out);
+        for (uint64_t j = fnz; j <= lnz; j++)
+                bits[(base + j) % d->wwords] = 0;
+        return res;
+}
+
+/* Sets the bits of a compacted window in @bits (all clear). */
+static void rbk__rle_expand(const rbk__dedup_t *d, const unsigned char *p,
+                            uint32_t len, uint64_t *bits) {
+        uint32_t off = 1;
+        uint64_t base, pos = 0, gap, n;
+        if (len < 2 || rbk__varint_get(p, len, &off, &base))
+                return;
+        if (p[0] == RBK__CW_WORDS) {
+                if (rbk__varint_get(p, len, &off, &n) || n > d->wwords)
+                        return;
+                for (uint64_t j = 0; j < n && off + 8 <= len; j++, off += 8)
+                        memcpy(&bits[(base + j) % d->wwords], p + off, 8);
+                return;
+        }
+        base *= 64;
+        while (off < len && !rbk__varint_get(p, len, &off, &gap) &&
+               !rbk__varint_get(p, len, &off, &n)) {
+                pos += gap;
+                n += 1;
+                if (pos >= d->window || n > d->window - pos)
+                        return; /* cannot happen: we encoded it */
+                /* the run, at ring positions base + pos.., may wrap */
+                uint64_t at = (base + pos) & d->wmask;
+                uint64_t first = n < d->window - at ? n : d->window - at;
+                rbk__bits_set_run(bits, at, first);
+                if (first < n)
+                        rbk__bits_set_run(bits, 0, n - first);
+                pos += n;
+        }
+}
+
+/* Is bit position @q set in a compacted window? */
+static int rbk__rle_test(const rbk__dedup_t *d, const unsigned char *p,
+                         uint32_t len, uint64_t q) {
+        uint32_t off = 1;
+        uint64_t base, pos = 0, gap, n;
+        if (len < 2 || rbk__varint_get(p, len, &off, &base))
+                return 0;
+        q = (q - base * 64) & d->wmask; /* offset from base */
+        if (p[0] == RBK__CW_WORDS) {
+                uint64_t word;
+                if (rbk__varint_get(p, len, &off, &n) || (q >> 6) >= n ||
+                    off + 8 * (q >> 6) + 8 > len)
+                        return 0;
+                memcpy(&word, p + off + 8 * (q >> 6), 8);
+                return (int)((word >> (q & 63)) & 1);
+        }
+        while (off < len && !rbk__varint_get(p, len, &off, &gap) &&
+               !rbk__varint_get(p, len, &off, &n)) {
+                pos += gap;
+                if (q < pos)
+                        return 0;
+                pos += n + 1;
+                if (q < pos)
+                        return 1;
+        }
+        return 0;
+}
+
+/* ---------------------------------------------------------------- producers */
+
+static inline uint32_t rbk__hslot(const rbk__win_t *w, uint64_t pid) {
+        return (uint32_t)((pid * UINT64_C(0x9e3779b97f4a7c15)) >>
+                          (64 - w->hbits));
+}
+
+static inline int rbk__win_find(rbk__win_t *w, uint64_t pid) {
+        if (G_UNLIKELY(!w->nprod))
+                return -1;
+        if (w->prods[w->hint].pid == pid)
+                return (int)w->hint;
+        uint32_t mask = (1u << w->hbits) - 1;
+        for (uint32_t h = rbk__hslot(w, pid);; h = (h + 1) & mask) {
+                uint32_t e = w->htab[h];
+                if (!e)
+                        return -1;
+                if (w->prods[e - 1].pid == pid) {
+                        w->hint = e - 1;
+                        return (int)(e - 1);
+                }
+        }
+}
+
+/* Adds prods[i] (its pid set, not in the table) to the table. */
+static void rbk__htab_add(rbk__win_t *w, uint32_t i) {
+        uint32_t mask = (1u << w->hbits) - 1;
+        uint32_t h = rbk__hslot(w, w->prods[i].pid);
+        while (w->htab[h])
+                h = (h + 1) & mask;
+        w->htab[h] = i + 1;
+}
+
+/* Removes prods[i] (in the table) from it: backward-shift deletion. */
+static void rbk__htab_del(rbk__win_t *w, uint32_t i) {
+        uint32_t mask = (1u << w->hbits) - 1;
+        uint32_t h = rbk__hslot(w, w->prods[i].pid);
+        while (w->htab[h] != i + 1)
+                h = (h + 1) & mask;
+        for (;;) {
+                uint32_t j = h;
+                w->htab[h] = 0;
+                for (;;) {
+                        j = (j + 1) & mask;
+                        if (!w->htab[j])
+                                return;
+                        uint32_t k = rbk__hslot(w, w->prods[w->htab[j] - 1].pid);
+                        /* entry j stays if its home k is cyclically in (h, j] */
+                        if (h <= j ? (h < k && k <= j) : (h < k || k <= j))
+                                continue;
+                        w->htab[h] = w->htab[j];
+                        h = j;
+                        break;
+                }
+        }
 }
 
 static int rbk__win_evicted_find(const rbk__win_t *w, uint64_t pid) {
@@ -419,14 +745,100 @@ static rbk__dedup_verdict_t rbk__win_check_seq(const rbk__dedup_t *d,
         if (s <= p->hwm) {
                 if (p->hwm - s >= d->window)
                         return RBK__DEDUP_UNPROVABLE;
-                if (rbk__bit_test(p->bits, d->wmask, s))
+                if (G_LIKELY(p->bits)
+                        ? rbk__bit_test(p->bits, d->wmask, s)
+                        : (p->rle &&
+                           rbk__rle_test(d, p->rle, p->rle_len, s & d->wmask)))
                         return RBK__DEDUP_DUPLICATE;
         }
         return s < p->floor ? RBK__DEDUP_UNPROVABLE : RBK__DEDUP_NEW;
 }
 
-/* A slot for a new producer: appended, or the least recently recorded one
- * evicted (its bitmap reused, cleared). */
+/* Forgets an idle producer's compacted window (its high-water mark stays,
+ * and everything up to it becomes UNPROVABLE). */
+static void rbk__win_drop_idle(rbk__win_t *w, rbk__prod_t *p) {
+        if (!p->rle)
+                return;
+        w->idle_bytes -= p->rle_len;
+        w->mem -= rbk__rle_cost(p->rle_len);
+        g_free(p->rle);
+        p->rle = NULL;
+        p->rle_len = 0;
+        p->lo = UINT64_MAX;
+        if (p->floor <= p->hwm)
+                p->floor = p->hwm + 1;
+        w->lost++;
+}
+
+/* Compacted windows over rbk.dedup.idle.bytes: the least recently recorded
+ * ones are forgotten. */
+static void rbk__win_idle_budget(const rbk__dedup_t *d, rbk__win_t *w) {
+        while (w->idle_bytes > d->idle_bytes) {
+                rbk__prod_t *v = NULL;
+                for (uint32_t i = 0; i < w->nprod; i++) {
+                        rbk__prod_t *p = &w->prods[i];
+                        if (p->rle && (!v || p->tick < v->tick))
+                                v = p;
+                }
+                if (!v)
+                        break;
+                rbk__win_drop_idle(w, v);
+        }
+}
+
+/* Makes active producer i idle: compacts its bitmap, which it returns
+ * (cleared) for another producer. */
+static uint64_t *rbk__win_compact(const rbk__dedup_t *d, rbk__win_t *w,
+                                  uint32_t i) {
+        rbk__prod_t *p = &w->prods[i];
+        uint64_t *bits = p->bits;
+        p->rle = rbk__rle_encode(d, p, &p->rle_len);
+        p->bits = NULL;
+        w->idle_bytes += p->rle_len;
+        w->mem += rbk__rle_cost(p->rle_len);
+        uint32_t last = w->active[--w->nactive];
+        w->active[p->slot] = last;
+        w->prods[last].slot = p->slot;
+        return bits;
+}
+
+/* Gives idle producer i a bitmap (a new one, or that of the least recently
+ * recorded active producer, compacted) and expands its window into it. */
+static void rbk__win_activate(const rbk__dedup_t *d, rbk__win_t *w,
+                              uint32_t i) {
+        uint64_t *bits;
+        if (!w->active) {
+                w->active_cap = d->active_producers;
+                w->active = g_new(uint32_t, w->active_cap);
+                w->mem += w->active_cap * sizeof(uint32_t);
+        }
+        if (w->nactive < w->active_cap) {
+                bits = g_new0(uint64_t, d->wwords);
+                w->mem += d->wwords * sizeof(uint64_t);
+        } else {
+                uint32_t v = w->active[0];
+                for (uint32_t j = 1; j < w->nactive; j++)
+                        if (w->prods[w->active[j]].tick < w->prods[v].tick)
+                                v = w->active[j];
+                bits = rbk__win_compact(d, w, v);
+        }
+        rbk__prod_t *p = &w->prods[i];
+        if (p->rle) {
+                rbk__rle_expand(d, p->rle, p->rle_len, bits);
+                w->idle_bytes -= p->rle_len;
+                w->mem -= rbk__rle_cost(p->rle_len);
+                g_free(p->rle);
+                p->rle = NULL;
+                p->rle_len = 0;
+        }
+        p->bits = bits;
+        p->slot = w->nactive;
+        w->active[w->nactive++] = i;
+        rbk__win_idle_budget(d, w);
+}
+
+/* A slot for a new producer, active: appended, or the least recently
+ * recorded one forgotten (into the evicted ring). */
 static rbk__prod_t *rbk__win_new_prod(const rbk__dedup_t *d, rbk__win_t *w,
                                       uint64_t pid) {
         uint32_t i;
@@ -443,48 +855,80 @@ static rbk__prod_t *rbk__win_new_prod(const rbk__dedup_t *d, rbk__win_t *w,
                         if (ncap > d->max_producers)
                                 ncap = d->max_producers;
                         w->prods = g_renew(rbk__prod_t, w->prods, ncap);
-                        w->pids = g_renew(uint64_t, w->pids, ncap);
-                        w->mem += (ncap - w->cap) *
-                                  (sizeof(rbk__prod_t) + sizeof(uint64_t));
+                        w->mem += (ncap - w->cap) * sizeof(rbk__prod_t);
                         w->cap = ncap;
+                        uint32_t hb = 1;
+                        while ((1u << hb) < 2 * ncap)
+                                hb++;
+                        if (hb != w->hbits) {
+                                w->mem += ((size_t)(1u << hb) -
+                                           (w->htab ? (size_t)(1u << w->hbits) : 0)) *
+                                          sizeof(uint32_t);
+                                g_free(w->htab);
+                                w->hbits = hb;
+                                w->htab = g_new0(uint32_t, (size_t)1 << hb);
+                                for (uint32_t j = 0; j < w->nprod; j++)
+                                        rbk__htab_add(w, j);
+                        }
                 }
                 i = w->nprod++;
-                w->prods[i].bits = g_new0(uint64_t, d->wwords);
-                w->mem += d->wwords * sizeof(uint64_t);
+                memset(&w->prods[i], 0, sizeof(w->prods[i]));
         } else {
                 i = 0;
                 for (uint32_t j = 1; j < w->nprod; j++)
                         if (w->prods[j].tick < w->prods[i].tick)
                                 i = j;
-                rbk__win_evicted_add(w, w->prods[i].pid, w->prods[i].hwm);
-                memset(w->prods[i].bits, 0, d->wwords * sizeof(uint64_t));
+                rbk__prod_t *v = &w->prods[i];
+                rbk__win_evicted_add(w, v->pid, v->hwm);
+                rbk__htab_del(w, i);
+                if (v->bits) {
+                        memset(v->bits, 0, d->wwords * sizeof(uint64_t));
+                        w->lost++;
+                } else {
+                        rbk__win_drop_idle(w, v); /* counts it */
+                }
         }
-        w->prods[i].pid = pid;
-        w->prods[i].hwm = 0;
-        w->prods[i].floor = floor;
-        w->prods[i].tick = 0;
-        w->pids[i] = pid;
+        rbk__prod_t *p = &w->prods[i];
+        p->pid = pid;
+        p->hwm = 0;
+        p->floor = floor;
+        p->tick = 0;
+        p->lo = UINT64_MAX;
+        rbk__htab_add(w, i);
+        if (!p->bits)
+                rbk__win_activate(d, w, i);
         w->hint = i;
-        return &w->prods[i];
+        return p;
 }
 
 static void rbk__win_record_seq(const rbk__dedup_t *d, rbk__win_t *w,
                                 uint64_t pid, uint64_t s) {
         int i = rbk__win_find(w, pid);
-        rbk__prod_t *p = i >= 0 ? &w->prods[i] : rbk__win_new_prod(d, w, pid);
+        rbk__prod_t *p;
+        if (G_LIKELY(i >= 0)) {
+                p = &w->prods[i];
+                if (G_UNLIKELY(!p->bits))
+                        rbk__win_activate(d, w, (uint32_t)i);
+        } else {
+                p = rbk__win_new_prod(d, w, pid);
+        }
 
         p->tick = ++w->tick;
         if (s > p->hwm) {
                 uint64_t delta = s - p->hwm;
-                if (delta >= d->window)
+                if (delta >= d->window) {
                         memset(p->bits, 0, d->wwords * sizeof(uint64_t));
-                else
+                        p->lo = s;
+                } else {
                         rbk__bits_clear_range(p->bits, d->wmask, p->hwm + 1,
                                               delta);
+                }
                 p->hwm = s;
         } else if (p->hwm - s >= d->window) {
                 return; /* older than the window: cannot be kept */
         }
+        if (s < p->lo)
+                p->lo = s;
         rbk__bit_set(p->bits, d->wmask, s);
 }
 
@@ -595,11 +1039,20 @@ static unsigned char *rbk__win_encode(const rbk__dedup_t *d,
         rbk__buf_u32(&b, nev);
         rbk__buf_u32(&b, (uint32_t)w->fcount);
         rbk__buf_u64(&b, w->tick);
+        uint64_t *tmp = NULL; /* an idle producer's window, expanded */
         for (uint32_t i = 0; i < w->nprod; i++) {
                 const rbk__prod_t *p = &w->prods[i];
+                uint64_t *bits = p->bits;
                 uint32_t nz = 0;
+                if (!bits) {
+                        if (!tmp)
+                                tmp = g_new0(uint64_t, d->wwords);
+                        if (p->rle)
+                                rbk__rle_expand(d, p->rle, p->rle_len, tmp);
+                        bits = tmp;
+                }
                 for (size_t k = 0; k < d->wwords; k++)
-                        if (p->bits[k])
+                        if (bits[k])
                                 nz++;
                 rbk__buf_u64(&b, p->pid);
                 rbk__buf_u64(&b, p->hwm);
@@ -607,12 +1060,15 @@ static unsigned char *rbk__win_encode(const rbk__dedup_t *d,
                 rbk__buf_u64(&b, p->tick);
                 rbk__buf_u32(&b, nz);
                 for (size_t k = 0; k < d->wwords; k++) {
-                        if (!p->bits[k])
+                        if (!bits[k])
                                 continue;
                         rbk__buf_u32(&b, (uint32_t)k);
-                        rbk__buf_u64(&b, p->bits[k]);
+                        rbk__buf_u64(&b, bits[k]);
+                        if (bits == tmp)
+                                tmp[k] = 0;
                 }
         }
+        g_free(tmp);
         for (uint32_t i = 0; i < w->nevicted; i++) {
                 if (!w->evicted[i].pid)
                         continue;
@@ -795,6 +1251,8 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
                                 if (back >= d->window)
                                         continue; /* outside our window */
                                 rbk__bit_set(p->bits, d->wmask, s->hwm - back);
+                                if (s->hwm - back < p->lo)
+                                        p->lo = s->hwm - back;
                         }
                 }
         }
@@ -953,6 +1411,7 @@ static void rbk__dpart_assign(rbk__dedup_t *d, rbk__dpart_t *part) {
                 } else {
                         rbk__win_clear(&part->win);
                         part->win = w;
+                        part->lost_seen = 0;
                         part->last_offset = -1;
                         part->saved_gen = part->rec_gen;
                 }
@@ -1017,6 +1476,13 @@ rbk__dedup_t *rbk__dedup_new(const rbk_conf_t *conf, const char *group) {
         d->max_producers = (uint32_t)rbk__dedup_conf_get(
             conf, RBK__DEDUP_MAX_PRODUCERS_PROP,
             RBK__DEDUP_MAX_PRODUCERS_DEFAULT);
+        d->active_producers = (uint32_t)rbk__dedup_conf_get(
+            conf, RBK__DEDUP_ACTIVE_PRODUCERS_PROP,
+            RBK__DEDUP_ACTIVE_PRODUCERS_DEFAULT);
+        if (d->active_producers > d->max_producers)
+                d->active_producers = d->max_producers;
+        d->idle_bytes = (size_t)rbk__dedup_conf_get(
+            conf, RBK__DEDUP_IDLE_BYTES_PROP, RBK__DEDUP_IDLE_BYTES_DEFAULT);
         d->foreign_window = (size_t)rbk__dedup_conf_get(
             conf, RBK__DEDUP_FOREIGN_WINDOW_PROP,
             RBK__DEDUP_FOREIGN_WINDOW_DEFAULT);
@@ -1047,6 +1513,14 @@ void rbk__dedup_set_error_cb(rbk__dedup_t *d, rbk__dedup_error_cb_t *cb,
                 return;
         d->error_cb = cb;
         d->error_opaque = opaque;
+}
+
+void rbk__dedup_set_capacity_cb(rbk__dedup_t *d,
+                                rbk__dedup_capacity_cb_t *cb, void *opaque) {
+        if (!d)
+                return;
+        d->capacity_cb = cb;
+        d->capacity_opaque = opaque;
 }
 
 void rbk__dedup_assign(rbk__dedup_t *d, const char *topic, int32_t partition) {
@@ -1200,6 +1674,32 @@ rbk__dedup_verdict_t rbk__dedup_check_msgid(rbk__dedup_t *d,
                                      msgid);
 }
 
+/* Windows were forgotten (rbk.dedup.max.producers or rbk.dedup.idle.bytes
+ * exceeded): reports it once per window of records on the partition. Called
+ * with the partition locked, which it unlocks; the callback runs unlocked. */
+static __attribute__((noinline)) void
+rbk__dedup_capacity_unlock(rbk__dedup_t *d, rbk__dpart_t *part) {
+        uint64_t lost = part->win.lost - part->lost_seen;
+        if (!d->capacity_cb || part->rec_gen < part->cap_next) {
+                rbk__plock_unlock(&part->lock);
+                return;
+        }
+        char msg[512];
+        snprintf(msg, sizeof(msg),
+                 "dedup capacity exceeded: %" G_GUINT64_FORMAT
+                 " producer windows forgotten (%u producers tracked, "
+                 "rbk.dedup.max.producers=%u; %zu bytes of idle windows, "
+                 "rbk.dedup.idle.bytes=%zu); duplicates of their earlier "
+                 "messages may reach the handler",
+                 (guint64)lost, part->win.nprod, d->max_producers,
+                 part->win.idle_bytes, d->idle_bytes);
+        part->lost_seen = part->win.lost;
+        part->cap_next = part->rec_gen + d->window;
+        rbk__plock_unlock(&part->lock);
+        d->capacity_cb(part->key.topic, part->key.partition, lost, msg,
+                       d->capacity_opaque);
+}
+
 /* record, the partition locked, the id known to be ours (@m) or not. */
 static inline void rbk__dedup_record_locked(rbk__dedup_t *d, rbk__dpart_t *part,
                                           const void *id, size_t id_len,
@@ -1217,7 +1717,10 @@ static inline void rbk__dedup_record_locked(rbk__dedup_t *d, rbk__dpart_t *part,
         part->rec_gen++;
         if (offset > part->last_offset)
                 part->last_offset = offset;
-        rbk__plock_unlock(&part->lock);
+        if (G_UNLIKELY(part->win.lost != part->lost_seen))
+                rbk__dedup_capacity_unlock(d, part);
+        else
+                rbk__plock_unlock(&part->lock);
 }
 
 void rbk__dedup_record(rbk__dedup_t *d, const char *topic, int32_t partition,

@@ -5,7 +5,11 @@
  *   - for ids in the library's format (`<16 hex producer id>-<seq>`), per
  *     producer id a high-water mark plus a sliding bitmap of the last
  *     `rbk.dedup.window` sequences, at most `rbk.dedup.max.producers`
- *     producers (least recently recorded evicted first);
+ *     producers (least recently recorded forgotten first). At most
+ *     `rbk.dedup.active.producers` of them hold the bitmap; the others
+ *     (idle) hold it compacted into runs, at most `rbk.dedup.idle.bytes`
+ *     in all (least recently recorded forgotten first), and get it back
+ *     expanded when recorded again;
  *   - for any other `rbk-id` value (caller-supplied ids), an exact-match set
  *     of the last `rbk.dedup.foreign.window` ids, oldest evicted first.
  *
@@ -42,7 +46,11 @@
 #define RBK__DEDUP_WINDOW_PROP "rbk.dedup.window"
 #define RBK__DEDUP_WINDOW_DEFAULT 262144 /* sequences; power of two, 64..16777216 */
 #define RBK__DEDUP_MAX_PRODUCERS_PROP "rbk.dedup.max.producers"
-#define RBK__DEDUP_MAX_PRODUCERS_DEFAULT 16 /* 1..1024 per partition (larger: 1024) */
+#define RBK__DEDUP_MAX_PRODUCERS_DEFAULT 1024 /* 1..65536 per partition (larger: 65536) */
+#define RBK__DEDUP_ACTIVE_PRODUCERS_PROP "rbk.dedup.active.producers"
+#define RBK__DEDUP_ACTIVE_PRODUCERS_DEFAULT 128 /* bitmaps per partition; 1..1024 */
+#define RBK__DEDUP_IDLE_BYTES_PROP "rbk.dedup.idle.bytes"
+#define RBK__DEDUP_IDLE_BYTES_DEFAULT 1048576 /* compacted windows per partition; 0..2^30 */
 #define RBK__DEDUP_FOREIGN_WINDOW_PROP "rbk.dedup.foreign.window"
 #define RBK__DEDUP_FOREIGN_WINDOW_DEFAULT 10000 /* ids; 0..10000000 (0: off) */
 
@@ -75,6 +83,21 @@ typedef void(rbk__dedup_error_cb_t)(const char *topic, int32_t partition,
                                     void *opaque);
 void rbk__dedup_set_error_cb(rbk__dedup_t *d, rbk__dedup_error_cb_t *cb,
                              void *opaque);
+
+/* Capacity reporting: when a partition forgets a producer's window (more
+ * than rbk.dedup.max.producers producers, or the idle windows over
+ * rbk.dedup.idle.bytes), duplicates of that producer's earlier messages
+ * pass from then on. The callback reports it at most once per partition per
+ * window (rbk.dedup.window records on the partition), from the first loss
+ * on, with the number of windows forgotten since the last report; on the
+ * thread recording the id, with no dedup lock held (it must not call
+ * rbk__dedup_* for the same partition). The consumer turns it into
+ * RBK_EV_DEDUP_CAPACITY. */
+typedef void(rbk__dedup_capacity_cb_t)(const char *topic, int32_t partition,
+                                       uint64_t forgotten, const char *reason,
+                                       void *opaque);
+void rbk__dedup_set_capacity_cb(rbk__dedup_t *d,
+                                rbk__dedup_capacity_cb_t *cb, void *opaque);
 
 /* The partition is now ours: creates its windows, loading the saved window
  * from the store if any (a missing one is not an error; a corrupt one is

@@ -71,6 +71,8 @@ const char *rbk_event_class_name(rbk_event_class_t cls) {
                 return "position_moved";
         case RBK_EV_DEADLETTER_LIMIT:
                 return "deadletter_limit";
+        case RBK_EV_DEDUP_CAPACITY:
+                return "dedup_capacity";
         }
         return "unknown";
 }

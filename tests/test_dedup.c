@@ -399,7 +399,13 @@ START_TEST(conf_values_checked) {
         ck_assert_ptr_nonnull(strstr(err, RBK__DEDUP_WINDOW_PROP));
         ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_WINDOW_PROP, "1024", err, sizeof(err)), RBK_OK);
         ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_MAX_PRODUCERS_PROP, "0", err, sizeof(err)), RBK_ERR_CONF);
-        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_MAX_PRODUCERS_PROP, "1025", err, sizeof(err)), RBK_ERR_CONF);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_MAX_PRODUCERS_PROP, "65537", err, sizeof(err)), RBK_ERR_CONF);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_MAX_PRODUCERS_PROP, "65536", err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "0", err, sizeof(err)), RBK_ERR_CONF);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "1025", err, sizeof(err)), RBK_ERR_CONF);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "1", err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_IDLE_BYTES_PROP, "0", err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_IDLE_BYTES_PROP, "1073741825", err, sizeof(err)), RBK_ERR_CONF);
         ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_MAX_PRODUCERS_PROP, "-1", err, sizeof(err)), RBK_ERR_CONF);
         ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_FOREIGN_WINDOW_PROP, "0", err, sizeof(err)), RBK_OK);
         ck_assert_int_eq(rbk__dedup_conf_check(RBK__DEDUP_FOREIGN_WINDOW_PROP, NULL, err, sizeof(err)), RBK_ERR_CONF);
@@ -414,13 +420,14 @@ START_TEST(conf_values_checked) {
         ck_assert_int_eq(chk(d, "t", 1, 1), RBK__DEDUP_DUPLICATE);
         rbk__dedup_destroy(d);
         /* a producer bound above what is supported is clamped, not reset */
-        g_hash_table_replace(c->props, g_strdup(RBK__DEDUP_MAX_PRODUCERS_PROP), g_strdup("5000"));
+        g_hash_table_replace(c->props, g_strdup(RBK__DEDUP_MAX_PRODUCERS_PROP), g_strdup("100000"));
+        g_hash_table_replace(c->props, g_strdup(RBK__DEDUP_WINDOW_PROP), g_strdup("1024"));
         d = rbk__dedup_new(c, "g");
-        for (uint64_t p = 1; p <= 1024; p++)
+        for (uint64_t p = 1; p <= 65536; p++)
                 rec(d, "t", p, 1);
-        for (uint64_t p = 1; p <= 1024; p++)
+        for (uint64_t p = 1; p <= 65536; p++)
                 ck_assert_int_eq(chk(d, "t", p, 1), RBK__DEDUP_DUPLICATE);
-        rec(d, "t", 1025, 1);
+        rec(d, "t", 65537, 1);
         ck_assert_int_eq(chk(d, "t", 1, 1), RBK__DEDUP_UNPROVABLE);
         rbk__dedup_destroy(d);
         tconf_free(c);
@@ -485,49 +492,91 @@ static guint refhash(gconstpointer k) {
         return (guint)(z >> 32);
 }
 
-/* One randomized run. @nprod producers write to @nparts partitions (only
- * partition 0 is consumed, so its sequences have gaps), deliveries are
- * reordered within a small buffer, redelivered (recently or long ago), and
+typedef struct caps_s {
+        int n;
+        uint64_t forgotten;
+        char reason[512];
+} caps_t;
+
+static void caps_cb(const char *topic, int32_t partition, uint64_t forgotten,
+                    const char *reason, void *opaque) {
+        caps_t *c = opaque;
+        c->n++;
+        c->forgotten += forgotten;
+        g_strlcpy(c->reason, reason, sizeof(c->reason));
+}
+
+typedef struct fleet_s {
+        /* in */
+        uint32_t seed;
+        unsigned nprod, group; /* producers; active at a time */
+        long rotate;           /* steps between moves of the group by 10 */
+        const char *window, *maxprod, *active, *idle_bytes; /* NULL: default */
+        unsigned nparts;         /* partitions written (0: 4) */
+        unsigned recent, recent_pm; /* redeliveries among the last @recent
+                                       ids, per mille (0: 256, 25) */
+        long steps;
+        int exact; /* nothing forgotten expected: verdicts exact both ways */
+        /* out */
+        caps_t caps;
+        size_t mem;
+        long dups, unp;
+} fleet_t;
+
+/* One randomized run. @nprod producer instances write to @nparts
+ * partitions (partition 0 is consumed, so its sequences have gaps), @group
+ * of them at a time, the group moving on by 10 every @rotate steps (so
+ * producers go idle and, after a lap, come back); deliveries are reordered
+ * within a small buffer, redelivered (recently or long ago, 4% in all), and
  * the handler fails ~5% of the time (not recorded, redelivered later).
- * With @exact (no eviction possible) every answer is checked both ways. */
-static void randomized_run(uint32_t seed, unsigned nprod, unsigned maxprod,
-                           unsigned window, unsigned nparts, long steps,
-                           int exact) {
-        GRand *rnd = g_rand_new_with_seed(seed);
+ * Every verdict is checked against the exact set of recorded ids: never a
+ * duplicate that was not recorded; with @exact (nothing forgotten) every
+ * answer both ways. */
+static void fleet_run(fleet_t *f) {
+        GRand *rnd = g_rand_new_with_seed(f->seed);
         rbk_conf_t *c = tconf_new();
-        char wbuf[32], pbuf[32];
-        snprintf(wbuf, sizeof(wbuf), "%u", window);
-        snprintf(pbuf, sizeof(pbuf), "%u", maxprod);
-        tconf_set(c, RBK__DEDUP_WINDOW_PROP, wbuf);
-        tconf_set(c, RBK__DEDUP_MAX_PRODUCERS_PROP, pbuf);
+        if (f->window)
+                tconf_set(c, RBK__DEDUP_WINDOW_PROP, f->window);
+        if (f->maxprod)
+                tconf_set(c, RBK__DEDUP_MAX_PRODUCERS_PROP, f->maxprod);
+        if (f->active)
+                tconf_set(c, RBK__DEDUP_ACTIVE_PRODUCERS_PROP, f->active);
+        if (f->idle_bytes)
+                tconf_set(c, RBK__DEDUP_IDLE_BYTES_PROP, f->idle_bytes);
+        uint64_t window = f->window ? g_ascii_strtoull(f->window, NULL, 10)
+                                    : RBK__DEDUP_WINDOW_DEFAULT;
         rbk__dedup_t *d = rbk__dedup_new(c, "g");
+        memset(&f->caps, 0, sizeof(f->caps));
+        rbk__dedup_set_capacity_cb(d, caps_cb, &f->caps);
         GHashTable *ref = g_hash_table_new(refhash, g_direct_equal);
-        uint64_t *pids = g_new(uint64_t, nprod);
-        uint64_t *next = g_new0(uint64_t, nprod);
-        uint64_t *hwm = g_new0(uint64_t, nprod);
-        /* delivered ids, for redelivery */
+        uint64_t *pids = g_new(uint64_t, f->nprod);
+        uint64_t *next = g_new0(uint64_t, f->nprod);
+        uint64_t *hwm = g_new0(uint64_t, f->nprod);
         GArray *hist = g_array_new(FALSE, FALSE, sizeof(uint64_t) * 2);
         uint64_t pend[16][2];
         int npend = 0;
-        long dups = 0, news = 0, unp = 0, exp_dups = 0;
+        unsigned base = 0;
+        unsigned nparts = f->nparts ? f->nparts : 4;
+        unsigned recent = f->recent ? f->recent : 256;
+        unsigned recent_pm = f->recent_pm ? f->recent_pm : 25;
+        long exp_dups = 0;
 
-        for (unsigned i = 0; i < nprod; i++)
+        f->dups = f->unp = 0;
+        for (unsigned i = 0; i < f->nprod; i++)
                 pids[i] = ((uint64_t)g_rand_int(rnd) << 32) | g_rand_int(rnd) | 1;
-
-        for (long step = 0; step < steps; step++) {
+        for (long step = 0; step < f->steps; step++) {
                 uint64_t pi, seq;
                 uint32_t r = g_rand_int_range(rnd, 0, 1000);
+                if (step && step % f->rotate == 0)
+                        base = (base + 10) % f->nprod;
                 if (r < 40 && hist->len) {
-                        /* redelivery: mostly recent, sometimes ancient */
-                        guint h = r < 30 ? hist->len - 1 - g_rand_int_range(rnd, 0, MIN(hist->len, 64u))
+                        guint h = r < recent_pm ? hist->len - 1 - g_rand_int_range(rnd, 0, MIN(hist->len, recent))
                                          : (guint)g_rand_int_range(rnd, 0, (gint32)hist->len);
                         uint64_t *e = &g_array_index(hist, uint64_t, 2 * h);
                         pi = e[0];
                         seq = e[1];
                 } else {
-                        /* a fresh message of a random producer, via a small
-                         * reorder buffer; most sequences go elsewhere */
-                        unsigned p = (unsigned)g_rand_int_range(rnd, 0, (gint32)nprod);
+                        unsigned p = (base + (unsigned)g_rand_int_range(rnd, 0, (gint32)f->group)) % f->nprod;
                         do
                                 next[p]++;
                         while (g_rand_int_range(rnd, 0, (gint32)nparts) != 0);
@@ -550,30 +599,27 @@ static void randomized_run(uint32_t seed, unsigned nprod, unsigned maxprod,
                 int n = fmt_id(b, pids[pi], seq);
                 rbk__dedup_verdict_t v = rbk__dedup_check(d, "t", 0, b, (size_t)n);
                 int seen = g_hash_table_contains(ref, refkey((unsigned)pi, seq));
-
-                /* the invariant: never a duplicate that was not recorded */
                 if (v == RBK__DEDUP_DUPLICATE && !seen)
                         ck_abort_msg("seed %u step %ld: %s reported DUPLICATE "
-                                     "but never recorded", seed, step, b);
-                if (exact) {
+                                     "but never recorded", f->seed, step, b);
+                if (f->exact) {
                         int in_window = seq <= hwm[pi] && hwm[pi] - seq < window;
-                        if (seen && in_window) {
-                                exp_dups++;
+                        if (seen && in_window && ++exp_dups)
                                 ck_assert_msg(v == RBK__DEDUP_DUPLICATE,
                                               "seed %u step %ld: %s recorded, in the "
-                                              "window, verdict %d", seed, step, b, v);
-                        }
+                                              "window, verdict %d", f->seed, step, b, v);
                         if (!seen)
                                 ck_assert_msg(v == RBK__DEDUP_NEW ||
                                                   (v == RBK__DEDUP_UNPROVABLE && !in_window &&
                                                    seq <= hwm[pi]),
-                                              "seed %u step %ld: %s verdict %d", seed, step, b, v);
+                                              "seed %u step %ld: %s verdict %d", f->seed, step, b, v);
                 }
                 if (v == RBK__DEDUP_DUPLICATE) {
-                        dups++;
-                        continue; /* dropped, not handled */
+                        f->dups++;
+                        continue;
                 }
-                v == RBK__DEDUP_NEW ? news++ : unp++;
+                if (v == RBK__DEDUP_UNPROVABLE)
+                        f->unp++;
                 if (g_rand_int_range(rnd, 0, 100) < 5)
                         continue; /* handler failed: not recorded */
                 rbk__dedup_record(d, "t", 0, b, (size_t)n, step);
@@ -581,21 +627,13 @@ static void randomized_run(uint32_t seed, unsigned nprod, unsigned maxprod,
                 if (seq > hwm[pi])
                         hwm[pi] = seq;
         }
-
         uint64_t cd, cu;
         rbk__dedup_partition_counts(d, "t", 0, &cd, &cu, NULL);
-        ck_assert_uint_eq(cd, (uint64_t)dups);
-        ck_assert_uint_eq(cu, (uint64_t)unp);
-        /* the run did exercise duplicates */
-        ck_assert_int_gt(dups, exact || maxprod > 1 ? steps / 1000 : 0);
-        if (exact)
-                ck_assert_int_eq(dups, exp_dups);
-        else
-                ck_assert_int_gt(unp, 0);
-        /* memory is bounded by the producer bound */
-        ck_assert_uint_le(rbk__dedup_memory(d),
-                          (size_t)maxprod * (window / 8 + 64) + 4096);
-
+        ck_assert_uint_eq(cd, (uint64_t)f->dups);
+        ck_assert_uint_eq(cu, (uint64_t)f->unp);
+        if (f->exact)
+                ck_assert_int_eq(f->dups, exp_dups);
+        f->mem = rbk__dedup_memory(d);
         g_array_free(hist, TRUE);
         g_free(pids);
         g_free(next);
@@ -604,6 +642,25 @@ static void randomized_run(uint32_t seed, unsigned nprod, unsigned maxprod,
         rbk__dedup_destroy(d);
         tconf_free(c);
         g_rand_free(rnd);
+}
+
+static void randomized_run(uint32_t seed, unsigned nprod, unsigned maxprod,
+                           unsigned window, unsigned nparts, long steps,
+                           int exact) {
+        char wbuf[32], pbuf[32];
+        snprintf(wbuf, sizeof(wbuf), "%u", window);
+        snprintf(pbuf, sizeof(pbuf), "%u", maxprod);
+        fleet_t f = {.seed = seed, .nprod = nprod, .group = nprod,
+                     .rotate = G_MAXLONG, .window = wbuf, .maxprod = pbuf,
+                     .nparts = nparts, .recent = 64, .recent_pm = 30,
+                     .steps = steps, .exact = exact};
+        fleet_run(&f);
+        /* the run did exercise duplicates */
+        ck_assert_int_gt(f.dups, exact || maxprod > 1 ? steps / 1000 : 0);
+        if (!exact)
+                ck_assert_int_gt(f.unp, 0);
+        /* memory is bounded by the producer bound */
+        ck_assert_uint_le(f.mem, (size_t)maxprod * (window / 8 + 64) + 4096);
 }
 
 static long scale(long n) {
@@ -1269,8 +1326,12 @@ START_TEST(memory_bounded) {
                 rec(d, "t", p, p * 1000);
         size_t full = rbk__dedup_memory(d);
         const size_t wbytes = RBK__DEDUP_WINDOW_DEFAULT / 8;
-        ck_assert_uint_ge(full, empty + 16 * wbytes);
-        ck_assert_uint_le(full, empty + 16 * (wbytes + 64) + 4096);
+        /* 128 active bitmaps, 72 idle producers of one run each */
+        ck_assert_uint_ge(full, empty + RBK__DEDUP_ACTIVE_PRODUCERS_DEFAULT * wbytes);
+        ck_assert_uint_le(full, empty + RBK__DEDUP_ACTIVE_PRODUCERS_DEFAULT * (wbytes + 64) +
+                                    200 * 128 + 4096);
+        for (uint64_t p = 1; p <= 200; p++)
+                ck_assert_int_eq(chk(d, "t", p, p * 1000), RBK__DEDUP_DUPLICATE);
         for (int i = 0; i < 20000; i++) {
                 char b[32];
                 snprintf(b, sizeof(b), "caller-%d", i);
@@ -1282,6 +1343,218 @@ START_TEST(memory_bounded) {
         ck_assert_int_eq(chks(d, "caller-9999"), RBK__DEDUP_NEW);
         ck_assert_int_eq(chks(d, "caller-10000"), RBK__DEDUP_DUPLICATE);
         rbk__dedup_destroy(d);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- fleets */
+
+START_TEST(fleet_of_1000_producers_at_the_defaults) {
+        /* 1,000 producer instances, 100 active at a time, the group going
+         * round all of them 1.5 times: every duplicate within the window
+         * is dropped, nothing else, nothing forgotten. */
+        fleet_t f = {.seed = 11, .nprod = 1000, .group = 100,
+                     .rotate = under_valgrind() ? 100 : 2000,
+                     .steps = scale(300000), .exact = 1};
+        fleet_run(&f);
+        ck_assert_int_eq(f.caps.n, 0);
+        ck_assert_int_gt(f.dups, f.steps / 100);
+        ck_assert_int_eq(f.unp, 0);
+        /* the bound at the defaults: the active bitmaps, the idle budget,
+         * the producer entries and their table */
+        const size_t bound = (size_t)RBK__DEDUP_ACTIVE_PRODUCERS_DEFAULT *
+                                 (RBK__DEDUP_WINDOW_DEFAULT / 8) +
+                             RBK__DEDUP_IDLE_BYTES_DEFAULT +
+                             (size_t)RBK__DEDUP_MAX_PRODUCERS_DEFAULT * 128 +
+                             64 * 1024;
+        fprintf(stderr, "fleet_of_1000_producers: %zu bytes for one partition "
+                        "(bound %zu)\n", f.mem, bound);
+        ck_assert_uint_le(f.mem, bound);
+}
+END_TEST
+
+START_TEST(fleet_beyond_the_bounds_never_a_false_duplicate) {
+        /* more producers than tracked, few bitmaps, a small idle budget:
+         * windows are forgotten, duplicates pass, none is invented */
+        fleet_t f = {.seed = 12, .nprod = 300, .group = 40, .rotate = 500,
+                     .window = "4096", .maxprod = "200", .active = "16",
+                     .idle_bytes = "8192", .steps = scale(300000)};
+        fleet_run(&f);
+        ck_assert_int_gt(f.caps.n, 0);
+        ck_assert_uint_gt(f.caps.forgotten, 0);
+        ck_assert_int_gt(f.dups, 0);
+        ck_assert_int_gt(f.unp, 0);
+        ck_assert_uint_le(f.mem, 16 * (4096 / 8 + 64) + 8192 + 200 * 128 + 64 * 1024);
+        /* no idle budget at all, and a one-producer bound */
+        fleet_t g = {.seed = 13, .nprod = 50, .group = 10, .rotate = 300,
+                     .window = "1024", .active = "4", .idle_bytes = "0",
+                     .steps = scale(200000)};
+        fleet_run(&g);
+        ck_assert_int_gt(g.caps.n, 0);
+        fleet_t h = {.seed = 14, .nprod = 20, .group = 5, .rotate = 100,
+                     .window = "256", .maxprod = "1", .steps = scale(100000)};
+        fleet_run(&h);
+        ck_assert_int_gt(h.caps.n, 0);
+        /* room for the whole fleet with few bitmaps: still exact */
+        fleet_t e = {.seed = 15, .nprod = 300, .group = 30, .rotate = 500,
+                     .window = "4096", .active = "8", .steps = scale(300000),
+                     .exact = 1};
+        fleet_run(&e);
+        ck_assert_int_eq(e.caps.n, 0);
+}
+END_TEST
+
+START_TEST(compaction_exact_in_both_forms) {
+        /* one bitmap for three producers: nearly every record compacts one
+         * window and expands another. Dense (two partitions: the words
+         * form) and sparse (fifty: the runs form), small windows so that
+         * they wrap around the ring; exact both ways. */
+        static const char *const windows[] = {"64", "256", "4096"};
+        for (unsigned k = 0; k < 3; k++) {
+                fleet_t f = {.seed = 20 + k, .nprod = 3, .group = 3,
+                             .rotate = G_MAXLONG, .window = windows[k],
+                             .active = "1", .nparts = 2,
+                             .steps = scale(100000), .exact = 1};
+                fleet_run(&f);
+                ck_assert_int_eq(f.caps.n, 0);
+                ck_assert_int_gt(f.dups, 0);
+                f.seed += 10;
+                f.nparts = 50;
+                fleet_run(&f);
+                ck_assert_int_eq(f.caps.n, 0);
+                ck_assert_int_gt(f.dups, 0);
+        }
+}
+END_TEST
+
+START_TEST(idle_windows_compacted_and_expanded) {
+        rbk_conf_t *c = tconf_new();
+        tconf_set(c, RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "2");
+        rbk__dedup_t *d = rbk__dedup_new(c, "g");
+        caps_t caps = {0};
+        rbk__dedup_set_capacity_cb(d, caps_cb, &caps);
+        const uint64_t A = 0xa, B = 0xb, C = 0xc;
+        /* A: a dense run, holes, a run across a word and the wrap */
+        for (uint64_t s = 1; s <= 300; s++)
+                if (s % 7)
+                        rec(d, "t", A, s);
+        rec(d, "t", A, 262144 + 100); /* slides the window: 101..300 stay */
+        rec(d, "t", B, 5);
+        size_t two = rbk__dedup_memory(d);
+        rec(d, "t", C, 9); /* A, the least recent, is compacted */
+        size_t three = rbk__dedup_memory(d);
+        ck_assert_uint_lt(three - two, 1024); /* no third bitmap */
+        for (uint64_t s = 1; s <= 400; s++) {
+                rbk__dedup_verdict_t want =
+                    s <= 100 ? RBK__DEDUP_UNPROVABLE
+                    : s <= 300 && s % 7 ? RBK__DEDUP_DUPLICATE
+                                        : RBK__DEDUP_NEW;
+                ck_assert_int_eq(chk(d, "t", A, s), want);
+        }
+        ck_assert_int_eq(chk(d, "t", A, 262144 + 100), RBK__DEDUP_DUPLICATE);
+        /* A records again: expanded (B compacted), the same answers */
+        rec(d, "t", A, 154);
+        ck_assert_int_eq(chk(d, "t", A, 154), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(chk(d, "t", A, 161), RBK__DEDUP_NEW);
+        ck_assert_int_eq(chk(d, "t", A, 153), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(chk(d, "t", A, 100), RBK__DEDUP_UNPROVABLE);
+        ck_assert_int_eq(chk(d, "t", B, 5), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(chk(d, "t", B, 4), RBK__DEDUP_NEW);
+        ck_assert_int_eq(chk(d, "t", C, 9), RBK__DEDUP_DUPLICATE);
+        ck_assert_uint_le(rbk__dedup_memory(d), two + 1024); /* still two bitmaps */
+        ck_assert_int_eq(caps.n, 0);
+        rbk__dedup_destroy(d);
+        tconf_free(c);
+}
+END_TEST
+
+START_TEST(capacity_reported_once_per_window) {
+        rbk_conf_t *c = tconf_new();
+        tconf_set(c, RBK__DEDUP_WINDOW_PROP, "1024");
+        tconf_set(c, RBK__DEDUP_MAX_PRODUCERS_PROP, "16");
+        tconf_set(c, RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "4");
+        rbk__dedup_t *d = rbk__dedup_new(c, "g");
+        caps_t caps = {0};
+        rbk__dedup_set_capacity_cb(d, caps_cb, &caps);
+        for (uint64_t p = 1; p <= 16; p++)
+                rec(d, "t", p, 1);
+        ck_assert_int_eq(caps.n, 0); /* at the bound, not beyond */
+        rec(d, "t", 17, 1);          /* producer 1 forgotten */
+        ck_assert_int_eq(caps.n, 1);
+        ck_assert_uint_eq(caps.forgotten, 1);
+        ck_assert_ptr_nonnull(strstr(caps.reason, "rbk.dedup.max.producers=16"));
+        ck_assert_int_eq(chk(d, "t", 1, 1), RBK__DEDUP_UNPROVABLE);
+        /* more losses within the same window of records: no more reports */
+        for (uint64_t p = 18; p <= 100; p++)
+                rec(d, "t", p, 1);
+        ck_assert_int_eq(caps.n, 1);
+        /* a window of records later, the losses held back are reported,
+         * with the count since the last report */
+        for (uint64_t s = 2; s <= 1024; s++)
+                rec(d, "t", 100, s);
+        ck_assert_int_eq(caps.n, 2);
+        ck_assert_uint_eq(caps.forgotten, 1 + 83);
+        rec(d, "t", 101, 1); /* within the new window: held back */
+        ck_assert_int_eq(caps.n, 2);
+        for (uint64_t s = 1025; s <= 2048; s++)
+                rec(d, "t", 100, s);
+        ck_assert_int_eq(caps.n, 3);
+        ck_assert_uint_eq(caps.forgotten, 1 + 83 + 1);
+        for (uint64_t s = 2049; s <= 4096; s++)
+                rec(d, "t", 100, s);
+        ck_assert_int_eq(caps.n, 3); /* nothing lost since: silent */
+        /* the idle budget: idle windows forgotten are reported too */
+        rbk__dedup_destroy(d);
+        tconf_set(c, RBK__DEDUP_IDLE_BYTES_PROP, "0");
+        tconf_set(c, RBK__DEDUP_MAX_PRODUCERS_PROP, "1024");
+        d = rbk__dedup_new(c, "g");
+        memset(&caps, 0, sizeof(caps));
+        rbk__dedup_set_capacity_cb(d, caps_cb, &caps);
+        for (uint64_t p = 1; p <= 4; p++)
+                rec(d, "t", p, 3);
+        ck_assert_int_eq(caps.n, 0);
+        rec(d, "t", 5, 3); /* producer 1 made idle: nothing may be kept */
+        ck_assert_int_eq(caps.n, 1);
+        ck_assert_ptr_nonnull(strstr(caps.reason, "rbk.dedup.idle.bytes=0"));
+        ck_assert_int_eq(chk(d, "t", 1, 3), RBK__DEDUP_UNPROVABLE);
+        ck_assert_int_eq(chk(d, "t", 1, 2), RBK__DEDUP_UNPROVABLE);
+        ck_assert_int_eq(chk(d, "t", 1, 4), RBK__DEDUP_NEW);
+        ck_assert_int_eq(chk(d, "t", 2, 3), RBK__DEDUP_DUPLICATE);
+        rbk__dedup_destroy(d);
+        tconf_free(c);
+}
+END_TEST
+
+START_TEST(fleet_window_saved_and_loaded) {
+        /* idle producers' windows go into the saved blob like active ones */
+        memstore_t m;
+        memstore_init(&m);
+        rbk_conf_t *c = tconf_new();
+        tconf_set(c, RBK__DEDUP_WINDOW_PROP, "4096");
+        tconf_set(c, RBK__DEDUP_ACTIVE_PRODUCERS_PROP, "8");
+        memstore_attach(&m, c, 0);
+        rbk__dedup_t *d = rbk__dedup_new(c, "g");
+        rbk__dedup_assign(d, "t", 0);
+        for (uint64_t p = 1; p <= 100; p++)
+                for (uint64_t s = p; s <= 5000; s += p % 5 + 1)
+                        rec(d, "t", p, s);
+        char err[256];
+        ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 10, err, sizeof(err)), RBK_OK);
+        GString *want = g_string_new(NULL), *got = g_string_new(NULL);
+        for (uint64_t p = 1; p <= 101; p++)
+                for (uint64_t s = 1; s <= 5100; s++)
+                        g_string_append_c(want, (char)('0' + chk(d, "t", p, s)));
+        rbk__dedup_destroy(d);
+        d = rbk__dedup_new(c, "g");
+        rbk__dedup_assign(d, "t", 0);
+        for (uint64_t p = 1; p <= 101; p++)
+                for (uint64_t s = 1; s <= 5100; s++)
+                        g_string_append_c(got, (char)('0' + chk(d, "t", p, s)));
+        ck_assert_str_eq(got->str, want->str);
+        rbk__dedup_destroy(d);
+        g_string_free(want, TRUE);
+        g_string_free(got, TRUE);
+        tconf_free(c);
+        g_hash_table_destroy(m.blobs);
 }
 END_TEST
 
@@ -1305,6 +1578,12 @@ static Suite *suite(void) {
         RBK_TCASE(s, partitions_in_parallel, 30);
         RBK_TCASE(s, revoke_races_with_late_handler, 30);
         RBK_TCASE(s, memory_bounded, 10);
+        RBK_TCASE(s, fleet_of_1000_producers_at_the_defaults, 120);
+        RBK_TCASE(s, fleet_beyond_the_bounds_never_a_false_duplicate, 120);
+        RBK_TCASE(s, idle_windows_compacted_and_expanded, 10);
+        RBK_TCASE(s, compaction_exact_in_both_forms, 60);
+        RBK_TCASE(s, capacity_reported_once_per_window, 10);
+        RBK_TCASE(s, fleet_window_saved_and_loaded, 30);
         return s;
 }
 

@@ -466,14 +466,14 @@ END_TEST
 
 START_TEST(class_and_severity_names) {
         GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-        for (int cls = RBK_EV_DELIVERY_FAILED; cls <= RBK_EV_DEADLETTER_LIMIT;
+        for (int cls = RBK_EV_DELIVERY_FAILED; cls <= RBK_EV_DEDUP_CAPACITY;
              cls++) {
                 const char *n = rbk_event_class_name((rbk_event_class_t)cls);
                 ck_assert_str_ne(n, "unknown");
                 ck_assert_msg(!g_hash_table_contains(seen, n), "dup %s", n);
                 g_hash_table_add(seen, (gpointer)n);
         }
-        ck_assert_uint_eq(g_hash_table_size(seen), 16);
+        ck_assert_uint_eq(g_hash_table_size(seen), 17);
         g_hash_table_destroy(seen);
         ck_assert_str_eq(rbk_event_class_name(RBK_EV_OFFSET_OUT_OF_RANGE),
                          "offset_out_of_range");
@@ -484,7 +484,9 @@ START_TEST(class_and_severity_names) {
         ck_assert_str_eq(rbk_event_class_name((rbk_event_class_t)0), "unknown");
         ck_assert_str_eq(rbk_event_class_name(RBK_EV_POSITION_MOVED),
                          "position_moved");
-        ck_assert_str_eq(rbk_event_class_name((rbk_event_class_t)17),
+        ck_assert_str_eq(rbk_event_class_name(RBK_EV_DEDUP_CAPACITY),
+                         "dedup_capacity");
+        ck_assert_str_eq(rbk_event_class_name((rbk_event_class_t)18),
                          "unknown");
         ck_assert_str_eq(rbk_severity_name(RBK_SEV_INFO), "info");
         ck_assert_str_eq(rbk_severity_name(RBK_SEV_WARNING), "warning");

@@ -29,7 +29,8 @@ typedef enum rbk_event_class_t {
         RBK_EV_SHUTDOWN_UNDELIVERED = 13, /**< Shutdown ended with messages undelivered. */
         RBK_EV_DEADLETTERED = 14,     /**< A message was sent to the dead-letter topic. */
         RBK_EV_POSITION_MOVED = 15,   /**< rbk_consumer_seek() moved a partition (info: who, from, to). */
-        RBK_EV_DEADLETTER_LIMIT = 16  /**< Too many dead letters on a partition in the window; partition held. */
+        RBK_EV_DEADLETTER_LIMIT = 16, /**< Too many dead letters on a partition in the window; partition held. */
+        RBK_EV_DEDUP_CAPACITY = 17    /**< Dedup windows forgotten beyond the configured bounds; duplicates may pass. */
 } rbk_event_class_t;
 
 /** How urgent an event is. */

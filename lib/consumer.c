@@ -64,6 +64,29 @@ void rbk__consumer_dedup_error(rbk_consumer_t *c, const char *topic,
         g_free(key);
 }
 
+/* Dedup windows forgotten beyond the bounds (a worker thread, no lock). */
+static void rbk__dedup_capacity(const char *topic, int32_t partition,
+                                uint64_t forgotten, const char *reason,
+                                void *opaque) {
+        rbk_consumer_t *c = opaque;
+        rbk_event_t ev;
+        rbk__event_init(&ev, RBK_EV_DEDUP_CAPACITY, RBK_SEV_WARNING);
+        char *key = g_strdup_printf("%s/%s/%" PRId32 "/dedup-capacity",
+                                    c->ugroup, topic, partition);
+        char *msg = g_strdup_printf(
+            "dedup of %s [%" PRId32 "] forgot %" PRIu64
+            " producer window(s): %s; duplicates of those producers' older "
+            "messages may reach the handler (docs/dedup.md, sizing)",
+            topic, partition, forgotten, reason);
+        ev.topic = topic;
+        ev.partition = partition;
+        ev.incident_key = key;
+        ev.message = msg;
+        rbk__consumer_emit(c, &ev);
+        g_free(msg);
+        g_free(key);
+}
+
 static void rbk__dedup_error(const char *topic, int32_t partition,
                              rbk_err_t err, const char *reason, void *opaque) {
         rbk__consumer_dedup_error(opaque, topic, partition, reason);
@@ -705,6 +728,7 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         if (rbk__conf_bool(conf, "rbk.dedup.enable")) {
                 c->dedup = rbk__dedup_new(conf, c->ugroup);
                 rbk__dedup_set_error_cb(c->dedup, rbk__dedup_error, c);
+                rbk__dedup_set_capacity_cb(c->dedup, rbk__dedup_capacity, c);
         }
         rbk__version_check(c->hooks);
         /* Operator commands (rbk-admin); NULL with no error when disabled. */

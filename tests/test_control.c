@@ -368,6 +368,44 @@ static void fake_init(fake_t *f, const char *key) {
         g_strlcpy(f->q.incident_key, key, sizeof(f->q.incident_key));
 }
 
+/* Counts the log lines holding a text: how a test sees the listener's
+ * progress (the log callback gets every level). */
+typedef struct logwatch_s {
+        GMutex lock;
+        const char *needle;
+        int seen;
+} logwatch_t;
+
+static void logwatch_cb(int level, const char *fac, const char *line,
+                        void *opaque) {
+        logwatch_t *w = opaque;
+        g_mutex_lock(&w->lock);
+        w->seen += strstr(line, w->needle) != NULL;
+        g_mutex_unlock(&w->lock);
+}
+
+static void logwatch_init(logwatch_t *w, rbk_conf_t *c, const char *needle) {
+        memset(w, 0, sizeof(*w));
+        g_mutex_init(&w->lock);
+        w->needle = needle;
+        rbk_conf_set_log_cb(c, logwatch_cb, w);
+}
+
+/* Waits until a line holding the text was logged: 1, or 0 after @secs. */
+static int logwatch_wait(logwatch_t *w, int secs) {
+        int64_t deadline = rbk__now_ms() + secs * 1000;
+        for (;;) {
+                g_mutex_lock(&w->lock);
+                int seen = w->seen;
+                g_mutex_unlock(&w->lock);
+                if (seen)
+                        return 1;
+                if (rbk__now_ms() >= deadline)
+                        return 0;
+                g_usleep(20000);
+        }
+}
+
 static int fake_resolves(fake_t *f) {
         g_mutex_lock(&f->lock);
         int n = f->resolves;
@@ -553,12 +591,16 @@ START_TEST(listener_waits_for_missing_topic) {
         mock_new(&m);
         rbk__control_retry_ms = 300;
         rbk_conf_t *c = conf_for(&m, "svc-b");
+        logwatch_t w;
+        logwatch_init(&w, c, "does not exist");
         fake_t f;
         fake_init(&f, "g-ctl/orders/2/900");
         rbk__control_t *ctl = rbk__control_start_ops(&fake_ops, &f, c, "g-ctl",
                                                      errstr, sizeof(errstr));
         ck_assert_msg(ctl != NULL, "%s", errstr);
-        g_usleep(1000000);
+        /* The listener looked, found no topic, and is not ready. */
+        ck_assert_msg(logwatch_wait(&w, 20),
+                      "the listener never reported the missing topic");
         ck_assert_int_eq(rbk__control_ready(ctl), 0);
 
         /* The client refuses clearly too. */
@@ -586,6 +628,7 @@ START_TEST(listener_waits_for_missing_topic) {
         rbk__control_stop(NULL);
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
+        g_mutex_clear(&w.lock);
         mock_destroy(&m);
 }
 END_TEST
@@ -597,23 +640,23 @@ START_TEST(listener_stops_promptly_when_unreachable) {
         set(c, "bootstrap.servers", "127.0.0.1:1");
         set(c, "group.id", "g");
         set(c, "log_level", "0");
+        logwatch_t w;
+        logwatch_init(&w, c, "reading the cluster metadata failed");
         fake_t f;
         fake_init(&f, "g/t/0/1");
         rbk__control_t *ctl = rbk__control_start_ops(&fake_ops, &f, c, "g",
                                                      errstr, sizeof(errstr));
         ck_assert_msg(ctl != NULL, "%s", errstr);
-        for (int i = 0; i < 3; i++) {
-                g_usleep(700000);
-                int64_t t0 = rbk__now_ms();
-                if (i == 2) {
-                        rbk__control_stop(ctl);
-                        int64_t took = rbk__now_ms() - t0;
-                        ck_assert_msg(took < 3000, "stop took %" PRId64 " ms",
-                                      took);
-                }
-        }
+        /* Its first look at the cluster failed: it is between attempts. */
+        ck_assert_msg(logwatch_wait(&w, 20),
+                      "the listener never reported the unreachable cluster");
+        int64_t t0 = rbk__now_ms();
+        rbk__control_stop(ctl);
+        int64_t took = rbk__now_ms() - t0;
+        ck_assert_msg(took < 3000, "stop took %" PRId64 " ms", took);
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
+        g_mutex_clear(&w.lock);
 }
 END_TEST
 

@@ -9,8 +9,7 @@
 
 #include "control.h"
 #include "harness.h"
-
-#include <librdkafka/rdkafka_mock.h>
+#include "robustkafka/testing.h"
 
 static char errstr[512];
 
@@ -413,33 +412,17 @@ static int fake_resolves(fake_t *f) {
         return n;
 }
 
-typedef struct mock_s {
-        rd_kafka_t *rk;
-        rd_kafka_mock_cluster_t *mc;
-        char *bootstraps;
-} mock_t;
-
-static void mock_new(mock_t *m) {
-        rd_kafka_conf_t *rc = rd_kafka_conf_new();
+/* A three-broker cluster, failing the test if it cannot start. */
+static rbk_testcluster_t *cluster_new(void) {
         char e[256];
-        ck_assert(rd_kafka_conf_set(rc, "log_level", "0", e, sizeof(e)) ==
-                  RD_KAFKA_CONF_OK);
-        m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, e, sizeof(e));
-        ck_assert_msg(m->rk != NULL, "%s", e);
-        m->mc = rd_kafka_mock_cluster_new(m->rk, 3);
-        ck_assert_ptr_nonnull(m->mc);
-        m->bootstraps = g_strdup(rd_kafka_mock_cluster_bootstraps(m->mc));
+        rbk_testcluster_t *tc = rbk_testcluster_new(3, e, sizeof(e));
+        ck_assert_msg(tc != NULL, "rbk_testcluster_new: %s", e);
+        return tc;
 }
 
-static void mock_destroy(mock_t *m) {
-        rd_kafka_mock_cluster_destroy(m->mc);
-        rd_kafka_destroy(m->rk);
-        g_free(m->bootstraps);
-}
-
-static rbk_conf_t *conf_for(const mock_t *m, const char *client) {
+static rbk_conf_t *conf_for(rbk_testcluster_t *tc, const char *client) {
         rbk_conf_t *c = rbk_conf_new();
-        set(c, "bootstrap.servers", m->bootstraps);
+        set(c, "bootstrap.servers", rbk_testcluster_bootstrap(tc));
         set(c, "group.id", "g-ctl");
         set(c, "rbk.client.name", client);
         set(c, "rbk.control.topic", "ctl-topic");
@@ -474,11 +457,10 @@ static void cmd_for(rbk__control_msg_t *m, const char *key) {
 }
 
 START_TEST(listener_applies_and_acks) {
-        mock_t m;
-        mock_new(&m);
-        ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, "ctl-topic", 1, 3),
-                         0);
-        rbk_conf_t *c = conf_for(&m, "svc-a");
+        rbk_testcluster_t *tc = cluster_new();
+        ck_assert_int_eq(rbk_testcluster_create_topic(tc, "ctl-topic", 1, 3),
+                         RBK_OK);
+        rbk_conf_t *c = conf_for(tc, "svc-a");
         fake_t f;
         const char *key = "g-ctl/orders/2/900";
         fake_init(&f, key);
@@ -582,15 +564,14 @@ START_TEST(listener_applies_and_acks) {
         rbk__control_stop(ctl);
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
-        mock_destroy(&m);
+        rbk_testcluster_destroy(tc);
 }
 END_TEST
 
 START_TEST(listener_waits_for_missing_topic) {
-        mock_t m;
-        mock_new(&m);
+        rbk_testcluster_t *tc = cluster_new();
         rbk__control_retry_ms = 300;
-        rbk_conf_t *c = conf_for(&m, "svc-b");
+        rbk_conf_t *c = conf_for(tc, "svc-b");
         logwatch_t w;
         logwatch_init(&w, c, "does not exist");
         fake_t f;
@@ -610,8 +591,8 @@ START_TEST(listener_waits_for_missing_topic) {
         ck_assert_int_eq(err, RBK_ERR_NOT_FOUND);
         ck_assert_ptr_nonnull(strstr(errstr, "does not exist"));
 
-        ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, "ctl-topic", 1, 3),
-                         0);
+        ck_assert_int_eq(rbk_testcluster_create_topic(tc, "ctl-topic", 1, 3),
+                         RBK_OK);
         wait_ready(ctl, 20);
         rbk__control_stop(ctl);
 
@@ -629,7 +610,7 @@ START_TEST(listener_waits_for_missing_topic) {
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
         g_mutex_clear(&w.lock);
-        mock_destroy(&m);
+        rbk_testcluster_destroy(tc);
 }
 END_TEST
 

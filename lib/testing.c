@@ -63,6 +63,10 @@ const char *rbk_testcluster_bootstrap(rbk_testcluster_t *tc) {
         return tc ? rd_kafka_mock_cluster_bootstraps(tc->mc) : NULL;
 }
 
+rd_kafka_mock_cluster_t *rbk_testcluster_mock(rbk_testcluster_t *tc) {
+        return tc ? tc->mc : NULL;
+}
+
 static rbk_err_t rbk__tc_err(rd_kafka_resp_err_t err) {
         switch (err) {
         case RD_KAFKA_RESP_ERR_NO_ERROR:

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include "consumer_internal.h" /* close_waiting(): the consumer's waits */
 #include "consumer_support.h"
 #include "harness.h"
 
@@ -647,10 +648,12 @@ END_TEST
 
 typedef struct {
         cs_rec_t *rec;
+        rbk_consumer_t *c;
         GMutex lock;
         GCond cond;
         int inside;
         int go;
+        int close_waited; /* close() was waiting when the handlers went on */
 } inflight_t;
 
 static rbk_verdict_t h_inflight(const rbk_message_t *m, void *opaque) {
@@ -667,10 +670,23 @@ static rbk_verdict_t h_inflight(const rbk_message_t *m, void *opaque) {
         return RBK_HANDLED;
 }
 
-static gpointer release_later(gpointer arg) {
+/* Whether rbk_consumer_close() waits for the run to end: the run loop
+ * took the stop (nothing new starts) and two threads wait on the
+ * consumer's condition, the run loop for its handlers and close() for the
+ * run loop. */
+static int close_waiting(rbk_consumer_t *c) {
+        g_mutex_lock(&c->lock);
+        int y = c->stopping && c->cond_waiters >= 2;
+        g_mutex_unlock(&c->lock);
+        return y;
+}
+
+/* Lets the handlers finish once close() is waiting for them. */
+static gpointer release_when_closing(gpointer arg) {
         inflight_t *f = arg;
-        g_usleep(300 * 1000); /* the stop must be waiting for us */
+        int waited = CS_WAIT(close_waiting(f->c), 5000);
         g_mutex_lock(&f->lock);
+        f->close_waited = waited;
         f->go = 1;
         g_cond_broadcast(&f->cond);
         g_mutex_unlock(&f->lock);
@@ -690,7 +706,7 @@ START_TEST(shutdown_commits_in_flight_and_nothing_after) {
         const char *topics[] = {"t-sd"};
         ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
                          RBK_OK);
-        inflight_t f = {.rec = cs_rec_new()};
+        inflight_t f = {.rec = cs_rec_new(), .c = c};
         g_mutex_init(&f.lock);
         g_cond_init(&f.cond);
         ck_assert_int_eq(rbk_consumer_start(c, h_inflight, &f), RBK_OK);
@@ -703,10 +719,12 @@ START_TEST(shutdown_commits_in_flight_and_nothing_after) {
                           60000));
         /* All three partitions are inside offset 3's handler. Stop, and let
          * the handlers finish only while close is already waiting. */
-        GThread *t = g_thread_new("release", release_later, &f);
+        GThread *t = g_thread_new("release", release_when_closing, &f);
         rbk_consumer_stop(c);
         ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
         g_thread_join(t);
+        ck_assert_msg(f.close_waited,
+                      "close() was not seen waiting for the handlers");
         for (int p = 0; p < 3; p++) {
                 ck_assert_int_eq(count_partition(f.rec, "t-sd", p), 4);
                 ck_assert_int_eq(cs_committed(cl, "g-sd", "t-sd", p, NULL, 0),

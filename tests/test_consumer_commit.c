@@ -133,7 +133,7 @@ static void kill_child(pid_t pid) {
 
 /* A configuration for a consumer of the cluster process. */
 static rbk_conf_t *proc_conf(const char *bootstraps, const char *group) {
-        cs_cluster_t cl = {NULL, NULL, (char *)bootstraps};
+        cs_cluster_t cl = {.bootstraps = (char *)bootstraps};
         rbk_conf_t *conf = cs_conf(&cl, group);
         /* A killed member is out of the group sooner (the mock's first
          * join takes 3 s: the session must outlast it). */
@@ -299,7 +299,7 @@ START_TEST(manual_commit_exact_redelivery) {
         ck_assert_msg(n == 1 && r == 'd', "child: %c", n == 1 ? r : '?');
 
         /* From here on this process has librdkafka handles: no fork. */
-        cs_cluster_t cl = {NULL, NULL, cp.bootstraps};
+        cs_cluster_t cl = {.bootstraps = cp.bootstraps};
         ck_assert_int_eq(cs_committed(&cl, "cm-m-g", "cm-m", 0, NULL, 0), MC_K);
 
         rbk_conf_t *conf = proc_conf(cp.bootstraps, "cm-m-g");

@@ -55,32 +55,6 @@ static rbk_consumer_t *start(cs_cluster_t *cl, rbk_conf_t *conf, ctl_t *x) {
         return c;
 }
 
-/* Revokes and re-assigns the whole assignment from the test's thread, as
- * a rebalance would. */
-static void revoke_and_assign(rbk_consumer_t *c) {
-        rd_kafka_topic_partition_list_t *l = NULL;
-        g_mutex_lock(&c->poll_mu);
-        rbk__tl_poller = c;
-        ck_assert_int_eq(rd_kafka_assignment(c->rk, &l), 0);
-        rbk__assign_rebalance(c, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, l);
-        rbk__assign_rebalance(c, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, l);
-        rbk__tl_poller = NULL;
-        g_mutex_unlock(&c->poll_mu);
-        rd_kafka_topic_partition_list_destroy(l);
-}
-
-static void inject_reset(rbk_consumer_t *c, const char *topic,
-                         int32_t partition, int64_t offset) {
-        rd_kafka_message_t rkm;
-        memset(&rkm, 0, sizeof(rkm));
-        rkm.err = RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
-        rkm.rkt = rd_kafka_topic_new(c->rk, topic, NULL);
-        rkm.partition = partition;
-        rkm.offset = offset;
-        rbk__q_on_reset(c, &rkm);
-        rd_kafka_topic_destroy(rkm.rkt);
-}
-
 /* ------------------------------------------------------------ pause */
 
 START_TEST(pause_holds_one_partition_across_rebalance_and_quarantine) {
@@ -116,7 +90,7 @@ START_TEST(pause_holds_one_partition_across_rebalance_and_quarantine) {
         ck_assert(!CS_WAIT(count_p(x.rec, 0) > 10, 500));
 
         /* The pause survives the partition coming back. */
-        revoke_and_assign(c);
+        cs_revoke_and_assign(c);
         cs_produce(cl, "t-c", 1, 15, 1, "c");
         ck_assert(CS_WAIT(count_p(x.rec, 1) >= 16, 20000));
         ck_assert_int_eq(count_p(x.rec, 0), 10);
@@ -126,7 +100,7 @@ START_TEST(pause_holds_one_partition_across_rebalance_and_quarantine) {
          * pause; resuming releases only the pause. */
         int64_t committed = cs_committed(cl, "g-pause", "t-c", 0, NULL, 0);
         ck_assert_int_eq(committed, 10);
-        inject_reset(c, "t-c", 0, 15);
+        cs_inject_reset(c, "t-c", 0, 15);
         ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
                           20000));

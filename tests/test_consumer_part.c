@@ -231,24 +231,6 @@ static rbk_verdict_t h_dq(const rbk_message_t *m, void *opaque) {
                    : RBK_HANDLED;
 }
 
-/* Revokes and re-assigns the whole assignment from the test's thread, as
- * a rebalance would (it becomes the poll thread for it). */
-static void revoke_and_assign(rbk_consumer_t *c) {
-        rd_kafka_topic_partition_list_t *l = NULL;
-        g_mutex_lock(&c->poll_mu);
-        rbk__tl_poller = c;
-        ck_assert_int_eq(rd_kafka_assignment(c->rk, &l), 0);
-        if (l->cnt) {
-                rbk__assign_rebalance(c, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS,
-                                      l);
-                rbk__assign_rebalance(c, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS,
-                                      l);
-        }
-        rbk__tl_poller = NULL;
-        g_mutex_unlock(&c->poll_mu);
-        rd_kafka_topic_partition_list_destroy(l);
-}
-
 START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
         char e[512];
         cs_cluster_t *cl = cs_cluster_new();
@@ -293,7 +275,7 @@ START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
                                                   10;
                                   }),
                                   20000));
-                revoke_and_assign(c);
+                cs_revoke_and_assign(c);
         }
         /* Then it settles: every message of partition 0 is dead-lettered
          * (some more than once: a revoked one is read again), partition 1
@@ -315,21 +297,6 @@ START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
 END_TEST
 
 /* ------------------------------------------------------------ late reports */
-
-/* A report of an out-of-range offset as librdkafka makes one (the
- * library reads err, rkt, partition and offset). */
-static void inject_reset(rbk_consumer_t *c, const char *topic,
-                         int32_t partition, int64_t offset) {
-        rd_kafka_message_t rkm;
-        memset(&rkm, 0, sizeof(rkm));
-        rkm.err = RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
-        rkm.rkt = rd_kafka_topic_new(c->rk, topic, NULL);
-        ck_assert_ptr_nonnull(rkm.rkt);
-        rkm.partition = partition;
-        rkm.offset = offset;
-        rbk__q_on_reset(c, &rkm);
-        rd_kafka_topic_destroy(rkm.rkt);
-}
 
 static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
         cs_rec_add(opaque, m);
@@ -360,8 +327,8 @@ START_TEST(stale_reports_change_nothing) {
         /* The group's first start applied its initial position once. */
         int initial = cs_events_count(evs, RBK_EV_INITIAL_POSITION);
         ck_assert_int_le(initial, 1);
-        inject_reset(c, "t-st", 0, RD_KAFKA_OFFSET_INVALID);
-        inject_reset(c, "t-st", 0, 3);
+        cs_inject_reset(c, "t-st", 0, RD_KAFKA_OFFSET_INVALID);
+        cs_inject_reset(c, "t-st", 0, 3);
         ck_assert(!CS_WAIT(cs_rec_total(rec) > 10 ||
                                cs_events_count(evs, RBK_EV_OFFSET_OUT_OF_RANGE) >
                                    0 ||
@@ -548,7 +515,7 @@ START_TEST(rebalance_stress) {
         }
         g_mutex_unlock(&rs.lock);
         ck_assert_int_ge(qp, 0);
-        inject_reset(m[0].c, "t-rs", qp, n);
+        cs_inject_reset(m[0].c, "t-rs", qp, n);
         ck_assert(CS_WAIT(({
                                   rs_resolve(&m[0]);
                                   rs_resolve(&m[1]);

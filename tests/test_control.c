@@ -9,8 +9,7 @@
 
 #include "control.h"
 #include "harness.h"
-
-#include <librdkafka/rdkafka_mock.h>
+#include "robustkafka/testing.h"
 
 static char errstr[512];
 
@@ -368,6 +367,44 @@ static void fake_init(fake_t *f, const char *key) {
         g_strlcpy(f->q.incident_key, key, sizeof(f->q.incident_key));
 }
 
+/* Counts the log lines holding a text: how a test sees the listener's
+ * progress (the log callback gets every level). */
+typedef struct logwatch_s {
+        GMutex lock;
+        const char *needle;
+        int seen;
+} logwatch_t;
+
+static void logwatch_cb(int level, const char *fac, const char *line,
+                        void *opaque) {
+        logwatch_t *w = opaque;
+        g_mutex_lock(&w->lock);
+        w->seen += strstr(line, w->needle) != NULL;
+        g_mutex_unlock(&w->lock);
+}
+
+static void logwatch_init(logwatch_t *w, rbk_conf_t *c, const char *needle) {
+        memset(w, 0, sizeof(*w));
+        g_mutex_init(&w->lock);
+        w->needle = needle;
+        rbk_conf_set_log_cb(c, logwatch_cb, w);
+}
+
+/* Waits until a line holding the text was logged: 1, or 0 after @secs. */
+static int logwatch_wait(logwatch_t *w, int secs) {
+        int64_t deadline = rbk__now_ms() + secs * 1000;
+        for (;;) {
+                g_mutex_lock(&w->lock);
+                int seen = w->seen;
+                g_mutex_unlock(&w->lock);
+                if (seen)
+                        return 1;
+                if (rbk__now_ms() >= deadline)
+                        return 0;
+                g_usleep(20000);
+        }
+}
+
 static int fake_resolves(fake_t *f) {
         g_mutex_lock(&f->lock);
         int n = f->resolves;
@@ -375,33 +412,17 @@ static int fake_resolves(fake_t *f) {
         return n;
 }
 
-typedef struct mock_s {
-        rd_kafka_t *rk;
-        rd_kafka_mock_cluster_t *mc;
-        char *bootstraps;
-} mock_t;
-
-static void mock_new(mock_t *m) {
-        rd_kafka_conf_t *rc = rd_kafka_conf_new();
+/* A three-broker cluster, failing the test if it cannot start. */
+static rbk_testcluster_t *cluster_new(void) {
         char e[256];
-        ck_assert(rd_kafka_conf_set(rc, "log_level", "0", e, sizeof(e)) ==
-                  RD_KAFKA_CONF_OK);
-        m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rc, e, sizeof(e));
-        ck_assert_msg(m->rk != NULL, "%s", e);
-        m->mc = rd_kafka_mock_cluster_new(m->rk, 3);
-        ck_assert_ptr_nonnull(m->mc);
-        m->bootstraps = g_strdup(rd_kafka_mock_cluster_bootstraps(m->mc));
+        rbk_testcluster_t *tc = rbk_testcluster_new(3, e, sizeof(e));
+        ck_assert_msg(tc != NULL, "rbk_testcluster_new: %s", e);
+        return tc;
 }
 
-static void mock_destroy(mock_t *m) {
-        rd_kafka_mock_cluster_destroy(m->mc);
-        rd_kafka_destroy(m->rk);
-        g_free(m->bootstraps);
-}
-
-static rbk_conf_t *conf_for(const mock_t *m, const char *client) {
+static rbk_conf_t *conf_for(rbk_testcluster_t *tc, const char *client) {
         rbk_conf_t *c = rbk_conf_new();
-        set(c, "bootstrap.servers", m->bootstraps);
+        set(c, "bootstrap.servers", rbk_testcluster_bootstrap(tc));
         set(c, "group.id", "g-ctl");
         set(c, "rbk.client.name", client);
         set(c, "rbk.control.topic", "ctl-topic");
@@ -436,11 +457,10 @@ static void cmd_for(rbk__control_msg_t *m, const char *key) {
 }
 
 START_TEST(listener_applies_and_acks) {
-        mock_t m;
-        mock_new(&m);
-        ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, "ctl-topic", 1, 3),
-                         0);
-        rbk_conf_t *c = conf_for(&m, "svc-a");
+        rbk_testcluster_t *tc = cluster_new();
+        ck_assert_int_eq(rbk_testcluster_create_topic(tc, "ctl-topic", 1, 3),
+                         RBK_OK);
+        rbk_conf_t *c = conf_for(tc, "svc-a");
         fake_t f;
         const char *key = "g-ctl/orders/2/900";
         fake_init(&f, key);
@@ -544,21 +564,24 @@ START_TEST(listener_applies_and_acks) {
         rbk__control_stop(ctl);
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
-        mock_destroy(&m);
+        rbk_testcluster_destroy(tc);
 }
 END_TEST
 
 START_TEST(listener_waits_for_missing_topic) {
-        mock_t m;
-        mock_new(&m);
+        rbk_testcluster_t *tc = cluster_new();
         rbk__control_retry_ms = 300;
-        rbk_conf_t *c = conf_for(&m, "svc-b");
+        rbk_conf_t *c = conf_for(tc, "svc-b");
+        logwatch_t w;
+        logwatch_init(&w, c, "does not exist");
         fake_t f;
         fake_init(&f, "g-ctl/orders/2/900");
         rbk__control_t *ctl = rbk__control_start_ops(&fake_ops, &f, c, "g-ctl",
                                                      errstr, sizeof(errstr));
         ck_assert_msg(ctl != NULL, "%s", errstr);
-        g_usleep(1000000);
+        /* The listener looked, found no topic, and is not ready. */
+        ck_assert_msg(logwatch_wait(&w, 20),
+                      "the listener never reported the missing topic");
         ck_assert_int_eq(rbk__control_ready(ctl), 0);
 
         /* The client refuses clearly too. */
@@ -568,8 +591,8 @@ START_TEST(listener_waits_for_missing_topic) {
         ck_assert_int_eq(err, RBK_ERR_NOT_FOUND);
         ck_assert_ptr_nonnull(strstr(errstr, "does not exist"));
 
-        ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, "ctl-topic", 1, 3),
-                         0);
+        ck_assert_int_eq(rbk_testcluster_create_topic(tc, "ctl-topic", 1, 3),
+                         RBK_OK);
         wait_ready(ctl, 20);
         rbk__control_stop(ctl);
 
@@ -586,7 +609,8 @@ START_TEST(listener_waits_for_missing_topic) {
         rbk__control_stop(NULL);
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
-        mock_destroy(&m);
+        g_mutex_clear(&w.lock);
+        rbk_testcluster_destroy(tc);
 }
 END_TEST
 
@@ -597,23 +621,23 @@ START_TEST(listener_stops_promptly_when_unreachable) {
         set(c, "bootstrap.servers", "127.0.0.1:1");
         set(c, "group.id", "g");
         set(c, "log_level", "0");
+        logwatch_t w;
+        logwatch_init(&w, c, "reading the cluster metadata failed");
         fake_t f;
         fake_init(&f, "g/t/0/1");
         rbk__control_t *ctl = rbk__control_start_ops(&fake_ops, &f, c, "g",
                                                      errstr, sizeof(errstr));
         ck_assert_msg(ctl != NULL, "%s", errstr);
-        for (int i = 0; i < 3; i++) {
-                g_usleep(700000);
-                int64_t t0 = rbk__now_ms();
-                if (i == 2) {
-                        rbk__control_stop(ctl);
-                        int64_t took = rbk__now_ms() - t0;
-                        ck_assert_msg(took < 3000, "stop took %" PRId64 " ms",
-                                      took);
-                }
-        }
+        /* Its first look at the cluster failed: it is between attempts. */
+        ck_assert_msg(logwatch_wait(&w, 20),
+                      "the listener never reported the unreachable cluster");
+        int64_t t0 = rbk__now_ms();
+        rbk__control_stop(ctl);
+        int64_t took = rbk__now_ms() - t0;
+        ck_assert_msg(took < 3000, "stop took %" PRId64 " ms", took);
         rbk_conf_destroy(c);
         g_mutex_clear(&f.lock);
+        g_mutex_clear(&w.lock);
 }
 END_TEST
 

@@ -690,9 +690,14 @@ START_TEST(queue_full_unblocks_on_room) {
         } while (st.queue_full_waits == waits0 &&
                  g_get_monotonic_time() < end);
         ck_assert_uint_eq(st.queue_full_waits, waits0 + 1);
-        g_usleep(300000);
-        rbk_producer_stats(p, &st);
-        ck_assert_uint_eq(st.accepted, 51); /* the waiter is not in yet */
+        /* The waiter stays out while nothing can drain: checked over
+         * 300 ms, failing as soon as it gets in. */
+        gint64 held = g_get_monotonic_time() + 300 * G_TIME_SPAN_MILLISECOND;
+        do {
+                g_usleep(10000);
+                rbk_producer_stats(p, &st);
+                ck_assert_uint_eq(st.accepted, 51);
+        } while (g_get_monotonic_time() < held);
         for (int i = 1; i <= 3; i++)
                 ck_assert_int_eq(rbk_testcluster_broker_up(tc, i), RBK_OK);
         g_thread_join(th);

@@ -258,21 +258,6 @@ END_TEST
 
 /* ------------------------------------------------------------ earliest/latest */
 
-/* A report of an out-of-range offset as librdkafka makes one (the
- * library reads err, rkt, partition and offset). */
-static void inject_reset(rbk_consumer_t *c, const char *topic,
-                         int32_t partition, int64_t offset) {
-        rd_kafka_message_t rkm;
-        memset(&rkm, 0, sizeof(rkm));
-        rkm.err = RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET;
-        rkm.rkt = rd_kafka_topic_new(c->rk, topic, NULL);
-        ck_assert_ptr_nonnull(rkm.rkt);
-        rkm.partition = partition;
-        rkm.offset = offset;
-        rbk__q_on_reset(c, &rkm);
-        rd_kafka_topic_destroy(rkm.rkt);
-}
-
 START_TEST(resolve_earliest_and_latest) {
         char e[512];
         cs_cluster_t *cl = cs_cluster_new();
@@ -317,7 +302,7 @@ START_TEST(resolve_earliest_and_latest) {
         /* A report of offset 50 made before the re-assign took effect
          * (librdkafka versions no such report) reaches the library late:
          * it is stale and must not quarantine partition 0 again. */
-        inject_reset(q.c, "t-el", 0, 50);
+        cs_inject_reset(q.c, "t-el", 0, 50);
         ck_assert(!CS_WAIT(rbk_consumer_quarantined(q.c, NULL, 0) != 1, 1500));
         /* The re-assign did not report partition 1 again. */
         ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 2);
@@ -336,7 +321,7 @@ START_TEST(resolve_earliest_and_latest) {
         /* Any other offset reported out of range is a new incident. */
         rbk_event_t ev;
         char key[256];
-        inject_reset(q.c, "t-el", 0, 77);
+        cs_inject_reset(q.c, "t-el", 0, 77);
         ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               3,
                           10000));

@@ -29,6 +29,10 @@ extern "C" {
 /** An opaque in-process test cluster. */
 typedef struct rbk_testcluster_s rbk_testcluster_t;
 
+/** librdkafka's mock cluster (`rd_kafka_mock_cluster_t` in
+ * `rdkafka_mock.h`), declared here without including librdkafka. */
+struct rd_kafka_mock_cluster_s;
+
 /** @name Kafka request types (ApiKey) for the request fault functions. */
 /**@{*/
 #define RBK_TEST_API_PRODUCE 0           /**< Produce */
@@ -72,6 +76,20 @@ RBK_API void rbk_testcluster_destroy(rbk_testcluster_t *tc);
  * Thread-safety: safe from any thread.
  */
 RBK_API const char *rbk_testcluster_bootstrap(rbk_testcluster_t *tc);
+
+/**
+ * @brief librdkafka's mock cluster behind @p tc, for the faults this header
+ * does not wrap (`rdkafka_mock.h`: rd_kafka_mock_broker_set_rtt(),
+ * rd_kafka_mock_topic_set_error(), rd_kafka_mock_push_request_errors(),
+ * ...). Include `<librdkafka/rdkafka.h>` and `<librdkafka/rdkafka_mock.h>`
+ * to use it.
+ * @param tc the cluster.
+ * @returns the mock cluster, owned by @p tc and valid until
+ * rbk_testcluster_destroy(); NULL if @p tc is NULL.
+ * Thread-safety: safe from any thread, as librdkafka's mock functions are.
+ */
+RBK_API struct rd_kafka_mock_cluster_s *
+rbk_testcluster_mock(rbk_testcluster_t *tc);
 
 /**
  * @brief Creates a topic (topics are also auto-created on first use with the

@@ -571,7 +571,9 @@ static void rbk__part_complete_head(rbk_consumer_t *c, rbk__part_t *p,
                                     int64_t now_ms) {
         while (c->store_gate)
                 rbk__consumer_wait(c, 0);
-        if (p->assigned && !p->quarantined) {
+        /* Not after a move made while waiting: the offset is of the old
+         * position. */
+        if (p->assigned && !p->quarantined && p->out_pos_gen == p->pos_gen) {
                 /* Stores rkm->offset + 1, as rd_kafka_offsets_store() would
                  * (the same checks, an unassigned partition refused), through
                  * the message's own topic handle. */

@@ -1,6 +1,7 @@
 /* Configuration: the library's own rbk.* properties, the robust librdkafka
  * defaults, refusal of unsafe settings (checked on the *effective*
  * configuration, so every alias path is caught) and redacted dumps. */
+#include <openssl/err.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -598,6 +599,9 @@ rbk_err_t rbk_conf_validate(const rbk_conf_t *conf, rbk_client_type_t type,
          * destroyed at once, with no bootstrap servers, so nothing
          * connects. The message is the one creation gives. */
         char rderr[512];
+        /* librdkafka's TLS set-up leaves OpenSSL errors on this thread's
+         * queue: they are the trial's, not the caller's. */
+        ERR_set_mark();
         rd_kafka_conf_set(rc, "bootstrap.servers", "", NULL, 0);
         rd_kafka_conf_set_log_cb(rc, rbk__conf_quiet_log);
         rd_kafka_t *rk =
@@ -606,6 +610,7 @@ rbk_err_t rbk_conf_validate(const rbk_conf_t *conf, rbk_client_type_t type,
                          rc, rderr, sizeof(rderr));
         if (!rk) {
                 rd_kafka_conf_destroy(rc);
+                ERR_pop_to_mark();
                 rbk__redact(rderr);
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_KAFKA,
                                    "creating the librdkafka %s failed: %s",
@@ -614,6 +619,7 @@ rbk_err_t rbk_conf_validate(const rbk_conf_t *conf, rbk_client_type_t type,
                                    rderr);
         }
         rd_kafka_destroy(rk);
+        ERR_pop_to_mark();
         return RBK_OK;
 }
 

@@ -5,6 +5,7 @@
 #   make check         every test: unit, mock cluster, sanitizers, real Kafka, fuzz
 #   make check-tsan    the Check suites under ThreadSanitizer (build/tsan)
 #   make check-fast    unit and mock-cluster suites only
+#   make check-compat  build and check-fast on Debian 13 (librdkafka 2.8.0) in a cached chroot
 #   make install PREFIX=/usr/local DESTDIR=
 #
 # Sources are found by wildcard: lib/*.c is the library, tests/test_*.c are
@@ -76,7 +77,7 @@ TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 
 .PHONY: all lib deps examples tools tests check check-fast check-unit check-asan check-tsan \
         check-valgrind check-kafka check-install check-symbols check-header check-layers check-deps \
-        check-examples check-fuzz fuzz demo bench docs install uninstall clean
+        check-examples check-fuzz check-compat fuzz demo bench docs install uninstall clean
 
 all: lib tools
 
@@ -190,6 +191,11 @@ check-fuzz:
 fuzz:
 	@scripts/install-deps fuzz
 	@scripts/fuzz long
+
+# make $(RBK_COMPAT_TARGETS) (default: all check-fast) on a newer Debian, in a chroot
+# made once with mmdebstrap and cached outside the repository (docs/testing.md).
+check-compat:
+	@scripts/check-compat run
 
 # The test command: everything CI runs.
 check: check-fast check-install check-asan check-tsan check-valgrind check-fuzz check-examples check-kafka

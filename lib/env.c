@@ -5,8 +5,10 @@
  * configuration as it was. */
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "env.h"
 #include "internal.h"
@@ -25,6 +27,27 @@ static void free_secret(char *s) {
 static const char *env_get(const char *name) {
         const char *v = getenv(name);
         return v && *v ? v : NULL;
+}
+
+/* An expired client certificate can never connect: every broker refuses it
+ * in the handshake with an alert that does not say why ("certificate
+ * unknown"). Refused here, naming the variable and the date. A certificate
+ * not yet valid is left to the brokers (clocks may be a little apart). */
+static rbk_err_t check_not_expired(const char *var, X509 *cert, char *errstr,
+                                   size_t errstr_size) {
+        const ASN1_TIME *na = X509_get0_notAfter(cert);
+        if (X509_cmp_current_time(na) >= 0)
+                return RBK_OK;
+        struct tm tm;
+        char when[64] = "an unreadable date";
+        if (ASN1_TIME_to_tm(na, &tm) == 1)
+                strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+        ERR_clear_error();
+        return rbk__seterr(errstr, errstr_size, RBK_ERR_PEM,
+                           "%s expired on %s (brokers refuse it in the TLS "
+                           "handshake; the cluster's current client "
+                           "certificate is needed)",
+                           var, when);
 }
 
 static rbk_err_t check_prefix(const char *var, const char *v, char *errstr,
@@ -122,6 +145,10 @@ rbk_err_t rbk_conf_apply_env(rbk_conf_t *conf, const char *var_prefix,
                                     v_cert, n);
                                 goto done;
                         }
+                        err = check_not_expired(v_cert, sk_X509_value(certs, 0),
+                                                errstr, errstr_size);
+                        if (err)
+                                goto done;
                         key = rbk__pem_normalize(e_key, strlen(e_key));
                         err = rbk__pem_parse_key(v_key, key, strlen(key),
                                                  &pkey, errstr, errstr_size);

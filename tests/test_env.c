@@ -32,6 +32,7 @@ static struct {
         char *client_key_trad;     /* same key, "EC PRIVATE KEY" form */
         char *other_key;           /* an EC key matching nothing */
         char *rsa_client, *rsa_key_trad; /* RSA cert + "RSA PRIVATE KEY" */
+        char *expired;             /* client key's certificate, expired */
         char *enc_key;             /* client key encrypted with a passphrase */
         /* Broker certificates for the TLS handshake tests, named for a host
          * that is not the loopback address the client connects to. */
@@ -119,6 +120,13 @@ static void fixtures_init(void) {
         X509 *ca2 = make_cert(ca2k, "Test CA 2", NULL, NULL, 2);
         X509 *cl = make_cert(ck, "client", ca1, ca1k, 3);
         X509 *rc = make_cert(rk, "rsa client", ca1, ca1k, 4);
+        X509 *xc = make_cert(ck, "client", ca1, ca1k, 7);
+        /* Valid from two days ago until yesterday; signed again. */
+        X509_gmtime_adj(X509_getm_notBefore(xc), -2 * 86400L);
+        X509_gmtime_adj(X509_getm_notAfter(xc), -86400L);
+        NEED(X509_sign(xc, ca1k, EVP_sha256()) > 0);
+        fx.expired = cert_pem(xc);
+        X509_free(xc);
         fx.ca1 = cert_pem(ca1);
         fx.ca2 = cert_pem(ca2);
         fx.ca1_key = key_pem(ca1k, 0, NULL);
@@ -164,6 +172,7 @@ static void fixtures_free(void) {
         g_free(fx.other_key);
         g_free(fx.rsa_client);
         g_free(fx.rsa_key_trad);
+        g_free(fx.expired);
         g_free(fx.enc_key);
         g_free(fx.broker);
         g_free(fx.broker_key);
@@ -656,6 +665,9 @@ START_TEST(ssl_bad_client_cert_and_key) {
         expect_env_error(NULL, RBK_ERR_PEM,
                          "KAFKA_CLIENT_CERT_KEY does not match "
                          "KAFKA_CLIENT_CERT");
+
+        set_ssl_env("KAFKA_", fx.ca1, fx.expired, fx.client_key);
+        expect_env_error(NULL, RBK_ERR_PEM, "KAFKA_CLIENT_CERT expired on ");
 
         char *two = g_strconcat(fx.client, fx.ca1, NULL);
         set_ssl_env("KAFKA_", fx.ca1, two, fx.client_key);

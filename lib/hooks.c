@@ -392,6 +392,10 @@ static const struct {
     {0, 0x020100ff,
      "no rd_kafka_offset_store_message() (before 2.1.0): offsets are "
      "stored with rd_kafka_offsets_store() at offset + 1"},
+    {0, 0x020601ff,
+     "SCRAM-SHA-256/512 logins are refused by Kafka 4 brokers (librdkafka "
+     "pull request 4895, before 2.6.1): use SASL PLAIN over SASL_SSL or "
+     "client certificates against Kafka 4"},
     {0x020300ff, 0x020a00ff,
      "a Metadata reply with TOPIC_AUTHORIZATION_FAILED, or for a topic "
      "deleted and re-created, can crash the client (librdkafka issue 4907, "

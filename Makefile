@@ -77,7 +77,7 @@ TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 
 .PHONY: all lib deps examples tools tests check check-fast check-unit check-asan check-tsan \
         check-valgrind check-kafka check-install check-symbols check-header check-layers check-deps \
-        check-examples check-fuzz check-compat fuzz demo bench docs install uninstall clean
+        check-examples check-fuzz check-compat check-consumer fuzz demo bench docs install uninstall clean
 
 all: lib tools
 
@@ -145,6 +145,12 @@ $(BUILD)/robustkafka.pc: pkgconfig/robustkafka.pc.in $(VHDR) Makefile FORCE
 check-unit: $(TEST_BINS) $(TOOL_BINS) $(EXAMPLE_BINS)
 	@scripts/run-tests $(BUILD) $(TEST_BINS)
 
+# The consumer suites alone (check-compat runs them again under the other
+# rebalance protocol: RBK_TEST_ASSIGNOR).
+CONSUMER_TEST_BINS := $(filter $(BUILD)/tests/test_consumer% $(BUILD)/tests/test_quarantine $(BUILD)/tests/test_admin,$(TEST_BINS))
+check-consumer: $(CONSUMER_TEST_BINS) $(TOOL_BINS)
+	@scripts/run-tests $(BUILD) $(CONSUMER_TEST_BINS)
+
 check-symbols: $(SHLIB)
 	@scripts/check-symbols $(SHLIB)
 
@@ -196,6 +202,8 @@ fuzz:
 # made once with mmdebstrap and cached outside the repository (docs/testing.md).
 check-compat:
 	@scripts/check-compat run
+	@echo "check-compat: the consumer suites again under eager assignment (range,roundrobin)"
+	@RBK_TEST_ASSIGNOR=range,roundrobin RBK_COMPAT_TARGETS="check-consumer" scripts/check-compat run
 
 # The test command: everything CI runs.
 check: check-fast check-install check-asan check-tsan check-valgrind check-fuzz check-examples check-kafka

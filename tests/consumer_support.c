@@ -100,6 +100,16 @@ rbk_conf_t *cs_conf(cs_cluster_t *cl, const char *group) {
                 ck_assert_msg(rbk_conf_set(conf, kv[i][0], kv[i][1], e,
                                            sizeof(e)) == RBK_OK,
                               "%s: %s", kv[i][0], e);
+        /* RBK_TEST_ASSIGNOR runs the consumer suites under another
+         * rebalance protocol than the library's choice for the installed
+         * librdkafka (e.g. range,roundrobin, eager, on 2.8.0). */
+        const char *assignor = getenv("RBK_TEST_ASSIGNOR");
+        if (assignor && *assignor)
+                ck_assert_msg(rbk_conf_set(conf,
+                                           "partition.assignment.strategy",
+                                           assignor, e,
+                                           sizeof(e)) == RBK_OK,
+                              "RBK_TEST_ASSIGNOR=%s: %s", assignor, e);
         return conf;
 }
 

@@ -73,7 +73,7 @@ static run_t run_tool(const char *first, ...) {
                 close(errp[0]);
                 unsetenv("KAFKA_URL");
                 execv(path, (char **)argv->pdata);
-                _exit(127);
+                rbk_test_child_exit(127);
         }
         close(out[1]);
         close(errp[1]);

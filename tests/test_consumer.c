@@ -258,7 +258,7 @@ static rbk_verdict_t h_crash(const rbk_message_t *m, void *opaque) {
         char line[160];
         int len = snprintf(line, sizeof(line), "%s\n", m->id ? m->id : "-");
         if (write(crash_fd, line, (size_t)len) != len)
-                _exit(3);
+                rbk_test_child_exit(3);
         if (__atomic_add_fetch(&n, 1, __ATOMIC_SEQ_CST) >= crash_after)
                 kill(getpid(), SIGKILL); /* a crash: nothing more committed */
         return RBK_HANDLED;
@@ -278,7 +278,7 @@ START_TEST(at_least_once_across_a_crash) {
                 char bs[512] = "";
                 ssize_t r = read(addr[0], bs, sizeof(bs) - 1);
                 if (r <= 0)
-                        _exit(2);
+                        rbk_test_child_exit(2);
                 bs[r] = '\0';
                 char e[512];
                 rbk_conf_t *conf = rbk_conf_new();
@@ -291,14 +291,14 @@ START_TEST(at_least_once_across_a_crash) {
                 rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
                 rbk_conf_destroy(conf);
                 if (!c)
-                        _exit(4);
+                        rbk_test_child_exit(4);
                 crash_consumer = c;
                 const char *topics[] = {"t-alo"};
                 rbk_consumer_subscribe(c, topics, 1, e, sizeof(e));
                 crash_fd = ids[1];
                 crash_after = 250;
                 rbk_consumer_run(c, h_crash, NULL);
-                _exit(5);
+                rbk_test_child_exit(5);
         }
         close(addr[0]);
         close(ids[1]);

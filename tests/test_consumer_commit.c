@@ -33,7 +33,7 @@ typedef struct cluster_proc_s {
         char bootstraps[512];
 } cluster_proc_t;
 
-/* What a child process leaves allocated when it ends with _exit(): kept
+/* What a child process leaves allocated when it ends with rbk_test_child_exit(): kept
  * reachable, so that a run under valgrind does not count it as a leak of
  * the child (whose exit status the parent reads). */
 static void *volatile child_keep[8];
@@ -43,7 +43,7 @@ static void cluster_child(int rfd, int wfd) {
         child_keep[0] = cl;
         size_t n = strlen(cl->bootstraps);
         if (write(wfd, cl->bootstraps, n + 1) != (ssize_t)(n + 1))
-                _exit(2);
+                rbk_test_child_exit(2);
         FILE *in = fdopen(rfd, "r");
         char line[1024];
         while (fgets(line, sizeof(line), in)) {
@@ -67,18 +67,18 @@ static void cluster_child(int rfd, int wfd) {
                                         rd_kafka_poll(cl->prk, 10);
                         } while (err == RD_KAFKA_RESP_ERR__QUEUE_FULL);
                         if (err)
-                                _exit(3);
+                                rbk_test_child_exit(3);
                         continue; /* no answer: flushed by "F" */
                 } else if (line[0] == 'F') {
                         if (rd_kafka_flush(cl->prk, 20000))
-                                _exit(4);
+                                rbk_test_child_exit(4);
                 }
                 if (write(wfd, "k", 1) != 1)
-                        _exit(5);
+                        rbk_test_child_exit(5);
         }
         rd_kafka_flush(cl->prk, 5000);
         /* No destroy: the process ends with the cluster. */
-        _exit(0);
+        rbk_test_child_exit(0);
 }
 
 static void cluster_start(cluster_proc_t *cp) {
@@ -245,19 +245,19 @@ static void manual_child(const char *bootstraps, int wfd) {
         rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
         const char *t[] = {"cm-m"};
         if (!c || rbk_consumer_subscribe(c, t, 1, e, sizeof(e)))
-                _exit(20);
+                rbk_test_child_exit(20);
         int handled = 0;
         char result = 'd';
         while (handled < MC_N) {
                 rbk_message_t *m = NULL;
                 if (rbk_consumer_poll(c, 200, &m) != RBK_OK)
-                        _exit(21);
+                        rbk_test_child_exit(21);
                 if (!m)
                         continue;
                 if (m->offset != handled)
                         result = 'o';
                 if (rbk_consumer_done(c, m, RBK_HANDLED) != RBK_OK)
-                        _exit(22);
+                        rbk_test_child_exit(22);
                 if (++handled == MC_K &&
                     rbk_consumer_commit(c, 5000, e, sizeof(e)) != RBK_OK)
                         result = 'c';
@@ -272,7 +272,7 @@ static void manual_child(const char *bootstraps, int wfd) {
                         result = 'x';
         }
         if (write(wfd, &result, 1) != 1)
-                _exit(23);
+                rbk_test_child_exit(23);
         for (;;)
                 pause();
 }
@@ -428,7 +428,7 @@ static void app_rebalance(rbk_rebalance_t what, const char *topic,
         app_t *a = opaque;
         if (what == RBK_ASSIGNED && a->afd >= 0) {
                 if (write(a->afd, "a", 1) != 1)
-                        _exit(30);
+                        rbk_test_child_exit(30);
                 a->afd = -1;
         }
 }
@@ -455,11 +455,11 @@ static void kill_child_main(const char *bootstraps, const char *dbpath,
         app_t a = {.group = group, .afd = wfd};
         g_mutex_init(&a.lock);
         if (sqlite3_open(dbpath, &a.db) != SQLITE_OK)
-                _exit(31);
+                rbk_test_child_exit(31);
         sqlite3_busy_timeout(a.db, 10000);
         rbk_dedup_store_t *inner = rbk_dedup_sqlite_new(dbpath, e, sizeof(e));
         if (!inner)
-                _exit(32);
+                rbk_test_child_exit(32);
         slow_store_t *ss = g_new0(slow_store_t, 1);
         ss->inner = inner;
         g_mutex_init(&ss->lock);
@@ -473,13 +473,13 @@ static void kill_child_main(const char *bootstraps, const char *dbpath,
         cs_set(conf, "auto.commit.interval.ms", "100");
         cs_set(conf, "rbk.consumer.workers", "2");
         if (rbk_conf_set_dedup_store(conf, &st, e, sizeof(e)))
-                _exit(33);
+                rbk_test_child_exit(33);
         rbk_conf_set_rebalance_cb(conf, app_rebalance, &a);
         rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
         const char *t[] = {topic};
         if (!c || rbk_consumer_subscribe(c, t, 1, e, sizeof(e)) ||
             rbk_consumer_start(c, h_effect, &a))
-                _exit(34);
+                rbk_test_child_exit(34);
         if (!last)
                 for (;;)
                         pause();
@@ -500,7 +500,7 @@ static void kill_child_main(const char *bootstraps, const char *dbpath,
         child_keep[2] = ss;
         child_keep[3] = a.db;
         child_keep[4] = inner;
-        _exit(done ? 0 : 1);
+        rbk_test_child_exit(done ? 0 : 1);
 }
 
 typedef struct seed_s {

@@ -1150,35 +1150,35 @@ START_TEST(sqlite_kill_9_before_commit) {
                 close(pfd[0]);
                 rbk_dedup_store_t *st = rbk_dedup_sqlite_new(path, err, sizeof(err));
                 if (!st)
-                        _exit(10);
+                        rbk_test_child_exit(10);
                 rbk_conf_t *c = g_new0(rbk_conf_t, 1);
                 if (rbk_conf_set_dedup_store(c, st, err, sizeof(err)) != RBK_OK)
-                        _exit(11);
+                        rbk_test_child_exit(11);
                 rbk__dedup_t *d = rbk__dedup_new(c, "g");
                 sqlite3 *db;
                 if (sqlite3_open(path, &db) != SQLITE_OK)
-                        _exit(12);
+                        rbk_test_child_exit(12);
                 sqlite3_busy_timeout(db, 5000);
                 rbk__dedup_assign(d, "t", 3);
                 for (uint64_t s = 1; s <= 300; s++) {
                         rbk_msgid_t m = {P, s};
                         int n = rbk_msgid_format(&m, b, sizeof(b));
                         if (rbk__dedup_check(d, "t", 3, b, (size_t)n) != RBK__DEDUP_NEW)
-                                _exit(13);
+                                rbk_test_child_exit(13);
                         if (s > 250) { /* the handler records in its txn */
                                 rbk_message_t msg = tmsg("t", 3, (int64_t)s - 1, b);
                                 if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
                                     rbk_dedup_sqlite_record_in_txn(db, "g", &msg, err, sizeof(err)) != RBK_OK ||
                                     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-                                        _exit(14);
+                                        rbk_test_child_exit(14);
                         }
                         rbk__dedup_record(d, "t", 3, b, (size_t)n, (int64_t)s - 1);
                         if (s == 200 && rbk__dedup_commit(d, "t", 3, 200, err, sizeof(err)) != RBK_OK)
-                                _exit(15);
+                                rbk_test_child_exit(15);
                 }
                 /* tell the parent, then wait to be killed */
                 if (write(pfd[1], "k", 1) != 1)
-                        _exit(16);
+                        rbk_test_child_exit(16);
                 for (;;)
                         pause();
         }

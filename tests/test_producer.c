@@ -841,7 +841,7 @@ START_TEST(forked_child_gets_forked) {
                  * exec so a leak checker (valgrind) does not count them. */
                 execl("/bin/sh", "sh", "-c", ok ? "exit 0" : "exit 1",
                       (char *)NULL);
-                _exit(ok ? 0 : 1);
+                rbk_test_child_exit(ok ? 0 : 1);
         }
         int status = 0;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -925,7 +925,7 @@ START_TEST(forked_child_never_waits_for_a_lock) {
                 pid_t pid = fork();
                 ck_assert_int_ge(pid, 0);
                 if (pid == 0)
-                        _exit(forked_child_checks(p, topic));
+                        rbk_test_child_exit(forked_child_checks(p, topic));
                 int status = 0;
                 ck_assert_int_eq(waitpid(pid, &status, 0), pid);
                 ck_assert_msg(WIFEXITED(status),

@@ -100,7 +100,7 @@ START_TEST(example_runs_on_the_mock_cluster) {
                 dup2(fd, STDOUT_FILENO);
                 int rc = quickstart_main();
                 fflush(stdout);
-                _exit(rc);
+                rbk_test_child_exit(rc);
         }
         int status = 0;
         gint64 deadline = g_get_monotonic_time() + 50 * G_USEC_PER_SEC;

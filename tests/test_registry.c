@@ -351,7 +351,7 @@ START_TEST(forked_child_refused) {
                 char cmd[32];
                 snprintf(cmd, sizeof(cmd), "exit %d", code);
                 execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-                _exit(code);
+                rbk_test_child_exit(code);
         }
         int status = 0;
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);

@@ -126,24 +126,24 @@ START_TEST(fork_detected_only_in_the_child) {
         if (pid == 0) {
                 /* Exit codes name the check that failed. */
                 if (rbk__getpid() != getpid())
-                        _exit(10);
+                        rbk_test_child_exit(10);
                 if (!rbk__forked(parent))
-                        _exit(11);
+                        rbk_test_child_exit(11);
                 if (rbk__forked(getpid()))
-                        _exit(12);
+                        rbk_test_child_exit(12);
                 pid_t grandchild = fork();
                 if (grandchild < 0)
-                        _exit(13);
+                        rbk_test_child_exit(13);
                 if (grandchild == 0)
-                        _exit(rbk__forked(parent) && rbk__forked(getppid()) &&
+                        rbk_test_child_exit(rbk__forked(parent) && rbk__forked(getppid()) &&
                                       !rbk__forked(getpid())
                                   ? 0
                                   : 14);
                 int st;
                 if (waitpid(grandchild, &st, 0) != grandchild ||
                     !WIFEXITED(st))
-                        _exit(15);
-                _exit(WEXITSTATUS(st));
+                        rbk_test_child_exit(15);
+                rbk_test_child_exit(WEXITSTATUS(st));
         }
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);

@@ -71,6 +71,12 @@ KAFKA_TEST_SRCS := $(sort $(wildcard tests/kafka/*.c))
 KAFKA_TEST_BINS := $(patsubst tests/kafka/%.c,$(BUILD)/tests/kafka/%,$(KAFKA_TEST_SRCS))
 
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+# The HTTP example needs libmicrohttpd (scripts/install-deps examples); it is
+# built only when pkg-config finds it. The library itself opens no port.
+MHD_OK := $(shell $(PKG_CONFIG) --exists libmicrohttpd 2>/dev/null && echo 1)
+ifneq ($(MHD_OK),1)
+EXAMPLE_SRCS := $(filter-out examples/metrics_server.c,$(EXAMPLE_SRCS))
+endif
 EXAMPLE_BINS := $(patsubst examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRCS))
 TOOL_SRCS    := $(sort $(wildcard tools/*.c))
 TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
@@ -123,6 +129,11 @@ $(BUILD)/tests/kafka/%: tests/kafka/%.c $(STLIB)
 $(BUILD)/examples/%: examples/%.c $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(SAN_LD) $(STLIB) $(LDLIBS_ALL)
+
+$(BUILD)/examples/metrics_server: examples/metrics_server.c $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(shell $(PKG_CONFIG) --cflags libmicrohttpd) -o $@ $< $(SAN_LD) \
+	    $(STLIB) $(shell $(PKG_CONFIG) --libs libmicrohttpd) $(LDLIBS_ALL)
 
 $(BUILD)/bin/%: tools/%.c $(STLIB)
 	@mkdir -p $(@D)

@@ -207,6 +207,10 @@ rbk_conf_t *rbk_conf_dup(const rbk_conf_t *conf) {
         c->rebalance_cb = conf->rebalance_cb;
         c->rebalance_opaque = conf->rebalance_opaque;
         c->dedup_store = rbk__held_ref(conf->dedup_store);
+        c->stats_cb = conf->stats_cb;
+        c->stats_opaque = conf->stats_opaque;
+        c->oauth_cb = conf->oauth_cb;
+        c->oauth_opaque = conf->oauth_opaque;
         return c;
 }
 
@@ -403,7 +407,10 @@ int rbk__conf_equal(const rbk_conf_t *a, const rbk_conf_t *b) {
                a->dr_cb == b->dr_cb && a->dr_opaque == b->dr_opaque &&
                a->rebalance_cb == b->rebalance_cb &&
                a->rebalance_opaque == b->rebalance_opaque &&
-               a->dedup_store == b->dedup_store;
+               a->dedup_store == b->dedup_store &&
+               a->stats_cb == b->stats_cb &&
+               a->stats_opaque == b->stats_opaque &&
+               a->oauth_cb == b->oauth_cb && a->oauth_opaque == b->oauth_opaque;
 }
 
 /* ------------------------------------------------------------ build */
@@ -528,6 +535,105 @@ static rbk_err_t rbk__validate_effective(const rbk_conf_t *conf,
         return RBK_OK;
 }
 
+/* ------------------------------------------------------------ OAUTHBEARER */
+
+struct rbk_oauth_token_setter_s {
+        rd_kafka_t *rk;
+};
+
+typedef struct {
+        rbk_oauthbearer_token_refresh_cb_t *cb;
+        void *opaque;
+} rbk__oauth_t;
+
+/* rd_kafka_t* -> rbk__oauth_t*: librdkafka hands its refresh callback the
+ * instance's opaque, which belongs to the client; the application's
+ * callback is found by instance instead. */
+static GMutex rbk__oauth_mu;
+static GHashTable *rbk__oauth_map;
+
+static void rbk__oauth_refresh(rd_kafka_t *rk, const char *oauthbearer_config,
+                               void *opaque) {
+        rbk__oauth_t o = {NULL, NULL};
+        g_mutex_lock(&rbk__oauth_mu);
+        rbk__oauth_t *e =
+            rbk__oauth_map ? g_hash_table_lookup(rbk__oauth_map, rk) : NULL;
+        if (e)
+                o = *e;
+        g_mutex_unlock(&rbk__oauth_mu);
+        if (!o.cb) {
+                rd_kafka_oauthbearer_set_token_failure(rk,
+                                                       "client is closing");
+                return;
+        }
+        rbk_oauth_token_setter_t setter = {rk};
+        o.cb(oauthbearer_config ? oauthbearer_config : "", &setter, o.opaque);
+}
+
+void rbk__oauth_prepare(const rbk_conf_t *conf, rd_kafka_conf_t *rc) {
+        if (!conf || !conf->oauth_cb)
+                return;
+        rd_kafka_conf_set_oauthbearer_token_refresh_cb(rc, rbk__oauth_refresh);
+        rd_kafka_conf_enable_sasl_queue(rc, 1);
+}
+
+void rbk__oauth_start(const rbk_conf_t *conf, rd_kafka_t *rk) {
+        if (!conf || !conf->oauth_cb || !rk)
+                return;
+        rbk__oauth_t *e = g_new(rbk__oauth_t, 1);
+        e->cb = conf->oauth_cb;
+        e->opaque = conf->oauth_opaque;
+        g_mutex_lock(&rbk__oauth_mu);
+        if (!rbk__oauth_map)
+                rbk__oauth_map = g_hash_table_new_full(g_direct_hash,
+                                                       g_direct_equal, NULL,
+                                                       g_free);
+        g_hash_table_replace(rbk__oauth_map, rk, e);
+        g_mutex_unlock(&rbk__oauth_mu);
+        rd_kafka_error_t *err = rd_kafka_sasl_background_callbacks_enable(rk);
+        if (err)
+                rd_kafka_error_destroy(err);
+}
+
+void rbk__oauth_stop(rd_kafka_t *rk) {
+        g_mutex_lock(&rbk__oauth_mu);
+        if (rbk__oauth_map && rk)
+                g_hash_table_remove(rbk__oauth_map, rk);
+        g_mutex_unlock(&rbk__oauth_mu);
+}
+
+rbk_err_t rbk_oauthbearer_set_token(rbk_oauth_token_setter_t *setter,
+                                    const char *token, int64_t lifetime_ms,
+                                    const char *principal, char *errstr,
+                                    size_t errstr_size) {
+        if (!setter || !setter->rk || !token || !principal)
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_INVALID_ARG,
+                                   "setter, token and principal are required");
+        char e[512] = "";
+        rd_kafka_resp_err_t err = rd_kafka_oauthbearer_set_token(
+            setter->rk, token, lifetime_ms, principal, NULL, 0, e, sizeof(e));
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                return RBK_OK;
+        rbk__redact(e);
+        return rbk__seterr(errstr, errstr_size,
+                           err == RD_KAFKA_RESP_ERR__STATE ? RBK_ERR_STATE
+                                                           : RBK_ERR_INVALID_ARG,
+                           "OAUTHBEARER token refused: %s",
+                           *e ? e : rd_kafka_err2str(err));
+}
+
+rbk_err_t rbk_oauthbearer_set_token_failure(rbk_oauth_token_setter_t *setter,
+                                            const char *reason) {
+        if (!setter || !setter->rk || !reason || !*reason)
+                return RBK_ERR_INVALID_ARG;
+        rd_kafka_resp_err_t err =
+            rd_kafka_oauthbearer_set_token_failure(setter->rk, reason);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                return RBK_OK;
+        return err == RD_KAFKA_RESP_ERR__STATE ? RBK_ERR_STATE
+                                               : RBK_ERR_INVALID_ARG;
+}
+
 rd_kafka_conf_t *rbk__conf_build(const rbk_conf_t *conf, rbk_client_type_t type,
                                  char *errstr, size_t errstr_size) {
         if (!conf) {
@@ -572,6 +678,7 @@ rd_kafka_conf_t *rbk__conf_build(const rbk_conf_t *conf, rbk_client_type_t type,
         g_ptr_array_free(names, TRUE);
         if (rbk__validate_effective(conf, rc, type, errstr, errstr_size))
                 goto fail;
+        rbk__oauth_prepare(conf, rc);
         return rc;
 fail:
         rd_kafka_conf_destroy(rc);
@@ -702,6 +809,22 @@ void rbk_conf_set_rebalance_cb(rbk_conf_t *conf, rbk_rebalance_cb_t *cb,
                 return;
         conf->rebalance_cb = cb;
         conf->rebalance_opaque = opaque;
+}
+
+void rbk_conf_set_stats_cb(rbk_conf_t *conf, rbk_stats_cb_t *cb,
+                           void *opaque) {
+        if (!conf)
+                return;
+        conf->stats_cb = cb;
+        conf->stats_opaque = opaque;
+}
+
+void rbk_conf_set_oauthbearer_token_refresh_cb(
+    rbk_conf_t *conf, rbk_oauthbearer_token_refresh_cb_t *cb, void *opaque) {
+        if (!conf)
+                return;
+        conf->oauth_cb = cb;
+        conf->oauth_opaque = opaque;
 }
 
 void rbk_free(void *ptr) {

@@ -101,7 +101,33 @@ static void rbk__offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void rbk__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts,
                               void *opaque) {
-        rbk__assign_rebalance(opaque, err, parts);
+        rbk_consumer_t *c = opaque;
+        rbk__assign_rebalance(c, err, parts);
+        /* For rbk_consumer_health(): joined, and since when nothing is
+         * assigned. */
+        g_mutex_lock(&c->lock);
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                c->joined = 1;
+        if (g_hash_table_size(c->parts))
+                c->unassigned_since_ms = 0;
+        else if (!c->unassigned_since_ms)
+                c->unassigned_since_ms = rbk__now_ms();
+        g_mutex_unlock(&c->lock);
+}
+
+/* librdkafka's statistics, every statistics.interval.ms: kept for the
+ * metrics and health, and handed to the application's callback with the
+ * library's own counters. Poll thread (served by rd_kafka_consumer_poll()). */
+static int rbk__stats_cb(rd_kafka_t *rk, char *json, size_t json_len,
+                         void *opaque) {
+        rbk_consumer_t *c = opaque;
+        rbk__rdstats_update(&c->rdstats, json);
+        if (c->stats_cb) {
+                char *mine = rbk_consumer_stats_json(c);
+                c->stats_cb(json, mine ? mine : "{}", c->stats_opaque);
+                free(mine);
+        }
+        return 0; /* librdkafka frees json */
 }
 
 /* ------------------------------------------------------------ callbacks */
@@ -112,6 +138,12 @@ static void rbk__error_cb(rd_kafka_t *rk, int err, const char *reason,
         rbk_event_t ev;
         char buf[512];
         int fatal = err == RD_KAFKA_RESP_ERR__FATAL;
+        if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+                g_mutex_lock(&c->lock);
+                uint64_t consumed = c->consumed;
+                g_mutex_unlock(&c->lock);
+                rbk__rdstats_all_down(&c->rdstats, consumed);
+        }
         if (fatal) {
                 char fr[256];
                 rd_kafka_resp_err_t ferr =
@@ -576,6 +608,7 @@ static void rbk__consumer_free(rbk_consumer_t *c) {
                 rbk__dedup_destroy(c->dedup);
         if (c->cq)
                 rd_kafka_queue_destroy(c->cq);
+        rbk__oauth_stop(c->rk);
         if (c->rk)
                 rd_kafka_destroy_flags(c->rk,
                                        c->close_ok
@@ -584,6 +617,7 @@ static void rbk__consumer_free(rbk_consumer_t *c) {
         if (c->hooks)
                 rbk__hooks_destroy(c->hooks);
         rbk_conf_destroy(c->conf);
+        rbk__rdstats_clear(&c->rdstats);
         g_free(c->prefix);
         g_free(c->group);
         g_free(c->ugroup);
@@ -649,6 +683,7 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         g_cond_init(&c->cond);
         g_cond_init(&c->work_cond);
         g_queue_init(&c->requests);
+        rbk__rdstats_init(&c->rdstats);
         c->pid = getpid();
         c->conf = rbk_conf_dup(conf);
         c->prefix = g_strdup(rbk__conf_prefix(conf));
@@ -713,6 +748,16 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         rd_kafka_conf_set_offset_commit_cb(rc, rbk__offset_commit_cb);
         rd_kafka_conf_set_error_cb(rc, rbk__error_cb);
         rd_kafka_conf_set_log_cb(rc, rbk__log_cb);
+        rd_kafka_conf_set_stats_cb(rc, rbk__stats_cb);
+        c->stats_cb = conf->stats_cb;
+        c->stats_opaque = conf->stats_opaque;
+        char sto[32];
+        size_t stosz = sizeof(sto);
+        c->session_timeout_ms =
+            rd_kafka_conf_get(rc, "session.timeout.ms", sto, &stosz) ==
+                    RD_KAFKA_CONF_OK
+                ? g_ascii_strtoll(sto, NULL, 10)
+                : 45000;
 
         c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rc, e, sizeof(e));
         if (!c->rk) {
@@ -722,6 +767,7 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
                             "creating the librdkafka consumer failed: %s", e);
                 goto fail;
         }
+        rbk__oauth_start(c->conf, c->rk);
         rd_kafka_poll_set_consumer(c->rk);
         c->cq = rd_kafka_queue_get_consumer(c->rk);
         c->close_ok = 0;

@@ -172,6 +172,10 @@ typedef struct rbk__part_s {
         uint64_t handler_cnt;
         double handler_ms_sum;
         double handler_ms_max;
+        /* Handler calls by latency (rbk__latency_bucket()), the last one
+         * beyond every bound; cumulated when exposed. */
+        uint64_t handler_buckets[RBK__LATENCY_BUCKETS + 1];
+        uint64_t dead_lettered;
 } rbk__part_t;
 
 
@@ -284,6 +288,14 @@ struct rbk_consumer_s {
 
         /* The operator control listener (control.c), or NULL. */
         struct rbk__control_s *control;
+
+        /* Health and metrics (consumer_metrics.c reads them). */
+        rbk__rdstats_t rdstats; /* latest librdkafka statistics (own lock) */
+        rbk_stats_cb_t *stats_cb;
+        void *stats_opaque;
+        int64_t session_timeout_ms;
+        int joined;             /* a first assignment was received (lock) */
+        int64_t unassigned_since_ms; /* no partition since (lock), 0: some */
 
         /* Dead letters. */
         GMutex dlq_mu;

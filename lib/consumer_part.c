@@ -692,6 +692,8 @@ rbk_err_t rbk__part_batch_advance(rbk_consumer_t *c, rbk__part_t *p,
         if (ran_handler && k) {
                 double ms = (double)(now - msgs[0].started_ms);
                 p->handler_cnt++;
+                p->handler_buckets[rbk__latency_bucket(now -
+                                                       msgs[0].started_ms)]++;
                 p->handler_ms_sum += ms;
                 if (ms > p->handler_ms_max)
                         p->handler_ms_max = ms;
@@ -729,6 +731,7 @@ rbk_err_t rbk__part_complete(rbk_consumer_t *c, rbk__msg_t *m,
         if (ran_handler) {
                 double ms = (double)(now - m->started_ms);
                 p->handler_cnt++;
+                p->handler_buckets[rbk__latency_bucket(now - m->started_ms)]++;
                 p->handler_ms_sum += ms;
                 if (ms > p->handler_ms_max)
                         p->handler_ms_max = ms;
@@ -849,6 +852,7 @@ int rbk__part_deadletter_done(rbk_consumer_t *c, rbk__part_t *p,
                 rbk__part_complete_head(c, p, rkm, id, idlen, ours ? &m : NULL,
                                         now);
                 c->dead_lettered++;
+                p->dead_lettered++;
                 mine = p->assigned;
         } else {
                 p->hold = RBK__HOLD_DLQ_FAILED;

@@ -448,6 +448,7 @@ rd_kafka_conf_t *rbk__control_rd_conf(const rbk_conf_t *conf,
                         rd_kafka_conf_destroy(rc);
                         return NULL;
                 }
+        rbk__oauth_prepare(conf, rc);
         return rc;
 }
 
@@ -517,6 +518,7 @@ struct rbk__control_s {
         rd_kafka_t *rk;    /* the listener's plain consumer */
         rd_kafka_topic_t *rkt;
         rd_kafka_conf_t *pconf; /* for the acknowledgement producer */
+        rbk_conf_t *oauth_conf; /* its token refresh callback, or NULL */
         rd_kafka_t *producer;   /* created on the first acknowledgement */
         GThread *thread;
         GMutex lock;
@@ -566,6 +568,7 @@ static rd_kafka_t *rbk__ctl_producer(rbk__control_t *ctl) {
                          "cannot create the acknowledgement producer: %s", e);
                 return NULL;
         }
+        rbk__oauth_start(ctl->oauth_conf, ctl->producer);
         rbk__ctl_warm(ctl->producer, ctl->topic, RBK__CTL_QUERY_MS);
         return ctl->producer;
 }
@@ -836,12 +839,16 @@ static gpointer rbk__ctl_main(gpointer arg) {
 static void rbk__ctl_free(rbk__control_t *ctl) {
         if (ctl->rkt)
                 rd_kafka_topic_destroy(ctl->rkt);
-        if (ctl->rk)
+        if (ctl->rk) {
+                rbk__oauth_stop(ctl->rk);
                 rd_kafka_destroy(ctl->rk);
+        }
         if (ctl->producer) {
                 rd_kafka_flush(ctl->producer, 1000);
+                rbk__oauth_stop(ctl->producer);
                 rd_kafka_destroy(ctl->producer);
         }
+        rbk_conf_destroy(ctl->oauth_conf);
         if (ctl->pconf)
                 rd_kafka_conf_destroy(ctl->pconf);
         if (ctl->hooks)
@@ -917,6 +924,9 @@ rbk__control_t *rbk__control_start_ops(const rbk__control_ops_t *ops,
                             "creating the control listener failed: %s", e);
                 goto fail;
         }
+        if (conf->oauth_cb)
+                ctl->oauth_conf = rbk_conf_dup(conf);
+        rbk__oauth_start(ctl->oauth_conf, ctl->rk);
         ctl->thread = g_thread_try_new("rbk-control", rbk__ctl_main, ctl, NULL);
         if (!ctl->thread) {
                 rbk__seterr(errstr, errstr_size, RBK_ERR_NOMEM,
@@ -975,10 +985,14 @@ void rbk__control_client_destroy(rbk__control_client_t *cl) {
                 rd_kafka_consume_stop(cl->rkt, 0);
                 rd_kafka_topic_destroy(cl->rkt);
         }
-        if (cl->consumer)
+        if (cl->consumer) {
+                rbk__oauth_stop(cl->consumer);
                 rd_kafka_destroy(cl->consumer);
-        if (cl->producer)
+        }
+        if (cl->producer) {
+                rbk__oauth_stop(cl->producer);
                 rd_kafka_destroy(cl->producer);
+        }
         g_free(cl->topic);
         g_free(cl);
 }
@@ -1028,6 +1042,7 @@ rbk__control_client_t *rbk__control_client_new(const rbk_conf_t *conf,
                             "creating a client failed: %s", e);
                 goto fail;
         }
+        rbk__oauth_start(conf, cl->consumer);
         cl->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, e, sizeof(e));
         if (!cl->producer) {
                 rd_kafka_conf_destroy(pc);
@@ -1036,6 +1051,7 @@ rbk__control_client_t *rbk__control_client_new(const rbk_conf_t *conf,
                             "creating a producer failed: %s", e);
                 goto fail;
         }
+        rbk__oauth_start(conf, cl->producer);
         int r = rbk__control_topic_exists(cl->consumer, cl->topic, timeout_ms,
                                           NULL, e, sizeof(e));
         if (r <= 0) {

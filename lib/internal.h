@@ -86,6 +86,67 @@ char *rbk__redact_dup(const char *line);
 /* Redacts @p line in place (never longer than before); NULL is ignored. */
 void rbk__redact(char *line);
 
+/* ------------------------------------------------------------ metrics.c */
+
+/* Prometheus text exposition, format 0.0.4. A family's # HELP and # TYPE
+ * lines (@help escaped), then its samples, one family after the other. */
+void rbk__prom_family(GString *out, const char *name, const char *type,
+                      const char *help);
+/* Appends name="value" to a label list (comma-separated), the value
+ * escaped (backslash, double quote, line feed). */
+void rbk__prom_label(GString *labels, const char *name, const char *value);
+/* One sample line: name{labels} value (NaN, +Inf as the format spells
+ * them). @labels may be NULL or "". */
+void rbk__prom_sample(GString *out, const char *name, const char *labels,
+                      double v);
+void rbk__prom_sample_u64(GString *out, const char *name, const char *labels,
+                          uint64_t v);
+
+/* Handler latency histogram: upper bounds (ms) of the finite buckets. */
+#define RBK__LATENCY_BUCKETS 12
+extern const int64_t rbk__latency_bounds_ms[RBK__LATENCY_BUCKETS];
+/* The first bucket @ms fits in (RBK__LATENCY_BUCKETS: beyond the last). */
+int rbk__latency_bucket(int64_t ms);
+
+/* One broker in librdkafka's statistics. */
+typedef struct rbk__broker_s {
+        char *name;         /* "host:port/nodeid" as librdkafka names it */
+        int32_t nodeid;     /* -1 for bootstrap and logical brokers */
+        char *state;        /* "UP", "DOWN", "CONNECT", ... */
+        int64_t rtt_avg_us; /* -1 when not given */
+} rbk__broker_t;
+/* The brokers of a librdkafka statistics object (g_array_free frees the
+ * entries too); empty when there are none or the text is malformed. */
+GArray *rbk__rdstats_brokers(const char *json);
+
+/* What a client keeps of librdkafka's statistics and broker-down errors,
+ * for its metrics and health. Its own lock; any thread. */
+typedef struct rbk__rdstats_s {
+        GMutex mu;
+        GArray *brokers;        /* of the latest statistics, or NULL */
+        int64_t at_ms;          /* when they arrived, 0: never */
+        int64_t down_at_ms;     /* last _ALL_BROKERS_DOWN error, 0: none */
+        uint64_t down_progress; /* the client's progress count then */
+} rbk__rdstats_t;
+void rbk__rdstats_init(rbk__rdstats_t *s);
+void rbk__rdstats_clear(rbk__rdstats_t *s);
+/* New statistics arrived. */
+void rbk__rdstats_update(rbk__rdstats_t *s, const char *json);
+/* librdkafka reported all brokers down; @progress is a count the client
+ * raises on every sign of a working connection (messages delivered or
+ * received). */
+void rbk__rdstats_all_down(rbk__rdstats_t *s, uint64_t progress);
+/* 1 (the reason in @why) when every broker connection is down: the latest
+ * all-down report, with no progress since and no statistics after it, or
+ * the latest statistics showing no broker up. */
+int rbk__rdstats_down(rbk__rdstats_t *s, uint64_t progress, char *why,
+                      size_t why_size);
+/* The broker families <prefix>_broker_up, <prefix>_broker_rtt_avg_seconds
+ * and <prefix>_statistics_age_seconds, each sample labelled
+ * @label="@value" plus the broker's. */
+void rbk__rdstats_prom(rbk__rdstats_t *s, GString *out, const char *prefix,
+                       const char *label, const char *value);
+
 /* ------------------------------------------------------------ conf.c */
 
 /* Memory handed to the application (dumps, JSON) is malloc()ed: rbk_free()
@@ -114,6 +175,10 @@ struct rbk_conf_s {
         void *rebalance_opaque;
         rbk__held_t *dedup_store; /* the dedup store's holder (dedup.c), a
                                    * reference, or NULL */
+        rbk_stats_cb_t *stats_cb;
+        void *stats_opaque;
+        rbk_oauthbearer_token_refresh_cb_t *oauth_cb;
+        void *oauth_opaque;
 };
 
 /* Builds the librdkafka configuration for a client: robust defaults, then
@@ -123,6 +188,17 @@ struct rbk_conf_s {
  * Returns NULL with the reason in errstr. */
 rd_kafka_conf_t *rbk__conf_build(const rbk_conf_t *conf, rbk_client_type_t type,
                                  char *errstr, size_t errstr_size);
+
+/* OAUTHBEARER token refresh: rbk__conf_build() (and any other builder of
+ * a librdkafka configuration, through rbk__oauth_prepare()) installs the library's
+ * refresh callback (with librdkafka's SASL queue) when the configuration
+ * has one; after rd_kafka_new() the client calls rbk__oauth_start(), which
+ * maps the instance to the application's callback and serves the SASL
+ * queue on librdkafka's background thread, and rbk__oauth_stop() before
+ * rd_kafka_destroy(). Both do nothing without a callback. */
+void rbk__oauth_prepare(const rbk_conf_t *conf, rd_kafka_conf_t *rc);
+void rbk__oauth_start(const rbk_conf_t *conf, rd_kafka_t *rk);
+void rbk__oauth_stop(rd_kafka_t *rk);
 
 /* Effective value of an rbk.* property (user value or the documented
  * default). Never NULL for a known property. */

@@ -143,7 +143,10 @@ struct rbk_producer_s {
         size_t max_msg_bytes;
         rbk_delivery_cb_t *dr_cb;
         void *dr_opaque;
+        rbk_stats_cb_t *stats_cb;
+        void *stats_opaque;
         GThread *thread;
+        rbk__rdstats_t rdstats; /* latest librdkafka statistics (own lock) */
 
         GMutex close_lock; /* serialises rbk_producer_close() */
         int closed;
@@ -362,7 +365,8 @@ static rd_kafka_t *rbk__instance_new(rbk_producer_t *p, rd_kafka_queue_t **qp,
         }
         rd_kafka_conf_set_opaque(c, p);
         rd_kafka_conf_set_log_cb(c, rbk__rd_log_cb);
-        rd_kafka_conf_set_events(c, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
+        rd_kafka_conf_set_events(c, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR |
+                                        RD_KAFKA_EVENT_STATS);
         rbk__install_partitioner(c);
         char rderr[512];
         rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, rderr, sizeof(rderr));
@@ -374,6 +378,7 @@ static rd_kafka_t *rbk__instance_new(rbk_producer_t *p, rd_kafka_queue_t **qp,
                             rderr);
                 return NULL;
         }
+        rbk__oauth_start(p->conf, rk);
         *qp = rd_kafka_queue_get_main(rk);
         return rk;
 }
@@ -1221,11 +1226,26 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
                         g_mutex_unlock(&p->lock);
                 } else {
                         int64_t gen;
+                        uint64_t delivered;
                         g_mutex_lock(&p->lock);
                         gen = p->generation;
+                        delivered = p->st.delivered;
                         g_mutex_unlock(&p->lock);
+                        if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+                                rbk__rdstats_all_down(&p->rdstats, delivered);
                         rbk__client_error(p, err, rd_kafka_event_error_string(ev),
                                           gen);
+                }
+                break;
+        }
+        case RD_KAFKA_EVENT_STATS: {
+                const char *json = rd_kafka_event_stats(ev);
+                rbk__rdstats_update(&p->rdstats, json);
+                if (p->stats_cb && json) {
+                        char *mine = rbk_producer_stats_json(p);
+                        p->stats_cb(json, mine ? mine : "{}",
+                                    p->stats_opaque);
+                        free(mine);
                 }
                 break;
         }
@@ -1282,6 +1302,7 @@ static void rbk__retire(rbk_producer_t *p, GPtrArray *done) {
         while ((ev = rd_kafka_queue_poll(q, 0)))
                 rbk__handle_event(p, rk, ev, done);
         rd_kafka_queue_destroy(q);
+        rbk__oauth_stop(rk);
         rd_kafka_destroy(rk);
         g_mutex_lock(&p->lock);
         for (GList *l = p->outstanding.head; l; l = l->next) {
@@ -1630,6 +1651,7 @@ static void rbk__producer_free(rbk_producer_t *p) {
                 g_array_free(p->recoveries, TRUE);
         rbk__hooks_destroy(p->hooks);
         rbk_conf_destroy(p->conf);
+        rbk__rdstats_clear(&p->rdstats);
         g_free(p->client_name);
         g_free(p->prefix);
         g_mutex_clear(&p->lock);
@@ -1654,6 +1676,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         g_queue_init(&p->outstanding);
         g_queue_init(&p->incoming);
         p->recoveries = g_array_new(FALSE, FALSE, sizeof(int64_t));
+        rbk__rdstats_init(&p->rdstats);
         p->conf = rbk_conf_dup(conf);
         if (!p->conf) {
                 rbk__seterr(errstr, errstr_size, RBK_ERR_NOMEM,
@@ -1677,6 +1700,8 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
             rbk__conf_int(p->conf, "rbk.shutdown.timeout.ms");
         p->dr_cb = p->conf->dr_cb;
         p->dr_opaque = p->conf->dr_opaque;
+        p->stats_cb = p->conf->stats_cb;
+        p->stats_opaque = p->conf->stats_opaque;
         p->hooks = rbk__hooks_new(p->conf, p->client_name);
         rbk__version_check(p->hooks);
         p->producer_id = rbk__msgid_new_producer_id();
@@ -1698,6 +1723,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
                             gerr ? gerr->message : "unknown error");
                 g_clear_error(&gerr);
                 rd_kafka_queue_destroy(p->mainq);
+                rbk__oauth_stop(p->rk);
                 rd_kafka_destroy(p->rk);
                 rbk__producer_free(p);
                 return NULL;
@@ -1901,6 +1927,105 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         char *out = strdup(s->str); /* freed with rbk_free() */
         g_string_free(s, TRUE);
         return out;
+}
+
+/* ------------------------------------------------------------ metrics */
+
+char *rbk_producer_metrics(rbk_producer_t *p) {
+        if (!p || rbk__forked(p->pid))
+                return NULL;
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
+        if (rbk_producer_stats(p, &st))
+                return NULL;
+        int recovering, gave_up, closing;
+        g_mutex_lock(&p->lock);
+        closing = p->closing;
+        recovering = p->recovering || p->fatal_pending;
+        gave_up = p->gave_up;
+        g_mutex_unlock(&p->lock);
+        const struct {
+                const char *name, *type, *help;
+                double v;
+        } m[] = {
+            {"rbk_producer_accepted_total", "counter",
+             "Messages the producer accepted (rbk_producer_send() returned "
+             "RBK_OK)",
+             (double)st.accepted},
+            {"rbk_producer_delivered_total", "counter",
+             "Messages reported delivered", (double)st.delivered},
+            {"rbk_producer_failed_total", "counter",
+             "Messages reported failed", (double)st.failed},
+            {"rbk_producer_possibly_persisted_total", "counter",
+             "Failed messages that may be in the log anyway",
+             (double)st.possibly_persisted},
+            {"rbk_producer_in_flight_messages", "gauge",
+             "Messages accepted and not yet reported", (double)st.in_flight},
+            {"rbk_producer_resent_total", "counter",
+             "Messages sent again by fatal-error recovery", (double)st.resent},
+            {"rbk_producer_queue_full_waits_total", "counter",
+             "Sends that had to wait for room in the queue",
+             (double)st.queue_full_waits},
+            {"rbk_producer_fatal_errors_total", "counter",
+             "Fatal errors of librdkafka instances", (double)st.fatal_errors},
+            {"rbk_producer_generation", "gauge",
+             "librdkafka instances created so far (1: never recovered)",
+             (double)st.generation},
+            {"rbk_producer_recovering", "gauge",
+             "1 while a fatal error is being recovered, else 0",
+             recovering ? 1.0 : 0.0},
+            {"rbk_producer_gave_up", "gauge",
+             "1 once fatal-error recovery gave up (sends fail), else 0",
+             gave_up ? 1.0 : 0.0},
+            {"rbk_producer_closed", "gauge", "1 once the producer is closed",
+             closing ? 1.0 : 0.0},
+        };
+        GString *labels = g_string_new(NULL);
+        rbk__prom_label(labels, "client", p->client_name);
+        GString *out = g_string_new(NULL);
+        for (size_t i = 0; i < G_N_ELEMENTS(m); i++) {
+                rbk__prom_family(out, m[i].name, m[i].type, m[i].help);
+                rbk__prom_sample(out, m[i].name, labels->str, m[i].v);
+        }
+        rbk__rdstats_prom(&p->rdstats, out, "rbk_producer", "client",
+                          p->client_name);
+        g_string_free(labels, TRUE);
+        char *s = strdup(out->str); /* freed with rbk_free() */
+        g_string_free(out, TRUE);
+        return s;
+}
+
+rbk_err_t rbk_producer_health(rbk_producer_t *p, char *why, size_t why_size) {
+        if (why && why_size)
+                why[0] = '\0';
+        if (!p)
+                return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(p->pid))
+                return RBK_ERR_FORKED;
+        int closing, recovering, gave_up;
+        uint64_t delivered;
+        char fatal[512];
+        g_mutex_lock(&p->lock);
+        closing = p->closing;
+        recovering = p->recovering || p->fatal_pending;
+        gave_up = p->gave_up;
+        delivered = p->st.delivered;
+        g_strlcpy(fatal, p->fatal_reason, sizeof(fatal));
+        g_mutex_unlock(&p->lock);
+        if (closing)
+                return rbk__seterr(why, why_size, RBK_ERR_SHUTDOWN,
+                                   "the producer is closed");
+        if (gave_up)
+                return rbk__seterr(why, why_size, RBK_ERR_FATAL,
+                                   "fatal-error recovery gave up: %s",
+                                   *fatal ? fatal : "unknown error");
+        if (recovering)
+                return rbk__seterr(why, why_size, RBK_ERR_FATAL,
+                                   "a fatal error is being recovered%s%s",
+                                   *fatal ? ": " : "", fatal);
+        char down[256];
+        if (rbk__rdstats_down(&p->rdstats, delivered, down, sizeof(down)))
+                return rbk__seterr(why, why_size, RBK_ERR_KAFKA, "%s", down);
+        return RBK_OK;
 }
 
 /* ------------------------------------------------------------ testing */

@@ -175,6 +175,111 @@ RBK_API void rbk_conf_set_log_cb(rbk_conf_t *conf, rbk_log_cb_t *log_cb,
                                  void *opaque);
 
 /**
+ * @brief Statistics callback: librdkafka's statistics and the library's own
+ * counters, every `statistics.interval.ms` (a librdkafka property, 0 by
+ * default: set it, e.g. to 60000, or the callback never runs).
+ *
+ * Called on the client's poll thread: a producer's internal poll thread (the
+ * one that runs delivery callbacks), a consumer's poll thread (inside
+ * rbk_consumer_run(), rbk_consumer_poll() or rbk_consumer_close(), or the
+ * thread rbk_consumer_start() made). It must not block long: the client
+ * delivers nothing else meanwhile.
+ * @param librdkafka_json librdkafka's statistics object, exactly as
+ * librdkafka emitted it (see librdkafka's STATISTICS.md). Valid only during
+ * the call.
+ * @param rbk_json the client's counters, as rbk_producer_stats_json() or
+ * rbk_consumer_stats_json() return them at that moment. Valid only during
+ * the call.
+ * @param opaque as given to rbk_conf_set_stats_cb().
+ */
+typedef void(rbk_stats_cb_t)(const char *librdkafka_json, const char *rbk_json,
+                             void *opaque);
+
+/**
+ * @brief Sets the statistics callback of clients created from @p conf. The
+ * latest librdkafka statistics also feed the per-broker figures of
+ * rbk_producer_metrics() and rbk_consumer_metrics() and the broker check
+ * of the health calls, with or without a callback.
+ * @param conf the configuration.
+ * @param cb the callback, or NULL to remove it.
+ * @param opaque passed as the last argument of @p cb.
+ * Thread-safety: as rbk_conf_new().
+ */
+RBK_API void rbk_conf_set_stats_cb(rbk_conf_t *conf, rbk_stats_cb_t *cb,
+                                   void *opaque);
+
+/**
+ * An opaque handle through which an OAUTHBEARER token refresh callback
+ * hands its result back: valid only during the callback.
+ */
+typedef struct rbk_oauth_token_setter_s rbk_oauth_token_setter_t;
+
+/**
+ * @brief OAUTHBEARER token refresh callback (`sasl.mechanism=OAUTHBEARER`):
+ * called when the client starts, before it connects, and again when the
+ * token's lifetime is 80% spent. It must call rbk_oauthbearer_set_token()
+ * or rbk_oauthbearer_set_token_failure() once, with @p setter, before it
+ * returns.
+ *
+ * Called on a librdkafka background thread of the client (never on an
+ * application thread, never concurrently for one client), for every
+ * librdkafka instance the client runs: the producer's fresh instances
+ * after a fatal error, the consumer, its dead-letter producer and its
+ * control listener's clients.
+ * @param oauthbearer_config the value of `sasl.oauthbearer.config` ("" when
+ * not set).
+ * @param setter where the result goes; valid only during the call.
+ * @param opaque as given to rbk_conf_set_oauthbearer_token_refresh_cb().
+ */
+typedef void(rbk_oauthbearer_token_refresh_cb_t)(
+    const char *oauthbearer_config, rbk_oauth_token_setter_t *setter,
+    void *opaque);
+
+/**
+ * @brief Sets the OAUTHBEARER token refresh callback of clients created
+ * from @p conf.
+ * @param conf the configuration.
+ * @param cb the callback, or NULL to remove it.
+ * @param opaque passed as the last argument of @p cb.
+ * Thread-safety: as rbk_conf_new().
+ */
+RBK_API void rbk_conf_set_oauthbearer_token_refresh_cb(
+    rbk_conf_t *conf, rbk_oauthbearer_token_refresh_cb_t *cb, void *opaque);
+
+/**
+ * @brief Hands a token to the client (from a token refresh callback).
+ * @param setter the callback's @p setter.
+ * @param token the compact serialised token (a JWT); copied.
+ * @param lifetime_ms when the token expires, in milliseconds since the
+ * epoch.
+ * @param principal the principal name the token is for; copied.
+ * @param errstr buffer for the reason of a failure.
+ * @param errstr_size size of @p errstr.
+ * @returns RBK_OK; RBK_ERR_INVALID_ARG (NULL argument, a malformed token,
+ * a lifetime in the past) or RBK_ERR_STATE (the client does not use
+ * OAUTHBEARER), the reason in @p errstr.
+ * Thread-safety: only inside the callback that received @p setter.
+ */
+RBK_API rbk_err_t rbk_oauthbearer_set_token(rbk_oauth_token_setter_t *setter,
+                                            const char *token,
+                                            int64_t lifetime_ms,
+                                            const char *principal,
+                                            char *errstr, size_t errstr_size);
+
+/**
+ * @brief Tells the client that no token could be had; it logs @p reason,
+ * fails connection attempts with it, and calls the refresh callback again
+ * about 10 seconds later.
+ * @param setter the callback's @p setter.
+ * @param reason why (copied), not empty.
+ * @returns RBK_OK; RBK_ERR_INVALID_ARG (NULL or empty argument);
+ * RBK_ERR_STATE (the client does not use OAUTHBEARER).
+ * Thread-safety: only inside the callback that received @p setter.
+ */
+RBK_API rbk_err_t rbk_oauthbearer_set_token_failure(
+    rbk_oauth_token_setter_t *setter, const char *reason);
+
+/**
  * @brief Frees memory the library returned (dumps, JSON strings).
  * Accepts NULL.
  * Thread-safety: safe from any thread.

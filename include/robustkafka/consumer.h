@@ -474,6 +474,44 @@ RBK_API rbk_err_t rbk_consumer_stats(rbk_consumer_t *c,
 RBK_API char *rbk_consumer_stats_json(rbk_consumer_t *c);
 
 /**
+ * @brief The consumer's key figures in the Prometheus text exposition
+ * format (version 0.0.4; docs/metrics.md lists every metric): per assigned
+ * partition the lag, messages handled, retried, dead-lettered and dropped
+ * as duplicates, whether it is quarantined, paused or stalled, and a
+ * histogram of handler latency; per broker the connection state and
+ * round-trip time from the latest librdkafka statistics (only with
+ * `statistics.interval.ms` set). Every sample carries the label `group`;
+ * partition samples also `topic` and `partition`.
+ *
+ * Families are named `rbk_consumer_*`, so one consumer's text and one
+ * producer's can be served together.
+ * @param c the consumer.
+ * @returns a string to free with rbk_free(); NULL if @p c is NULL, on OOM,
+ * or in a forked child.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API char *rbk_consumer_metrics(rbk_consumer_t *c);
+
+/**
+ * @brief Whether the consumer is doing its work, for liveness and
+ * readiness probes.
+ * @param c the consumer.
+ * @param why buffer for the reasons when not RBK_OK, "; "-separated (may
+ * be NULL).
+ * @param why_size size of @p why.
+ * @returns RBK_OK; RBK_ERR_SHUTDOWN (closed); RBK_ERR_FATAL (librdkafka
+ * raised a fatal error); RBK_ERR_KAFKA (every broker connection is down);
+ * RBK_ERR_STATE (not subscribed, not yet joined the group, no partition
+ * assigned for longer than `session.timeout.ms` after the first join, a
+ * stalled partition, a quarantined or held partition: each named with
+ * topic and partition); RBK_ERR_INVALID_ARG; RBK_ERR_FORKED. The most
+ * severe of these is returned; @p why lists them all.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_health(rbk_consumer_t *c, char *why,
+                                      size_t why_size);
+
+/**
  * @brief Stops fetching, lets in-flight handlers finish (bounded by
  * @p timeout_ms, or `rbk.shutdown.timeout.ms` when negative), commits stored
  * offsets and leaves the group. Safe to call twice.

@@ -226,6 +226,42 @@ RBK_API rbk_err_t rbk_producer_stats(rbk_producer_t *p,
 RBK_API char *rbk_producer_stats_json(rbk_producer_t *p);
 
 /**
+ * @brief The producer's key figures in the Prometheus text exposition
+ * format (version 0.0.4; docs/metrics.md lists every metric): counters of
+ * accepted, delivered, failed and re-sent messages, messages in flight,
+ * queue-full waits, the librdkafka instance generation, and per broker the
+ * connection state and round-trip time from the latest librdkafka
+ * statistics (only with `statistics.interval.ms` set). Every sample carries
+ * the label `client` (`rbk.client.name`).
+ *
+ * Families are named `rbk_producer_*`: the text of one producer can be
+ * served as it is, or after a consumer's text; two producers in one
+ * response would repeat families.
+ * @param p the producer.
+ * @returns a string to free with rbk_free(); NULL if @p p is NULL, on OOM,
+ * or in a forked child.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API char *rbk_producer_metrics(rbk_producer_t *p);
+
+/**
+ * @brief Whether the producer can deliver now, for liveness and readiness
+ * probes.
+ * @param p the producer.
+ * @param why buffer for the reasons when not RBK_OK, "; "-separated (may
+ * be NULL).
+ * @param why_size size of @p why.
+ * @returns RBK_OK; RBK_ERR_SHUTDOWN (closed); RBK_ERR_FATAL (a fatal error
+ * is being recovered, or recovery gave up); RBK_ERR_KAFKA (every broker
+ * connection is down: librdkafka reported all brokers down and nothing
+ * was delivered since, or the latest statistics show no broker up);
+ * RBK_ERR_INVALID_ARG; RBK_ERR_FORKED.
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_producer_health(rbk_producer_t *p, char *why,
+                                      size_t why_size);
+
+/**
  * @brief The process-wide producer named @p name, created on first use.
  *
  * Later calls from any thread return the same handle (and take a

@@ -416,6 +416,12 @@ static const char *const rbk__producer_defaults[][2] = {
     {"max.in.flight.requests.per.connection", "5"},
     {"message.send.max.retries", "2147483647"},
     {"message.timeout.ms", "120000"}, /* the delivery timeout */
+    /* A produce request to a leader that stopped answering (frozen, cut off)
+     * is given up after this, the connection closed and the metadata
+     * refreshed; before it, an idempotent producer cannot move the
+     * partition's in-flight batches to the new leader (docs/producer.md,
+     * "A leader that stops answering"). librdkafka's default is 60000. */
+    {"socket.timeout.ms", "10000"},
     {"retry.backoff.ms", "100"},
     {"linger.ms", "5"},
     {"partitioner", "murmur2_random"},

@@ -44,6 +44,7 @@ START_TEST(producer_defaults_present) {
                          "2147483647");
         assert_effective(c, RBK_PRODUCER, "message.timeout.ms", "120000");
         assert_effective(c, RBK_PRODUCER, "retry.backoff.ms", "100");
+        assert_effective(c, RBK_PRODUCER, "socket.timeout.ms", "10000");
         assert_effective(c, RBK_PRODUCER, "queue.buffering.max.ms", "5");
         assert_effective(c, RBK_PRODUCER, "partitioner", "murmur2_random");
         assert_effective(c, RBK_PRODUCER, "rbk.msgid.enable", "true");

@@ -435,6 +435,11 @@ static const char *const rbk__consumer_defaults[][2] = {
     {"enable.auto.commit", "true"},
     {"auto.commit.interval.ms", "5000"},
     {"enable.partition.eof", "false"},
+    /* A heartbeat to a group coordinator that stopped answering is given up
+     * after this and the new coordinator looked up, well within
+     * session.timeout.ms (45000): a frozen or cut-off coordinator no longer
+     * fences the members (docs/consumer.md, "Gray failures"). */
+    {"socket.timeout.ms", "10000"},
     {"socket.keepalive.enable", "true"},
     {NULL, NULL},
 };

@@ -63,6 +63,8 @@ START_TEST(consumer_defaults_present) {
         assert_effective(c, RBK_CONSUMER, "auto.offset.reset", "error");
         assert_effective(c, RBK_CONSUMER, "enable.auto.offset.store", "false");
         assert_effective(c, RBK_CONSUMER, "enable.auto.commit", "true");
+        assert_effective(c, RBK_CONSUMER, "socket.timeout.ms", "10000");
+        assert_effective(c, RBK_CONSUMER, "session.timeout.ms", "45000");
         assert_effective(c, RBK_CONSUMER, "partition.assignment.strategy",
                          rd_kafka_version() < 0x020601ff ? "range,roundrobin"
                                                          : "cooperative-sticky");

@@ -152,18 +152,31 @@ static void conf_set(rbk_conf_t *c, const char *name, const char *value) {
 }
 
 /* Extra settings from the environment, "name=value,name=value" (the
- * suite's RBK_CHAOS_PRODUCER_CONF / RBK_CHAOS_CONSUMER_CONF knobs). */
+ * suite's RBK_CHAOS_PRODUCER_CONF / RBK_CHAOS_CONSUMER_CONF knobs); an item
+ * without '=' continues the previous value ("debug=broker,msg"). */
 static void conf_set_list(rbk_conf_t *c, const char *list) {
         if (!list || !*list)
                 return;
         char **kv = g_strsplit(list, ",", -1);
-        for (char **p = kv; *p; p++) {
-                char *eq = strchr(*p, '=');
-                if (!eq)
-                        die("bad setting '%s' (expected name=value)", *p);
+        GString *name = g_string_new(NULL), *value = g_string_new(NULL);
+        for (char **p = kv;; p++) {
+                char *eq = *p ? strchr(*p, '=') : NULL;
+                if (*p && !eq) {
+                        if (!name->len)
+                                die("bad setting '%s' (expected name=value)", *p);
+                        g_string_append_printf(value, ",%s", *p);
+                        continue;
+                }
+                if (name->len)
+                        conf_set(c, name->str, value->str);
+                if (!*p)
+                        break;
                 *eq = '\0';
-                conf_set(c, g_strstrip(*p), g_strstrip(eq + 1));
+                g_string_assign(name, g_strstrip(*p));
+                g_string_assign(value, g_strstrip(eq + 1));
         }
+        g_string_free(name, TRUE);
+        g_string_free(value, TRUE);
         g_strfreev(kv);
 }
 
@@ -224,6 +237,19 @@ static void on_producer_event(const rbk_event_t *ev, void *opaque) {
         rbk_free(js);
 }
 
+/* RBK_CHAOS_PRODUCER_LOG=FILE: the producer's log lines (librdkafka's
+ * debug output with debug=... in RBK_CHAOS_PRODUCER_CONF), with the wall
+ * clock in ms, to line them up with the gray rounds. */
+static FILE *g_rdlog;
+
+static void on_producer_log(int level, const char *fac, const char *line, void *opaque) {
+        (void)opaque;
+        g_mutex_lock(&g_out_lock);
+        if (g_rdlog)
+                fprintf(g_rdlog, "%" PRId64 " %d %s %s\n", realtime_ms(), level, fac, line);
+        g_mutex_unlock(&g_out_lock);
+}
+
 static rbk_producer_t *get_producer(const struct opts *o, const char *name) {
         char e[512];
         rbk_conf_t *c = rbk_conf_new();
@@ -232,6 +258,13 @@ static rbk_producer_t *get_producer(const struct opts *o, const char *name) {
         conf_set(c, "bootstrap.servers", o->bootstrap);
         conf_set(c, "rbk.client.name", name);
         conf_set_list(c, getenv("RBK_CHAOS_PRODUCER_CONF"));
+        const char *lp = getenv("RBK_CHAOS_PRODUCER_LOG");
+        if (lp && *lp) {
+                if (!g_rdlog && !(g_rdlog = fopen(lp, "a")))
+                        die("cannot open %s: %s", lp, strerror(errno));
+                setvbuf(g_rdlog, NULL, _IOLBF, 0);
+                rbk_conf_set_log_cb(c, on_producer_log, NULL);
+        }
         rbk_conf_set_delivery_cb(c, on_delivery, NULL);
         rbk_conf_set_hook(c, on_producer_event, NULL);
         rbk_producer_t *p = rbk_producer_get(NULL, c, e, sizeof(e));

@@ -144,6 +144,11 @@ trap 'exit 143' TERM
 
 [[ -x $CHAOS ]] || fail "$CHAOS is missing: build it with 'make check-kafka' (or 'make $BUILD/tests/kafka/chaos')"
 command -v kcat >/dev/null || fail "kcat not found (apt-get install -y kcat)"
+if ((GRAY)); then
+  # The partition rounds change firewall rules (on this cluster's ports only).
+  [[ $(id -u) -eq 0 ]] || fail "the gray rounds need root for iptables (RBK_CHAOS_GRAY=0 runs the kills only)"
+  command -v iptables >/dev/null || fail "iptables not found (scripts/install-deps kafka; RBK_CHAOS_GRAY=0 runs the kills only)"
+fi
 
 # A port base nobody else uses: a lock per base, held for the whole run,
 # plus a check that the ports are free (other suites, other work trees).

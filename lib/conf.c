@@ -424,6 +424,12 @@ static const char *const rbk__producer_defaults[][2] = {
     {"max.in.flight.requests.per.connection", "5"},
     {"message.send.max.retries", "2147483647"},
     {"message.timeout.ms", "120000"}, /* the delivery timeout */
+    /* A produce request to a leader that stopped answering (frozen, cut off)
+     * is given up after this, the connection closed and the metadata
+     * refreshed; before it, an idempotent producer cannot move the
+     * partition's in-flight batches to the new leader (docs/producer.md,
+     * "A leader that stops answering"). librdkafka's default is 60000. */
+    {"socket.timeout.ms", "10000"},
     {"retry.backoff.ms", "100"},
     {"linger.ms", "5"},
     {"partitioner", "murmur2_random"},
@@ -437,6 +443,11 @@ static const char *const rbk__consumer_defaults[][2] = {
     {"enable.auto.commit", "true"},
     {"auto.commit.interval.ms", "5000"},
     {"enable.partition.eof", "false"},
+    /* A heartbeat to a group coordinator that stopped answering is given up
+     * after this and the new coordinator looked up, well within
+     * session.timeout.ms (45000): a frozen or cut-off coordinator no longer
+     * fences the members (docs/consumer.md, "Gray failures"). */
+    {"socket.timeout.ms", "10000"},
     {"socket.keepalive.enable", "true"},
     {NULL, NULL},
 };

@@ -44,6 +44,7 @@ START_TEST(producer_defaults_present) {
                          "2147483647");
         assert_effective(c, RBK_PRODUCER, "message.timeout.ms", "120000");
         assert_effective(c, RBK_PRODUCER, "retry.backoff.ms", "100");
+        assert_effective(c, RBK_PRODUCER, "socket.timeout.ms", "10000");
         assert_effective(c, RBK_PRODUCER, "queue.buffering.max.ms", "5");
         assert_effective(c, RBK_PRODUCER, "partitioner", "murmur2_random");
         assert_effective(c, RBK_PRODUCER, "rbk.msgid.enable", "true");
@@ -62,6 +63,8 @@ START_TEST(consumer_defaults_present) {
         assert_effective(c, RBK_CONSUMER, "auto.offset.reset", "error");
         assert_effective(c, RBK_CONSUMER, "enable.auto.offset.store", "false");
         assert_effective(c, RBK_CONSUMER, "enable.auto.commit", "true");
+        assert_effective(c, RBK_CONSUMER, "socket.timeout.ms", "10000");
+        assert_effective(c, RBK_CONSUMER, "session.timeout.ms", "45000");
         assert_effective(c, RBK_CONSUMER, "partition.assignment.strategy",
                          rd_kafka_version() < 0x020601ff ? "range,roundrobin"
                                                          : "cooperative-sticky");

@@ -4,7 +4,8 @@
 # each (a lost id, an id handed twice to one process, a redelivery to another
 # process, a reordered key, a skipped offset range, a quarantine resolved
 # past a deleted range and the same without the resolve, a failed delivery,
-# a store that does not match, too few kills). Each fault must show in its own count and
+# a store that does not match, too few kills, a cross-member redelivery,
+# delivery latencies above a bound). Each fault must show in its own count and
 # decide the exit code; a checker that always passes fails this test.
 set -euo pipefail
 
@@ -39,13 +40,15 @@ store() {
   "$CHAOS" store-init -d "$d/store.db"
   for f in "$d"/*.hlog; do "$CHAOS" merge -d "$d/store.db" -l "$f" 2>/dev/null; done
 }
-# check NAME DIR WANT_RC 'field=value ...': runs verify (-Q unless DIR has an
-# offset-out-of-range result) and compares its exit code and last line
+# check NAME DIR WANT_RC 'field=value ...' [verify options]: runs verify (-Q
+# unless DIR has an offset-out-of-range result) and compares its exit code and last line
 check() {
   local name=$1 d=$2 want=$3 fields=$4 rc=0 line f
+  local -a extra=()
+  [[ -n ${5:-} ]] && read -r -a extra <<<"$5"
   local q=-Q
   [[ -f $d/oor.result ]] && q=
-  line=$("$CHAOS" verify -o "$d" -d "$d/store.db" -n 0 -K 5 $q 2>"$d/verify.err" | tail -n 1) || rc=$?
+  line=$("$CHAOS" verify -o "$d" -d "$d/store.db" -n 0 -K 5 $q "${extra[@]}" 2>"$d/verify.err" | tail -n 1) || rc=$?
   local ok=1
   if [[ $want == 0 && $rc != 0 ]] || [[ $want != 0 && $rc == 0 ]]; then ok=0; fi
   for f in $fields; do [[ " $line " == *" $f "* ]] || ok=0; done
@@ -83,6 +86,26 @@ d=$WORK/redeliver; base "$d"
 awk 'NR >= 2000 {sub(/^H [0-9]+ 100 c1a/, sprintf("H %d 200 c2a", 9000000000 + NR)); print}' "$d/c1a.hlog" >"$d/c2a.hlog"
 store "$d"
 check redelivered "$d" 0 "redelivered=1001 duplicates_to_handler=0 lost=0"
+
+# cross-member: ids 2000.. handled again by c2a while c1a still runs (its
+# last record is later): a fenced member's partitions went to another
+d=$WORK/cross; base "$d"
+awk 'NR >= 2000 {sub(/^H [0-9]+ 100 c1a/, sprintf("H %d 200 c2a", 1000000 + NR * 1000 + 500)); print}' "$d/c1a.hlog" >"$d/c2a.hlog"
+store "$d"
+check cross-member "$d" 0 "redelivered=1001 cross_member_redelivered=1000 duplicates_to_handler=0"
+
+# latency: delivery reports with latency and send time; two gray rounds
+# (a freeze and a partition); 1 message of 50 sent in them took 15 s
+d=$WORK/latency; base "$d"
+awk '{ t = 1700000000000 + NR * 10; lat = (NR % 50 == 0 && NR > 1000 && NR <= 2000) ? 15000 : 20
+       printf "%s %d %.0f\n", $0, lat, t }' "$d/acked-main.log" >"$d/x" && mv "$d/x" "$d/acked-main.log"
+printf '%s\n' "freeze-leader 1 0 1700000010000 1700000015000 1 2" \
+  "partition-coordinator 2 1 1700000015001 1700000020000 3 4" >"$d/gray"
+store "$d"
+check latency "$d" 0 "freezes=1 partitions=1 max_delivery_ms=15000 p99_delivery_ms=15000" "-M 20000 -P 15000"
+check latency-max "$d" 1 "max_delivery_ms=15000" "-M 10000"
+check latency-p99 "$d" 1 "p99_delivery_ms=15000" "-P 14000"
+check latency-p99-ok "$d" 0 "p99_delivery_ms=15000" "-P 15000 -M 15000"
 
 # reordered: two messages of one key handled in swapped order
 d=$WORK/reorder; base "$d"

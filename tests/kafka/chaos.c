@@ -7,7 +7,7 @@
  * DeleteRecords). Every fact the verification needs is written to plain
  * files, one record a line, so it can be recomputed by hand:
  *
- *   acked-*.log    id partition offset key kseq          (delivery reports, ok)
+ *   acked-*.log    id partition offset key kseq [latency_ms sent_ms]  (delivery reports, ok)
  *   failed-*.log   id partition errname persisted reason (delivery reports, failed)
  *   *.hlog         H ns pid inst partition offset id key kseq attempt
  *                  R ns pid inst assigned|revoked|lost partition
@@ -16,6 +16,9 @@
  *                  J {json of an event}
  *   oor.deleted    partition committed log_start high
  *   kills          epoch node partition
+ *   gray           kind node partition start_ms end_ms start_ns end_ns
+ *                  (kind: freeze-leader, freeze-coordinator, partition-leader,
+ *                  partition-coordinator; ms on the wall clock, ns monotonic)
  *
  * ns is CLOCK_MONOTONIC, which is one clock for every process of the machine,
  * so records of different consumer processes can be merged in time order.
@@ -27,11 +30,14 @@
  *   chaos store-init -d DB
  *   chaos missing  -o DIR -d DB
  *   chaos merge    -d DB -l LOG
- *   chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q]
+ *   chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q] [-M MAX_MS] [-P P99_MS]
+ *   chaos now      (prints epoch ms and CLOCK_MONOTONIC ns of one instant)
  *
  * verify exits 0 only if every must-be-zero count is zero, at least
  * MIN_ACKED (200000) ids were acked, at least MIN_KILLS (5) broker kills hit
- * every node, and the offset-out-of-range phase passed (-Q: there was none).
+ * every node, and the offset-out-of-range phase passed (-Q: there was none);
+ * with -M / -P, the largest delivery latency must be at most MAX_MS and the
+ * 99th percentile of the messages sent during a gray failure at most P99_MS.
  */
 #include <robustkafka.h>
 
@@ -111,16 +117,67 @@ static int parse_value(const void *v, size_t len, char *key, long *kseq) {
         return 0;
 }
 
+/* The send time (CLOCK_MONOTONIC ns) a produced value may carry as its 4th
+ * field ("KEY KSEQ N SENDNS"); -1 when it has none. */
+static int64_t value_send_ns(const void *v, size_t len) {
+        char buf[160], k[KEY_MAX];
+        long s, n;
+        long long t;
+        if (!v || len == 0 || len >= sizeof(buf))
+                return -1;
+        memcpy(buf, v, len);
+        buf[len] = '\0';
+        if (sscanf(buf, "%63s %ld %ld %lld", k, &s, &n, &t) != 4)
+                return -1;
+        return (int64_t)t;
+}
+
+static int64_t realtime_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 struct opts {
         const char *bootstrap, *topic, *group, *db, *log, *dir, *stopfile, *inst;
         long min, rate, extra;
         int keys, partition, max_seconds, min_kills, no_oor;
+        long max_delivery_ms, p99_delivery_ms; /* verify: bounds, 0 = none */
 };
 
 static void conf_set(rbk_conf_t *c, const char *name, const char *value) {
         char e[512];
         if (rbk_conf_set(c, name, value, e, sizeof(e)) != RBK_OK)
                 die("rbk_conf_set(%s): %s", name, e);
+}
+
+/* Extra settings from the environment, "name=value,name=value" (the
+ * suite's RBK_CHAOS_PRODUCER_CONF / RBK_CHAOS_CONSUMER_CONF knobs); an item
+ * without '=' continues the previous value ("debug=broker,msg"). */
+static void conf_set_list(rbk_conf_t *c, const char *list) {
+        if (!list || !*list)
+                return;
+        char **kv = g_strsplit(list, ",", -1);
+        GString *name = g_string_new(NULL), *value = g_string_new(NULL);
+        for (char **p = kv;; p++) {
+                char *eq = *p ? strchr(*p, '=') : NULL;
+                if (*p && !eq) {
+                        if (!name->len)
+                                die("bad setting '%s' (expected name=value)", *p);
+                        g_string_append_printf(value, ",%s", *p);
+                        continue;
+                }
+                if (name->len)
+                        conf_set(c, name->str, value->str);
+                if (!*p)
+                        break;
+                *eq = '\0';
+                g_string_assign(name, g_strstrip(*p));
+                g_string_assign(value, g_strstrip(eq + 1));
+        }
+        g_string_free(name, TRUE);
+        g_string_free(value, TRUE);
+        g_strfreev(kv);
 }
 
 static FILE *open_out(const char *dir, const char *name) {
@@ -145,9 +202,21 @@ static void on_delivery(const rbk_delivery_t *dr, void *opaque) {
         parse_value(dr->value, dr->value_len, key, &kseq);
         g_mutex_lock(&g_out_lock);
         if (dr->err == RBK_OK) {
-                fprintf(g_acked, "%s %d %" PRId64 " %s %ld\n",
-                        dr->id ? dr->id : "-", (int)dr->partition, dr->offset,
-                        key, kseq);
+                /* Delivery latency: report time - send time (both
+                 * CLOCK_MONOTONIC), and when it was sent (epoch ms), so the
+                 * checker can pick the messages sent during a gray failure. */
+                int64_t sent = value_send_ns(dr->value, dr->value_len);
+                if (sent > 0) {
+                        int64_t lat = now_ns() - sent;
+                        fprintf(g_acked, "%s %d %" PRId64 " %s %ld %.1f %" PRId64 "\n",
+                                dr->id ? dr->id : "-", (int)dr->partition, dr->offset,
+                                key, kseq, (double)lat / 1e6,
+                                realtime_ms() - lat / 1000000);
+                } else {
+                        fprintf(g_acked, "%s %d %" PRId64 " %s %ld\n",
+                                dr->id ? dr->id : "-", (int)dr->partition, dr->offset,
+                                key, kseq);
+                }
                 g_acked_n++;
         } else {
                 fprintf(g_failed, "%s %d %s %d %s\n", dr->id ? dr->id : "-",
@@ -168,6 +237,19 @@ static void on_producer_event(const rbk_event_t *ev, void *opaque) {
         rbk_free(js);
 }
 
+/* RBK_CHAOS_PRODUCER_LOG=FILE: the producer's log lines (librdkafka's
+ * debug output with debug=... in RBK_CHAOS_PRODUCER_CONF), with the wall
+ * clock in ms, to line them up with the gray rounds. */
+static FILE *g_rdlog;
+
+static void on_producer_log(int level, const char *fac, const char *line, void *opaque) {
+        (void)opaque;
+        g_mutex_lock(&g_out_lock);
+        if (g_rdlog)
+                fprintf(g_rdlog, "%" PRId64 " %d %s %s\n", realtime_ms(), level, fac, line);
+        g_mutex_unlock(&g_out_lock);
+}
+
 static rbk_producer_t *get_producer(const struct opts *o, const char *name) {
         char e[512];
         rbk_conf_t *c = rbk_conf_new();
@@ -175,6 +257,14 @@ static rbk_producer_t *get_producer(const struct opts *o, const char *name) {
                 die("out of memory");
         conf_set(c, "bootstrap.servers", o->bootstrap);
         conf_set(c, "rbk.client.name", name);
+        conf_set_list(c, getenv("RBK_CHAOS_PRODUCER_CONF"));
+        const char *lp = getenv("RBK_CHAOS_PRODUCER_LOG");
+        if (lp && *lp) {
+                if (!g_rdlog && !(g_rdlog = fopen(lp, "a")))
+                        die("cannot open %s: %s", lp, strerror(errno));
+                setvbuf(g_rdlog, NULL, _IOLBF, 0);
+                rbk_conf_set_log_cb(c, on_producer_log, NULL);
+        }
         rbk_conf_set_delivery_cb(c, on_delivery, NULL);
         rbk_conf_set_hook(c, on_producer_event, NULL);
         rbk_producer_t *p = rbk_producer_get(NULL, c, e, sizeof(e));
@@ -269,7 +359,8 @@ static int mode_produce(const struct opts *o) {
                 char key[KEY_MAX], val[128];
                 kseq[k]++;
                 int kl = snprintf(key, sizeof(key), "key-%05d", k);
-                int vl = snprintf(val, sizeof(val), "%s %ld %ld", key, kseq[k], n);
+                int vl = snprintf(val, sizeof(val), "%s %ld %ld %" PRId64, key, kseq[k], n,
+                                  now_ns());
                 rbk_msg_t m = RBK_MSG_INIT;
                 m.topic = o->topic;
                 m.key = key;
@@ -509,6 +600,7 @@ static rbk_consumer_t *get_consumer(const struct opts *o) {
         conf_set(c, "group.id", o->group);
         conf_set(c, "session.timeout.ms", "6000");
         conf_set(c, "rbk.client.name", name);
+        conf_set_list(c, getenv("RBK_CHAOS_CONSUMER_CONF"));
         rbk_conf_set_hook(c, on_consumer_event, NULL);
         rbk_conf_set_rebalance_cb(c, on_rebalance, NULL);
         rbk_consumer_t *cons = rbk_consumer_get(NULL, c, e, sizeof(e));
@@ -660,6 +752,8 @@ struct acked {
         int64_t off;
         char key[KEY_MAX];
         long kseq;
+        double lat_ms;   /* delivery latency, -1 if the record has none */
+        int64_t sent_ms; /* epoch ms it was sent at */
 };
 
 static GPtrArray *read_acked_file(const char *path, GPtrArray *into) {
@@ -672,9 +766,14 @@ static GPtrArray *read_acked_file(const char *path, GPtrArray *into) {
                 int part;
                 long long off;
                 long kseq;
-                if (sscanf(line, "%299s %d %lld %63s %ld", id, &part, &off, key, &kseq) != 5)
+                double lat = -1;
+                long long sent = 0;
+                if (sscanf(line, "%299s %d %lld %63s %ld %lf %lld", id, &part, &off, key, &kseq,
+                           &lat, &sent) < 5)
                         continue;
                 struct acked *a = g_new0(struct acked, 1);
+                a->lat_ms = lat;
+                a->sent_ms = sent;
                 a->id = g_strdup(id);
                 a->part = part;
                 a->off = off;
@@ -1180,6 +1279,55 @@ static gint cmp_acked_kseq(gconstpointer a, gconstpointer b) {
         return x->kseq < y->kseq ? -1 : x->kseq > y->kseq;
 }
 
+/* One gray-failure round of the driver (the "gray" file). */
+struct gray {
+        char kind[32];
+        int node, part;
+        int64_t start_ms, end_ms, start_ns, end_ns;
+};
+
+static GArray *read_gray(const char *dir) {
+        GArray *g = g_array_new(FALSE, TRUE, sizeof(struct gray));
+        char *path = g_build_filename(dir, "gray", NULL);
+        FILE *f = fopen(path, "r");
+        g_free(path);
+        if (!f)
+                return g;
+        char line[512];
+        while (fgets(line, sizeof(line), f)) {
+                struct gray x = {0};
+                long long a, b, c, d;
+                if (sscanf(line, "%31s %d %d %lld %lld %lld %lld", x.kind, &x.node, &x.part,
+                           &a, &b, &c, &d) != 7)
+                        continue;
+                x.start_ms = a;
+                x.end_ms = b;
+                x.start_ns = c;
+                x.end_ns = d;
+                g_array_append_val(g, x);
+        }
+        fclose(f);
+        return g;
+}
+
+static gint cmp_double(gconstpointer a, gconstpointer b) {
+        double x = *(const double *)a, y = *(const double *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* The q-quantile (nearest rank) of @p v, sorted in place; 0 when empty. */
+static double quantile(GArray *v, double q) {
+        if (v->len == 0)
+                return 0;
+        g_array_sort(v, cmp_double);
+        guint i = (guint)(q * v->len + 0.999999);
+        if (i < 1)
+                i = 1;
+        if (i > v->len)
+                i = v->len;
+        return g_array_index(v, double, i - 1);
+}
+
 static int mode_verify(const struct opts *o) {
         if (!o->dir || !o->db)
                 die("verify needs -o -d");
@@ -1229,6 +1377,24 @@ static int mode_verify(const struct opts *o) {
         if (nlogs == 0)
                 die("no *.hlog in %s", o->dir);
         g_ptr_array_sort(vs.recs, cmp_rec_ns);
+        /* When each process was last heard of: a redelivery to another
+         * process while the first one still ran is a cross-member one
+         * (a fenced member, a rebalance), not the aftermath of a crash. */
+        int64_t *last_ns = g_new0(int64_t, vs.insts->len + 1);
+        for (guint i = 0; i < vs.recs->len; i++) {
+                struct rec *r = vs.recs->pdata[i];
+                if (r->ns > last_ns[r->inst])
+                        last_ns[r->inst] = r->ns;
+        }
+        GArray *grays = read_gray(o->dir);
+        long freezes = 0, partitions = 0, cross_member = 0, cross_in_gray = 0;
+        for (guint i = 0; i < grays->len; i++) {
+                const struct gray *g = &g_array_index(grays, struct gray, i);
+                if (g_str_has_prefix(g->kind, "freeze"))
+                        freezes++;
+                else if (g_str_has_prefix(g->kind, "partition"))
+                        partitions++;
+        }
 
         /* Per id: first occurrence, instances that handled it. */
         GHashTable *first = g_hash_table_new(g_str_hash, g_str_equal); /* id -> rec */
@@ -1284,8 +1450,23 @@ static int mode_verify(const struct opts *o) {
                 if (n == 0) {
                         /* A new process for this id: a redelivery if it is not the first. */
                         guint ni = GPOINTER_TO_UINT(g_hash_table_lookup(id_insts, r->id));
-                        if (ni == 1)
+                        if (ni == 1) {
                                 redelivered++;
+                                struct rec *f0 = g_hash_table_lookup(first, r->id);
+                                if (f0 && f0->inst != r->inst && last_ns[f0->inst] > r->ns) {
+                                        cross_member++;
+                                        /* During a gray round or in the 60 s after it. */
+                                        for (guint gi = 0; gi < grays->len; gi++) {
+                                                const struct gray *g =
+                                                    &g_array_index(grays, struct gray, gi);
+                                                if (r->ns >= g->start_ns &&
+                                                    r->ns <= g->end_ns + 60 * (int64_t)1000000000) {
+                                                        cross_in_gray++;
+                                                        break;
+                                                }
+                                        }
+                                }
+                        }
                         g_hash_table_insert(id_insts, r->id, GUINT_TO_POINTER(ni + 1));
                 }
                 g_hash_table_insert(pairs, pk, GUINT_TO_POINTER(n + 1));
@@ -1436,7 +1617,37 @@ static int mode_verify(const struct opts *o) {
         g_free(rpath);
         long quarantines = (long)g_hash_table_size(vs.oor_keys);
 
+        /* Delivery latency: the largest of all, and the 99th percentile of
+         * the messages sent during a gray round (of all when there was none). */
+        double max_lat = 0;
+        long with_lat = 0;
+        GArray *lat_gray = g_array_new(FALSE, FALSE, sizeof(double));
+        GArray *lat_all = g_array_new(FALSE, FALSE, sizeof(double));
+        for (guint i = 0; i < acked->len; i++) {
+                struct acked *a = acked->pdata[i];
+                if (a->lat_ms < 0)
+                        continue;
+                with_lat++;
+                if (a->lat_ms > max_lat)
+                        max_lat = a->lat_ms;
+                g_array_append_val(lat_all, a->lat_ms);
+                for (guint gi = 0; gi < grays->len; gi++) {
+                        const struct gray *g = &g_array_index(grays, struct gray, gi);
+                        if (a->sent_ms >= g->start_ms && a->sent_ms <= g->end_ms) {
+                                g_array_append_val(lat_gray, a->lat_ms);
+                                break;
+                        }
+                }
+        }
+        double p99_all = quantile(lat_all, 0.99), p50_all = quantile(lat_all, 0.5);
+        guint n_gray = lat_gray->len;
+        double p99 = grays->len ? quantile(lat_gray, 0.99) : p99_all;
+        double p50_gray = quantile(lat_gray, 0.5);
+
         long failed_n = (long)failed->len;
+        printf("chaos-latency: with_latency=%ld p50_all_ms=%.0f p99_all_ms=%.0f max_ms=%.0f"
+               " sent_in_gray=%u p50_gray_ms=%.0f p99_gray_ms=%.0f cross_member_in_gray=%ld\n",
+               with_lat, p50_all, p99_all, max_lat, n_gray, p50_gray, p99, cross_in_gray);
         printf("chaos-detail: acked_ids=%u deleted_by_test=%ld expected=%ld handled_ids=%u"
                " handled_records=%ld store_rows=%ld store_missing=%ld store_extra=%ld"
                " unacked_handled=%ld ack_dups=%ld no_id=%ld deleted_handled=%ld"
@@ -1470,6 +1681,11 @@ static int mode_verify(const struct opts *o) {
         MUST(kills >= o->min_kills &&
                  (o->min_kills == 0 || (nodes_killed[1] && nodes_killed[2] && nodes_killed[3])),
              "fewer kills than -K asks, or a node never killed");
+        if (o->max_delivery_ms > 0)
+                MUST(max_lat <= (double)o->max_delivery_ms, "a delivery took longer than -M allows");
+        if (o->p99_delivery_ms > 0)
+                MUST(p99 <= (double)o->p99_delivery_ms,
+                     "the 99th percentile delivery latency is above what -P allows");
         if (o->no_oor)
                 MUST(explained_jumps == 0 && quarantines == 0, "quarantines without an -Q phase");
         else
@@ -1478,11 +1694,18 @@ static int mode_verify(const struct opts *o) {
 #undef MUST
 
         printf("chaos: acked=%u failed=%ld lost=%ld duplicates_to_handler=%ld redelivered=%ld"
-               " reordered=%ld auto_resets=%ld kills=%ld quarantines=%ld\n",
+               " reordered=%ld auto_resets=%ld kills=%ld quarantines=%ld"
+               " freezes=%ld partitions=%ld max_delivery_ms=%.0f p99_delivery_ms=%.0f"
+               " cross_member_redelivered=%ld\n",
                g_hash_table_size(A), failed_n, lost, dup_handler, redelivered,
-               reordered + log_reorders, auto_resets, kills, quarantines);
+               reordered + log_reorders, auto_resets, kills, quarantines, freezes,
+               partitions, max_lat, p99, cross_member);
         fflush(stdout);
 
+        g_array_free(lat_gray, TRUE);
+        g_array_free(lat_all, TRUE);
+        g_array_free(grays, TRUE);
+        g_free(last_ns);
         g_hash_table_destroy(S);
         g_hash_table_destroy(first);
         g_hash_table_destroy(pairs);
@@ -1513,7 +1736,8 @@ static void usage(void) {
                 "       chaos store-init -d DB\n"
                 "       chaos missing  -o DIR -d DB\n"
                 "       chaos merge    -d DB -l LOG\n"
-                "       chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q]\n");
+                "       chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q] [-M MAX_MS] [-P P99_MS]\n"
+                "       chaos now\n");
         exit(2);
 }
 
@@ -1525,7 +1749,7 @@ int main(int argc, char **argv) {
                          .partition = -1, .max_seconds = 480, .min_kills = 5};
         int c;
         optind = 2;
-        while ((c = getopt(argc, argv, "b:t:g:d:l:o:s:i:n:r:k:p:T:K:Q")) != -1) {
+        while ((c = getopt(argc, argv, "b:t:g:d:l:o:s:i:n:r:k:p:T:K:QM:P:")) != -1) {
                 switch (c) {
                 case 'b': o.bootstrap = optarg; break;
                 case 't': o.topic = optarg; break;
@@ -1541,6 +1765,8 @@ int main(int argc, char **argv) {
                 case 'p': o.partition = atoi(optarg); break;
                 case 'T': o.max_seconds = atoi(optarg); break;
                 case 'K': o.min_kills = atoi(optarg); break;
+                case 'M': o.max_delivery_ms = atol(optarg); break;
+                case 'P': o.p99_delivery_ms = atol(optarg); break;
                 case 'Q': o.no_oor = 1; break;
                 default: usage();
                 }
@@ -1562,5 +1788,11 @@ int main(int argc, char **argv) {
                 return mode_merge(&o);
         if (!strcmp(argv[1], "verify"))
                 return mode_verify(&o);
+        if (!strcmp(argv[1], "now")) {
+                /* For the driver: the wall clock (ms) and CLOCK_MONOTONIC (ns)
+                 * of one instant, to place its rounds on both time lines. */
+                printf("%" PRId64 " %" PRId64 "\n", realtime_ms(), now_ns());
+                return 0;
+        }
         usage();
 }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Chaos suite: librobustkafka against a real 3-node Kafka cluster whose
-# partition leaders are killed with kill -9 while messages flow.
+# partition leaders are killed with kill -9 while messages flow, and whose
+# brokers fail gray: frozen (SIGSTOP, sockets open, nothing answers) or cut
+# off from everyone by firewall rules, while still running.
 #
 #  1. start the cluster (own data dir and ports), topic with 6 partitions, RF 3
 #  2. produce >= 200,000 keyed messages through the singleton producer while
 #     the leader of a partition is killed and restarted, again and again
 #     (>= 6 kills and until 200,000 are acked, every node at least once, each
-#     kill only once every partition is back to ISR 3); every delivery report
-#     is recorded by id
+#     kill only once every partition is back to ISR 3); between the kills,
+#     four gray rounds of RBK_CHAOS_GRAY_S (20) s each: freeze the leader of
+#     a partition, freeze the group coordinator, partition a leader, partition
+#     the coordinator. Every delivery report is recorded by id, with its
+#     latency (report time - send time)
 #  3. consume with a group of 2 processes that UPSERT into one SQLite store;
 #     one of them is killed with kill -9 mid-run and restarted
 #  4. offset out of range for real: stop the group, DeleteRecords past its
@@ -18,11 +23,19 @@
 #     records marked rbk-resent by a fatal-error recovery)
 #  5. verify by id, as sets; the last line is
 #     chaos: acked=N failed=0 lost=0 duplicates_to_handler=0 redelivered=R reordered=0 auto_resets=0 kills=K quarantines=Q
+#            freezes=F partitions=P max_delivery_ms=M p99_delivery_ms=Q cross_member_redelivered=R
+#     (one line); it fails above RBK_CHAOS_MAX_DELIVERY_MS (20000) or a 99th
+#     percentile of the messages sent during the gray rounds above
+#     RBK_CHAOS_P99_DELIVERY_MS (15000). At the end no firewall rule, frozen
+#     node or node JVM of the suite may be left.
 #
 # docs/kafka-cluster.md describes it. Knobs (environment):
 #   RBK_CHAOS_MESSAGES (200000)  RBK_CHAOS_RATE (2500 msg/s while killing)
 #   RBK_CHAOS_KILLS (6, at least)  RBK_CHAOS_DOWN_S (3, how long a killed node stays down)
-#   RBK_CHAOS_DEADLINE (840 s for the whole suite)  RBK_CHAOS_KEEP=1 keeps the work dir
+#   RBK_CHAOS_DEADLINE (960 s for the whole suite)  RBK_CHAOS_KEEP=1 keeps the work dir
+#   RBK_CHAOS_GRAY (1; 0 skips the gray rounds)  RBK_CHAOS_GRAY_S (20)
+#   RBK_CHAOS_MAX_DELIVERY_MS (20000)  RBK_CHAOS_P99_DELIVERY_MS (15000)
+#   RBK_CHAOS_PRODUCER_CONF / RBK_CHAOS_CONSUMER_CONF ("name=value,..." extra settings)
 #   RBK_KAFKA_DIR / RBK_KAFKA_PORT_BASE (default: a free base from 19550 up)
 set -euo pipefail
 
@@ -37,7 +50,11 @@ RATE=${RBK_CHAOS_RATE:-2500}
 KILLS=${RBK_CHAOS_KILLS:-6}
 MIN_KILLS=5
 DOWN_S=${RBK_CHAOS_DOWN_S:-3}
-DEADLINE_S=${RBK_CHAOS_DEADLINE:-840}
+DEADLINE_S=${RBK_CHAOS_DEADLINE:-960}
+GRAY=${RBK_CHAOS_GRAY:-1}
+GRAY_S=${RBK_CHAOS_GRAY_S:-20}
+MAX_DELIVERY_MS=${RBK_CHAOS_MAX_DELIVERY_MS:-20000}
+P99_DELIVERY_MS=${RBK_CHAOS_P99_DELIVERY_MS:-15000}
 TOPIC=chaos-$$
 GROUP=chaos-group-$$
 OOR_PARTITION=2
@@ -80,8 +97,22 @@ cleanup() {
   step stop
   stop_programs
   if ((CLUSTER_STARTED)); then
+    # Gray failures first: no rule and no frozen node may outlive the suite,
+    # whatever step it died in (stop heals and thaws too; this says so).
+    "$KC" heal >&2 || rc=1
+    "$KC" thaw >&2 || rc=1
     say "stopping cluster"
     "$KC" stop --clean --kill >&2 || rc=1
+    # Nothing of ours left: no firewall rule with our tag, no frozen or
+    # running node JVM.
+    if ! left=$("$KC" gray-state 2>&1); then
+      say "FAIL: left behind: $left"
+      rc=1
+    fi
+    if "$KC" status >/dev/null 2>&1 || (($? != 1)); then
+      say "FAIL: a node JVM of the suite is still running"
+      rc=1
+    fi
   fi
   if [[ -n $WORK && -d $WORK ]]; then
     if ((rc == 0)) && [[ -z ${RBK_CHAOS_KEEP:-} ]]; then
@@ -113,6 +144,11 @@ trap 'exit 143' TERM
 
 [[ -x $CHAOS ]] || fail "$CHAOS is missing: build it with 'make check-kafka' (or 'make $BUILD/tests/kafka/chaos')"
 command -v kcat >/dev/null || fail "kcat not found (apt-get install -y kcat)"
+if ((GRAY)); then
+  # The partition rounds change firewall rules (on this cluster's ports only).
+  [[ $(id -u) -eq 0 ]] || fail "the gray rounds need root for iptables (RBK_CHAOS_GRAY=0 runs the kills only)"
+  command -v iptables >/dev/null || fail "iptables not found (scripts/install-deps kafka; RBK_CHAOS_GRAY=0 runs the kills only)"
+fi
 
 # A port base nobody else uses: a lock per base, held for the whole run,
 # plus a check that the ports are free (other suites, other work trees).
@@ -220,31 +256,51 @@ say "both consumers are handling messages"
 
 step chaos
 declare -A KILLED=([1]=0 [2]=0 [3]=0)
-CONSUMER_KILLED=0
+CONSUMER_KILLED=0 NKILLS=0
 : >"$WORK/kills"
+: >"$WORK/gray"
 acked_lines() { local n; n=$(wc -l <"$WORK/acked-main.log" 2>/dev/null) || true; echo "${n:-0}"; }
-# At least KILLS kills, and more until MESSAGES are acked: every message
-# of the minimum is sent while brokers are being killed.
-for ((i = 1; i <= KILLS || $(acked_lines) < MESSAGES; i++)); do
-  check_deadline
-  # Each kill only once every partition (ours and the group's offsets) is
-  # fully replicated again.
-  "$KC" wait-isr "$TOPIC" 3 180 >&2
-  "$KC" wait-isr __consumer_offsets 3 180 >&2
-  alive producer || fail "the producer exited during the chaos (see $WORK/producer.out)"
+
+# gray_round freeze|partition leader|coordinator: the node is frozen or cut
+# off for GRAY_S seconds, then thawed or healed. A leader round picks a node
+# that does not coordinate the group when it can (the coordinator has its
+# own rounds). Recorded in gray with wall-clock and monotonic times.
+gray_round() {
+  local how=$1 what=$2 coord node='' part=-1 p l s_ms s_ns e_ms e_ns
+  coord=$("$KC" coordinator "$GROUP")
+  if [[ $what == coordinator ]]; then
+    node=$coord
+  else
+    for ((p = 0; p < 6; p++)); do
+      l=$("$KC" leader "$TOPIC" "$p")
+      if [[ -z $node || ($node == "$coord" && $l != "$coord") ]]; then node=$l part=$p; fi
+    done
+  fi
+  read -r s_ms s_ns < <("$CHAOS" now)
+  if [[ $how == freeze ]]; then "$KC" freeze "$node" >&2; else "$KC" partition "$node" >&2; fi
+  local also=
+  ((part >= 0)) && also=", leader of $TOPIC/$part"
+  say "gray round: $how $what: node $node (coordinator $coord$also) for $GRAY_S s; $(acked_lines) acked so far"
+  sleep "$GRAY_S"
+  if [[ $how == freeze ]]; then "$KC" thaw "$node" >&2; else "$KC" heal "$node" >&2; fi
+  read -r e_ms e_ns < <("$CHAOS" now)
+  echo "$how-$what $node $part $s_ms $e_ms $s_ns $e_ns" >>"$WORK/gray"
+}
+
+kill_round() {
+  local best='' p l
   # Target: among the nodes that lead a partition, the one killed least.
-  best='' bestpart=''
   for ((p = 0; p < 6; p++)); do
     l=$("$KC" leader "$TOPIC" "$p")
     if [[ -z $best ]] || ((KILLED[$l] < KILLED[$best])); then best=$l bestpart=$p; fi
   done
-  # Make sure every node gets its turn: prefer a never-killed leader.
   "$KC" fail "$best" >&2
   KILLED[$best]=$((KILLED[$best] + 1))
+  NKILLS=$((NKILLS + 1))
   echo "$(date +%s) $best $bestpart" >>"$WORK/kills"
-  say "kill $i: node $best (leader of $TOPIC/$bestpart) killed with SIGKILL; $(acked_lines) acked so far"
+  say "kill $NKILLS: node $best (leader of $TOPIC/$bestpart) killed with SIGKILL; $(acked_lines) acked so far"
   # Mid-run consumer kill, while the second broker kill is in progress.
-  if ((i == 2)); then
+  if ((NKILLS == 2)); then
     say "consumer c1a has handled $(handled_lines "$WORK/c1a.hlog") messages; kill -9"
     kill -KILL "${PIDS[c1]}"
     wait "${PIDS[c1]}" 2>/dev/null || true
@@ -254,10 +310,28 @@ for ((i = 1; i <= KILLS || $(acked_lines) < MESSAGES; i++)); do
   fi
   sleep "$DOWN_S"   # chaos timing: let clients run into the dead leader
   "$KC" restore "$best" >&2
+}
+
+# The rounds: kills with the gray rounds among them, while messages flow at
+# full rate; then more kills, at least KILLS in all and until MESSAGES are
+# acked, so every message of the minimum is sent during the chaos.
+ROUNDS=(kill kill)
+if ((GRAY)); then
+  ROUNDS+=(freeze:leader kill freeze:coordinator kill partition:leader kill partition:coordinator kill)
+fi
+for ((i = 0; i < ${#ROUNDS[@]} || NKILLS < KILLS || $(acked_lines) < MESSAGES; i++)); do
+  check_deadline
+  # Each round only once every partition (ours and the group's offsets) is
+  # fully replicated again.
+  "$KC" wait-isr "$TOPIC" 3 180 >&2
+  "$KC" wait-isr __consumer_offsets 3 180 >&2
+  alive producer || fail "the producer exited during the chaos (see $WORK/producer.out)"
+  r=${ROUNDS[i]:-kill}
+  if [[ $r == kill ]]; then kill_round; else gray_round "${r%%:*}" "${r#*:}"; fi
 done
 "$KC" wait-isr "$TOPIC" 3 180 >&2
 touch "$STOP"
-say "chaos over: kills per node: 1=${KILLED[1]} 2=${KILLED[2]} 3=${KILLED[3]}"
+say "chaos over: kills per node: 1=${KILLED[1]} 2=${KILLED[2]} 3=${KILLED[3]}; gray rounds: $(wc -l <"$WORK/gray")"
 ((CONSUMER_KILLED)) || fail "the consumer was never killed"
 
 step flush
@@ -326,7 +400,8 @@ fi
 
 step verify
 set +e
-"$CHAOS" verify -o "$WORK" -d "$DB" -n "$MESSAGES" -K "$MIN_KILLS" >"$WORK/verify.out" 2>"$WORK/verify.err"
+"$CHAOS" verify -o "$WORK" -d "$DB" -n "$MESSAGES" -K "$MIN_KILLS" \
+  -M "$MAX_DELIVERY_MS" -P "$P99_DELIVERY_MS" >"$WORK/verify.out" 2>"$WORK/verify.err"
 vrc=$?
 set -e
 cat "$WORK/verify.err" >&2

@@ -12,6 +12,7 @@
  * the consumer reads them in group -g; both run until SIGTERM or SIGINT.
  * statistics.interval.ms is 1000, so the per-broker figures are filled.
  *
+ * RBK_EXAMPLE_NEEDS: libmicrohttpd (the HTTP server; the library needs none)
  * Build (installed library):
  *   cc -o metrics_server metrics_server.c \
  *      $(pkg-config --cflags --libs robustkafka libmicrohttpd)

@@ -443,7 +443,10 @@ static void rbk__handle_batch(rbk_consumer_t *c, rbk__part_t *p,
                               rd_kafka_message_t **rkms, size_t n,
                               uint64_t ticket) {
         rbk__msg_t *ms = g_new(rbk__msg_t, n);
+        rbk__msg_t **mp = g_new(rbk__msg_t *, n);
         const rbk_message_t **pubs = g_new(const rbk_message_t *, n);
+        for (size_t i = 0; i < n; i++)
+                mp[i] = &ms[i];
         size_t dups = 0, k = n;
         for (size_t i = 0; i < n; i++) {
                 ms[i].pool_next = NULL;
@@ -478,7 +481,7 @@ static void rbk__handle_batch(rbk_consumer_t *c, rbk__part_t *p,
                 g_mutex_lock(&c->lock);
                 for (size_t i = 0; i < dups; i++)
                         rbk__part_count_duplicate(c, p);
-                rbk__part_batch_advance(c, p, ticket, ms, dups, 0);
+                rbk__part_batch_advance(c, p, ticket, mp, dups, 0);
                 g_mutex_unlock(&c->lock);
         }
         size_t cnt = k - dups;
@@ -503,7 +506,7 @@ static void rbk__handle_batch(rbk_consumer_t *c, rbk__part_t *p,
         }
         rbk__msg_t *failed = done < cnt ? &ms[dups + done] : NULL;
         g_mutex_lock(&c->lock);
-        rbk__part_batch_advance(c, p, ticket, ms + dups, done, 1);
+        rbk__part_batch_advance(c, p, ticket, mp + dups, done, 1);
         if (failed)
                 rbk__part_complete(c, failed, rest, 1, &act);
         else
@@ -516,6 +519,7 @@ static void rbk__handle_batch(rbk_consumer_t *c, rbk__part_t *p,
         for (size_t i = 0; i < n; i++)
                 rbk__msg_clear(&ms[i]);
         g_free(pubs);
+        g_free(mp);
         g_free(ms);
 }
 
@@ -1085,6 +1089,176 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
         rbk__tl_poller = NULL;
         g_mutex_unlock(&c->poll_mu);
         return RBK_OK;
+}
+
+/* Hands out batch @ticket of @p (rkms[0..n-1], its head; the reference
+ * passes to the batch) through message slots: duplicates at the front are
+ * dropped (completed), the batch ends before a later duplicate. Returns
+ * how many messages went out into @msgs (0: all dropped, the hand-out
+ * ended and the reference dropped). */
+static size_t rbk__hand_out_batch(rbk_consumer_t *c, rbk__part_t *p,
+                                  rd_kafka_message_t **rkms, size_t n,
+                                  uint64_t ticket, rbk_message_t **msgs) {
+        rbk__msg_t **ms = g_new(rbk__msg_t *, n);
+        g_mutex_lock(&c->lock);
+        for (size_t i = 0; i < n; i++) {
+                ms[i] = rbk__part_slot_get(c);
+                rbk__msg_fill(c, ms[i], p, rkms[i], ticket);
+                if (i > 0)
+                        ms[i]->pub.attempt = 1;
+        }
+        g_mutex_unlock(&c->lock);
+        size_t dups = 0, k = n;
+        for (size_t i = 0; i < k; i++) {
+                rbk__dedup_verdict_t v = RBK__DEDUP_NO_ID;
+                int first = ms[i]->pub.attempt == 1;
+                if (c->dedup && first)
+                        v = rbk__dedup_check_part(
+                            c->dedup, p->dp, ms[i]->id_raw, ms[i]->id_len,
+                            ms[i]->pub.has_msgid ? &ms[i]->pub.msgid : NULL);
+                else if (ms[i]->id_raw && ms[i]->id_len)
+                        v = RBK__DEDUP_NEW;
+                ms[i]->dedup_count = v == RBK__DEDUP_DUPLICATE || !first
+                                         ? (int)RBK__DEDUP_NEW
+                                         : (int)v;
+                if (v != RBK__DEDUP_DUPLICATE)
+                        continue;
+                if (i == dups)
+                        dups++;
+                else
+                        k = i;
+        }
+        g_mutex_lock(&c->lock);
+        for (size_t i = 0; i < dups; i++)
+                rbk__part_count_duplicate(c, p);
+        if (dups)
+                rbk__part_batch_advance(c, p, ticket, ms, dups, 0);
+        if (dups == k)
+                rbk__part_batch_end(c, p, ticket);
+        /* Slots of dropped duplicates and of messages after the batch's
+         * end go back now. */
+        for (size_t i = 0; i < n; i++)
+                if (i < dups || i >= k)
+                        rbk__part_slot_put(c, ms[i]);
+        g_mutex_unlock(&c->lock);
+        size_t out = k - dups;
+        for (size_t i = 0; i < out; i++) {
+                rbk__msg_ready(ms[dups + i]);
+                msgs[i] = &ms[dups + i]->pub;
+        }
+        g_free(ms);
+        if (!out)
+                rbk__part_unref(p);
+        return out;
+}
+
+rbk_err_t rbk_consumer_poll_batch(rbk_consumer_t *c, int timeout_ms,
+                                  rbk_message_t **msgs, size_t max,
+                                  size_t *np) {
+        if (!c || !msgs || !np || !max)
+                return RBK_ERR_INVALID_ARG;
+        *np = 0;
+        if (rbk__forked(c->pid))
+                return RBK_ERR_FORKED;
+        rd_kafka_message_t **rkms = g_new(rd_kafka_message_t *, max);
+        uint64_t ticket = 0;
+        size_t n = 0;
+        int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
+        rbk_err_t err = RBK_OK;
+        g_mutex_lock(&c->poll_mu);
+        rbk__tl_poller = c;
+        for (int polled = 0;; polled = 1) {
+                g_mutex_lock(&c->lock);
+                err = c->closed                      ? RBK_ERR_SHUTDOWN
+                      : c->running || !c->subscribed ? RBK_ERR_STATE
+                                                     : RBK_OK;
+                c->stopping = 0;
+                rbk__part_t *p =
+                    err ? NULL : rbk__part_take_batch(c, max, rkms, &n, &ticket);
+                g_mutex_unlock(&c->lock);
+                if (err)
+                        break;
+                if (p && (*np = rbk__hand_out_batch(c, p, rkms, n, ticket,
+                                                    msgs)) > 0)
+                        break;
+                if (p)
+                        continue;
+                int64_t left = deadline - rbk__now_ms();
+                if (left <= 0 && polled)
+                        break;
+                rbk__poll_iteration(c, (int)CLAMP(left, 0, RBK__POLL_SLICE_MS));
+        }
+        rbk__tl_poller = NULL;
+        g_mutex_unlock(&c->poll_mu);
+        g_free(rkms);
+        return err;
+}
+
+rbk_err_t rbk_consumer_done_batch(rbk_consumer_t *c, rbk_message_t **msgs,
+                                  size_t n, size_t handled,
+                                  rbk_verdict_t rest) {
+        if (!c || !msgs || !n || handled > n ||
+            (handled < n && rest != RBK_RETRY && rest != RBK_DEADLETTER))
+                return RBK_ERR_INVALID_ARG;
+        if (rbk__forked(c->pid))
+                return RBK_ERR_FORKED;
+        rbk__msg_t **ms = g_new(rbk__msg_t *, n);
+        g_mutex_lock(&c->lock);
+        rbk__msg_t *m0 = (rbk__msg_t *)msgs[0];
+        int bad = 0, stale = 0;
+        for (size_t i = 0; i < n; i++) {
+                ms[i] = (rbk__msg_t *)msgs[i];
+                if (!msgs[i])
+                        bad = 1;
+                else if (msgs[i]->internal_ != (void *)msgs[i] ||
+                         !ms[i]->ticket)
+                        stale = 1; /* given back already */
+                else if (!m0 || ms[i]->ticket != m0->ticket)
+                        bad = 1;   /* not one batch */
+        }
+        rbk__part_t *p = bad || stale ? NULL : m0->part;
+        uint64_t ticket = p ? m0->ticket : 0;
+        if (!p || p->out != RBK__OUT_HANDLER || p->out_ticket != ticket) {
+                g_mutex_unlock(&c->lock);
+                g_free(ms);
+                return bad ? RBK_ERR_INVALID_ARG : RBK_ERR_STATE;
+        }
+        int gone = !p->assigned;
+        rbk__part_batch_advance(c, p, ticket, ms, handled, 1);
+        rbk__act_t act = RBK__ACT_NONE;
+        rbk__msg_t *failed = handled < n ? ms[handled] : NULL;
+        rd_kafka_message_t *frkm = failed ? failed->rkm : NULL;
+        int64_t foff = failed ? failed->pub.offset : -1;
+        int fatt = failed ? failed->pub.attempt : 0;
+        char idcopy[RBK_MSGID_MAX_LEN + 1];
+        const char *fid = NULL;
+        char *fidbuf = NULL, *freason = NULL;
+        if (failed) {
+                if (rbk__part_complete(c, failed, rest, 1, &act) ==
+                    RBK_ERR_NOT_FOUND)
+                        gone = 1;
+                fidbuf = failed->idbuf;
+                failed->idbuf = NULL;
+                freason = failed->reason;
+                failed->reason = NULL;
+                if (act != RBK__ACT_NONE && failed->pub.id)
+                        fid = fidbuf ? fidbuf
+                                     : strcpy(idcopy, failed->pub.id);
+        } else {
+                rbk__part_batch_end(c, p, ticket);
+        }
+        for (size_t i = 0; i < n; i++) {
+                rbk__msg_clear(ms[i]);
+                rbk__part_slot_put(c, ms[i]);
+        }
+        g_mutex_unlock(&c->lock);
+        if (failed)
+                rbk__after(c, p, act, frkm, ticket, foff, fid, fatt, freason);
+        g_free(fidbuf);
+        g_free(freason);
+        g_free(ms);
+        rbk__part_unref(p);
+        return gone ? RBK_ERR_STATE : RBK_OK;
 }
 
 rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,

@@ -386,8 +386,8 @@ rbk__part_t *rbk__part_take_batch(rbk_consumer_t *c, size_t max,
  * recorded, messages popped. The hand-out goes on. Returns RBK_ERR_STATE
  * for a stale ticket. */
 rbk_err_t rbk__part_batch_advance(rbk_consumer_t *c, rbk__part_t *p,
-                                  uint64_t ticket, rbk__msg_t *msgs, size_t k,
-                                  int ran_handler);
+                                  uint64_t ticket, rbk__msg_t *const *msgs,
+                                  size_t k, int ran_handler);
 /* Ends a batch hand-out whose messages were all advanced. */
 void rbk__part_batch_end(rbk_consumer_t *c, rbk__part_t *p, uint64_t ticket);
 

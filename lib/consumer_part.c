@@ -661,14 +661,14 @@ void rbk__part_count_duplicate(rbk_consumer_t *c, rbk__part_t *p) {
 }
 
 rbk_err_t rbk__part_batch_advance(rbk_consumer_t *c, rbk__part_t *p,
-                                  uint64_t ticket, rbk__msg_t *msgs, size_t k,
-                                  int ran_handler) {
+                                  uint64_t ticket, rbk__msg_t *const *msgs,
+                                  size_t k, int ran_handler) {
         if (!ticket || p->out != RBK__OUT_HANDLER || p->out_ticket != ticket)
                 return RBK_ERR_STATE;
         int64_t now = rbk__now_ms();
         int stale = p->out_pos_gen != p->pos_gen;
         for (size_t i = 0; i < k; i++) {
-                rbk__msg_t *m = &msgs[i];
+                rbk__msg_t *m = msgs[i];
                 const rbk_msgid_t *msgid =
                     m->pub.has_msgid ? &m->pub.msgid : NULL;
                 if (m->dedup_count == RBK__DEDUP_UNPROVABLE)
@@ -690,10 +690,10 @@ rbk_err_t rbk__part_batch_advance(rbk_consumer_t *c, rbk__part_t *p,
                 }
         }
         if (ran_handler && k) {
-                double ms = (double)(now - msgs[0].started_ms);
+                double ms = (double)(now - msgs[0]->started_ms);
                 p->handler_cnt++;
                 p->handler_buckets[rbk__latency_bucket(now -
-                                                       msgs[0].started_ms)]++;
+                                                       msgs[0]->started_ms)]++;
                 p->handler_ms_sum += ms;
                 if (ms > p->handler_ms_max)
                         p->handler_ms_max = ms;

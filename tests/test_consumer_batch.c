@@ -189,11 +189,78 @@ START_TEST(a_short_batch_waits_then_goes) {
 }
 END_TEST
 
+/* The poll API's batches: handed out together, a partial verdict retried
+ * from the first unhandled message, a stale batch refused. */
+START_TEST(poll_batches) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-b", 1);
+        cs_produce(cl, "t-b", 0, 0, 40, "q");
+        cs_produce(cl, "t-b", 0, 0, 3, "q"); /* copies: dropped */
+        rbk_conf_t *conf = cs_conf(cl, "g-pb");
+        cs_set(conf, "rbk.consumer.retry.backoff.ms", "10");
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-b"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        rbk_message_t *m[16];
+        size_t n = 0;
+        ck_assert_int_eq(rbk_consumer_poll_batch(c, 100, m, 0, &n),
+                         RBK_ERR_INVALID_ARG);
+        for (int i = 0; i < 600 && !n; i++)
+                ck_assert_int_eq(rbk_consumer_poll_batch(c, 100, m, 16, &n),
+                                 RBK_OK);
+        ck_assert_uint_ge(n, 6);
+        for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(m[i]->offset, (int64_t)i);
+        /* Five handled, the sixth to be retried. */
+        ck_assert_int_eq(rbk_consumer_done_batch(c, m, n, 5, RBK_RETRY),
+                         RBK_OK);
+        ck_assert_int_eq(rbk_consumer_done_batch(c, m, n, 5, RBK_RETRY),
+                         RBK_ERR_STATE);
+        int64_t next = 5, handled = 5;
+        int saw_retry = 0;
+        while (handled < 40) {
+                n = 0;
+                ck_assert_int_eq(rbk_consumer_poll_batch(c, 5000, m, 16, &n),
+                                 RBK_OK);
+                ck_assert_uint_gt(n, 0);
+                ck_assert_int_eq(m[0]->offset, next);
+                if (m[0]->offset == 5) {
+                        ck_assert_int_eq(m[0]->attempt, 2);
+                        saw_retry = 1;
+                }
+                for (size_t i = 1; i < n; i++)
+                        ck_assert_int_eq(m[i]->offset, m[i - 1]->offset + 1);
+                ck_assert_int_eq(rbk_consumer_done_batch(c, m, n, n,
+                                                         RBK_RETRY),
+                                 RBK_OK);
+                next += (int64_t)n;
+                handled += (int64_t)n;
+        }
+        ck_assert(saw_retry);
+        /* The copies are dropped: nothing more comes. */
+        n = 0;
+        ck_assert_int_eq(rbk_consumer_poll_batch(c, 500, m, 16, &n), RBK_OK);
+        ck_assert_uint_eq(n, 0);
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        ck_assert_uint_eq(st.duplicates_dropped, 3);
+        ck_assert_int_eq(rbk_consumer_close(c, 10000), RBK_OK);
+        ck_assert_int_eq(cs_committed(cl, "g-pb", "t-b", 0, NULL, 0), 43);
+        rbk_consumer_destroy(c);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("consumer_batch");
         RBK_TCASE(s, batches_in_order_with_a_partial_retry, 120);
         RBK_TCASE(s, poison_in_a_batch_is_dead_lettered, 120);
         RBK_TCASE(s, a_short_batch_waits_then_goes, 120);
+        RBK_TCASE(s, poll_batches, 120);
         return s;
 }
 

@@ -214,6 +214,41 @@ RBK_API rbk_err_t rbk_consumer_run_batch(rbk_consumer_t *c,
                                          void *opaque);
 
 /**
+ * @brief Poll API: up to @p max messages of one partition, in offset order,
+ * already de-duplicated (as a batch handler gets them), handed out together.
+ * Give them back with rbk_consumer_done_batch() before the partition's
+ * next messages are returned; other partitions' messages keep coming.
+ * @param c the consumer.
+ * @param timeout_ms how long to wait for messages (0: do not wait).
+ * @param msgs receives the messages (an array of at least @p max).
+ * @param max the most to return (at least 1).
+ * @param np receives how many (0 on timeout).
+ * @returns as rbk_consumer_poll(); RBK_ERR_INVALID_ARG for NULL arguments or
+ * @p max 0.
+ * Thread-safety: one polling thread at a time.
+ */
+RBK_API rbk_err_t rbk_consumer_poll_batch(rbk_consumer_t *c, int timeout_ms,
+                                          rbk_message_t **msgs, size_t max,
+                                          size_t *np);
+
+/**
+ * @brief Poll API: the verdict on a batch from rbk_consumer_poll_batch():
+ * the first @p handled messages are handled (offsets stored); when fewer
+ * than @p n, @p rest (RBK_RETRY or RBK_DEADLETTER) applies to
+ * msgs[handled], and the messages after it come again. The messages must
+ * not be used afterwards.
+ * @param msgs the array rbk_consumer_poll_batch() filled, @p n its count.
+ * @returns RBK_OK; RBK_ERR_INVALID_ARG (NULL, @p handled above @p n, a bad
+ * verdict, or messages that are not one batch); RBK_ERR_STATE when the
+ * batch is no longer outstanding (given back already, or its partition was
+ * revoked: then nothing of it is stored, handled ids are still recorded).
+ * Thread-safety: safe from any thread.
+ */
+RBK_API rbk_err_t rbk_consumer_done_batch(rbk_consumer_t *c,
+                                          rbk_message_t **msgs, size_t n,
+                                          size_t handled, rbk_verdict_t rest);
+
+/**
  * @brief rbk_consumer_run_batch() on a thread of the library's own.
  * Thread-safety: safe from any thread.
  */

@@ -336,6 +336,10 @@ START_TEST(dead_letter_after_delivery) {
                                                             2),
                          0);
         rbk_conf_t *conf = cs_conf(cl, "g-dlq");
+        /* The mock writes a retried request again (it checks no producer
+         * sequences), and a slow run (valgrind) can time out a 2 s answer
+         * under the 10 s default: one dead letter must mean one request. */
+        cs_set(conf, "socket.timeout.ms", "60000");
         cs_set(conf, "rbk.consumer.giveup", "deadletter");
         cs_set(conf, "rbk.consumer.deadletter.topic", "t-dlq");
         cs_set(conf, "rbk.consumer.retry.max.attempts", "2");

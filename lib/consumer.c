@@ -45,46 +45,47 @@ void rbk__consumer_emit_part(rbk_consumer_t *c, rbk_event_t *ev,
         g_free(key);
 }
 
+/* Fires @ev about the dedup window of topic/partition (incident key
+ * "group/topic/partition/@what") with @msg (freed). No lock held. */
+static void rbk__emit_dedup(rbk_consumer_t *c, rbk_event_t *ev,
+                            const char *topic, int32_t partition,
+                            const char *what, char *msg) {
+        char *key = g_strdup_printf("%s/%s/%" PRId32 "/%s", c->ugroup, topic,
+                                    partition, what);
+        ev->topic = topic;
+        ev->partition = partition;
+        ev->incident_key = key;
+        ev->message = msg;
+        rbk__consumer_emit(c, ev);
+        g_free(msg);
+        g_free(key);
+}
+
 void rbk__consumer_dedup_error(rbk_consumer_t *c, const char *topic,
                                int32_t partition, const char *reason) {
         rbk_event_t ev;
         rbk__event_init(&ev, RBK_EV_DEDUP_STORE_ERROR, RBK_SEV_ERROR);
-        char *key = g_strdup_printf("%s/%s/%" PRId32 "/dedup-store", c->ugroup,
-                                    topic, partition);
-        char *msg = g_strdup_printf("dedup store failed for %s [%" PRId32
-                                    "]: %s; duplicates may reach the handler",
-                                    topic, partition, reason);
         ev.err = RBK_ERR_STORE;
-        ev.topic = topic;
-        ev.partition = partition;
-        ev.incident_key = key;
-        ev.message = msg;
-        rbk__consumer_emit(c, &ev);
-        g_free(msg);
-        g_free(key);
+        rbk__emit_dedup(c, &ev, topic, partition, "dedup-store",
+                        g_strdup_printf("dedup store failed for %s [%" PRId32
+                                        "]: %s; duplicates may reach the "
+                                        "handler",
+                                        topic, partition, reason));
 }
 
 /* Dedup windows forgotten beyond the bounds (a worker thread, no lock). */
 static void rbk__dedup_capacity(const char *topic, int32_t partition,
                                 uint64_t forgotten, const char *reason,
                                 void *opaque) {
-        rbk_consumer_t *c = opaque;
         rbk_event_t ev;
         rbk__event_init(&ev, RBK_EV_DEDUP_CAPACITY, RBK_SEV_WARNING);
-        char *key = g_strdup_printf("%s/%s/%" PRId32 "/dedup-capacity",
-                                    c->ugroup, topic, partition);
-        char *msg = g_strdup_printf(
-            "dedup of %s [%" PRId32 "] forgot %" PRIu64
-            " producer window(s): %s; duplicates of those producers' older "
-            "messages may reach the handler (docs/dedup.md, sizing)",
-            topic, partition, forgotten, reason);
-        ev.topic = topic;
-        ev.partition = partition;
-        ev.incident_key = key;
-        ev.message = msg;
-        rbk__consumer_emit(c, &ev);
-        g_free(msg);
-        g_free(key);
+        rbk__emit_dedup(
+            opaque, &ev, topic, partition, "dedup-capacity",
+            g_strdup_printf("dedup of %s [%" PRId32 "] forgot %" PRIu64
+                            " producer window(s): %s; duplicates of those "
+                            "producers' older messages may reach the "
+                            "handler (docs/dedup.md, sizing)",
+                            topic, partition, forgotten, reason));
 }
 
 static void rbk__dedup_error(const char *topic, int32_t partition,

@@ -11,16 +11,22 @@
 #     ssl.ca.pem): PLAIN produce + consume; SCRAM-SHA-512 produce + consume
 #     when librdkafka can (2.6.1+), else the known refusal (see
 #     docs/security.md) with Kafka's Java client as the control
+#  3. SASL_SSL with OAUTHBEARER: a token refresh callback mints unsecured
+#     JWTs, which the brokers' default validator accepts: produce + consume
+#     with a long-lived token; then tokens of OAUTH_TOKEN_S seconds that
+#     expire while messages flow, so the callback runs again and every
+#     message is delivered and in the log exactly once, as sent
 #  3. the failures people hit, each with a clear error within a bound, no
 #     retry storm (failed connections counted on the brokers) and no secret
 #     in any output: wrong CA, expired client certificate, client
 #     certificate from another CA, no client certificate, key that does not
 #     match the certificate, wrong SASL password, PLAINTEXT client on the
-#     TLS port
+#     TLS port, an OAUTHBEARER refresh callback that fails
 #
 # docs/security.md describes it. Knobs: RBK_KAFKA_DIR / RBK_KAFKA_PORT_BASE
 # (default: a free base from 19460 up), RBK_TLS_MESSAGES (3000),
-# RBK_TLS_KEEP=1 keeps the work dir.
+# RBK_OAUTH_MESSAGES (500, at 20/s) and RBK_OAUTH_TOKEN_S (12) size the
+# token expiry step; RBK_TLS_KEEP=1 keeps the work dir.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -36,6 +42,9 @@ GROUP=billing
 BOUND_MS=4000     # message.timeout.ms of every failure probe
 SLACK_MS=5000     # what a probe may take beyond its bound
 STORM_MAX=40      # failed connections the brokers may see during one probe
+OAUTH_MESSAGES=${RBK_OAUTH_MESSAGES:-500}
+OAUTH_RATE=20
+OAUTH_TOKEN_S=${RBK_OAUTH_TOKEN_S:-12}
 T0=$SECONDS
 STEP=setup
 WORK=
@@ -80,11 +89,11 @@ command -v openssl >/dev/null || fail "openssl not found (apt-get install -y ope
 
 # A port base nobody else uses: a lock per base, held for the whole run,
 # plus a check that the ports are free. Bases end in 60: BASE..+2, +10..+12,
-# +20..+22 and +100..+102 miss the ports of the other suites and the default
-# cluster.
+# +20..+22, +40..+42 and +100..+102 miss the ports of the other suites and
+# the default cluster.
 ports_free() {
   local b=$1 o p
-  for o in 0 10 20 100; do
+  for o in 0 10 20 40 100; do
     for p in $((b + o)) $((b + o + 1)) $((b + o + 2)); do
       (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return 1
     done
@@ -137,11 +146,14 @@ CLUSTER_STARTED=1
 TLS=$RBK_KAFKA_DIR/tls
 SSL_URL=$("$KC" bootstrap ssl | sed 's|[^,]*|kafka+ssl://&|g')
 SASL_BS=$("$KC" bootstrap sasl_ssl)
+OAUTH_BS=$("$KC" bootstrap oauth)
 SASL_USER=$(<"$TLS/sasl.user")
 "$KC" create-topic "$PREFIX$TOPIC" 3 3 >&2
 "$KC" create-topic "${PREFIX}probe" 1 3 >&2
 "$KC" create-topic sasl-plain 3 3 >&2
 "$KC" create-topic sasl-scram 3 3 >&2
+"$KC" create-topic oauth-long 3 3 >&2
+"$KC" create-topic oauth-expiry 3 3 >&2
 "$KC" wait-isr "$PREFIX$TOPIC" 3 120 >&2
 
 # The Heroku environment of the SSL listener, for one command.
@@ -234,7 +246,70 @@ EOF
   say "$SCRAM_NOTE"
 fi
 
-# ------------------------------------------------------- 3. failures ---
+# ---------------------------------------------------- 3. OAUTHBEARER ---
+
+STEP=oauth
+oauth_props() {
+  echo -X bootstrap.servers="$OAUTH_BS" -X security.protocol=SASL_SSL -X sasl.mechanisms=OAUTHBEARER \
+    -X ssl.ca.pem=@"$TLS/ca.pem"
+}
+# oauth_calls FILE: "refreshes refused" of the client whose stderr is FILE.
+oauth_calls() {
+  sed -n 's/^oauth: refreshes=\([0-9]*\) refused=\([0-9]*\)$/\1 \2/p' "$1" | tail -n1
+}
+# A token valid for an hour: the callback runs once per client.
+# shellcheck disable=SC2046  # oauth_props prints separate words, no spaces inside
+"$CLIENT" produce -t oauth-long -n 100 -r 1000 -o "$WORK/oauth-long.acked" -A 3600 -k "$WORK/oauth.tokens" \
+  $(oauth_props) >"$WORK/oauth-long.produce.out" 2>&1 || fail "OAUTHBEARER: produce failed (see $WORK/oauth-long.produce.out)"
+# shellcheck disable=SC2046
+"$CLIENT" consume -t oauth-long -g g-oauth-long -n 100 -T 60 -o "$WORK/oauth-long.consumed" -A 3600 \
+  -k "$WORK/oauth.tokens" $(oauth_props) >"$WORK/oauth-long.consume.out" 2>&1 \
+  || fail "OAUTHBEARER: consume failed (see $WORK/oauth-long.consume.out)"
+[[ -z $(comm -23 <(sort -u "$WORK/oauth-long.acked") <(sort -u "$WORK/oauth-long.consumed")) ]] \
+  || fail "OAUTHBEARER: acked ids missing from the consumed ones"
+for f in "$WORK"/oauth-long.*.out; do
+  read -r calls refused < <(oauth_calls "$f") || fail "no oauth: line in $f"
+  ((calls >= 1 && refused == 0)) || fail "$f: $calls refresh calls, $refused tokens refused"
+done
+say "OAUTHBEARER: 100 produced and consumed with a token valid for an hour"
+
+# Tokens that expire while messages flow: the brokers end each session at its
+# token's expiry; librdkafka 2.2.0+ re-authenticates on the connection with
+# the new token (KIP-368), older ones are disconnected and connect again.
+# shellcheck disable=SC2046
+"$CLIENT" consume -t oauth-expiry -g g-oauth-expiry -n "$OAUTH_MESSAGES" -T 120 -o "$WORK/oauth-expiry.consumed" \
+  -A "$OAUTH_TOKEN_S" -k "$WORK/oauth.tokens" $(oauth_props) >"$WORK/oauth-expiry.consume.out" 2>&1 &
+PIDS[oauth-consumer]=$!
+# shellcheck disable=SC2046
+"$CLIENT" produce -t oauth-expiry -n "$OAUTH_MESSAGES" -r "$OAUTH_RATE" -o "$WORK/oauth-expiry.acked" \
+  -A "$OAUTH_TOKEN_S" -k "$WORK/oauth.tokens" $(oauth_props) >"$WORK/oauth-expiry.produce.out" 2>&1 &
+PIDS[oauth-producer]=$!
+say "OAUTHBEARER: $OAUTH_MESSAGES messages at $OAUTH_RATE/s with tokens valid for $OAUTH_TOKEN_S s"
+wait_exit oauth-producer 120 || fail "OAUTHBEARER: the producer did not deliver everything (see $WORK/oauth-expiry.produce.out)"
+wait_exit oauth-consumer 120 || fail "OAUTHBEARER: the consumer did not get every id (see $WORK/oauth-expiry.consume.out)"
+acked=$(sort -u "$WORK/oauth-expiry.acked" | wc -l)
+lost=$(comm -23 <(sort -u "$WORK/oauth-expiry.acked") <(sort -u "$WORK/oauth-expiry.consumed") | wc -l)
+((acked == OAUTH_MESSAGES)) || fail "OAUTHBEARER: only $acked of $OAUTH_MESSAGES acked"
+((lost == 0)) || fail "OAUTHBEARER: $lost acked ids were never consumed"
+# The log holds every message exactly once, key and value as sent.
+kcat -C -b "$("$KC" bootstrap)" -t oauth-expiry -o beginning -e -q -f '%k %s\n' | sort >"$WORK/oauth-expiry.log"
+for ((i = 0; i < OAUTH_MESSAGES; i++)); do echo "t-$i tls message $i"; done | sort >"$WORK/oauth-expiry.sent"
+cmp -s "$WORK/oauth-expiry.sent" "$WORK/oauth-expiry.log" \
+  || fail "OAUTHBEARER: the log of oauth-expiry differs from what was sent ($(wc -l <"$WORK/oauth-expiry.log") records; diff $WORK/oauth-expiry.sent $WORK/oauth-expiry.log)"
+read -r pcalls prefused < <(oauth_calls "$WORK/oauth-expiry.produce.out") || fail "no oauth: line from the producer"
+read -r ccalls crefused < <(oauth_calls "$WORK/oauth-expiry.consume.out") || fail "no oauth: line from the consumer"
+((pcalls >= 2 && prefused == 0)) || fail "OAUTHBEARER: the producer's callback ran $pcalls times ($prefused tokens refused); expected a refresh"
+((ccalls >= 2 && crefused == 0)) || fail "OAUTHBEARER: the consumer's callback ran $ccalls times ($crefused tokens refused); expected a refresh"
+# The brokers did end the sessions: without KIP-368 (librdkafka before
+# 2.2.0) the client sees its connections closed once a token has expired.
+drops=$(grep -c '^log: .*Disconnected (after [0-9]*ms in state UP' "$WORK/oauth-expiry.produce.out" || true)
+if ((rdhex < 0x020200ff)); then
+  ((drops >= 1)) || fail "OAUTHBEARER: librdkafka $rdver cannot re-authenticate, yet no connection of the producer was closed at token expiry"
+fi
+OAUTH_NOTE="OAUTHBEARER ok: $OAUTH_MESSAGES messages across token expiry (refresh callback: producer $pcalls, consumer $ccalls calls; producer connections closed by the brokers: $drops), log exact"
+say "$OAUTH_NOTE"
+
+# ------------------------------------------------------- 4. failures ---
 
 STEP=failures
 # Certificates for the failures, made with openssl in the work dir.
@@ -319,6 +394,12 @@ probe wrong-password-plain failed '_AUTHENTICATION: .*Invalid username or passwo
 probe wrong-password-scram failed '_AUTHENTICATION: .*invalid credentials' \
   env_none -X rbk.prefix="$PREFIX" $(sasl_props SCRAM-SHA-512 "$WORK/wrong.password")
 probe plaintext-on-tls-port failed '_TRANSPORT: .*security.protocol' env_plaintext
+# shellcheck disable=SC2046  # oauth_props prints separate words, no spaces inside
+probe oauth-refresh-fails failed 'identity provider unreachable \(test\)' \
+  env_none -X rbk.prefix="$PREFIX" -A fail $(oauth_props)
+# librdkafka asks again about 10 s after a failure: no loop of callbacks.
+read -r calls _ < <(oauth_calls "$WORK/oauth-refresh-fails.err") || fail "no oauth: line from the failing probe"
+((calls >= 1 && calls <= 2)) || fail "oauth-refresh-fails: the refresh callback ran $calls times in one probe (expected 1..2)"
 
 # ------------------------------------------------------- secrets ---
 
@@ -329,13 +410,16 @@ for k in "$TLS/client.key" "$WORK/alt.key"; do
   grep -v -- '-----' "$k" | sed -n '2p;10p;20p' >>"$WORK/secrets"
 done
 cat "$TLS/sasl.password" "$WORK/wrong.password" >>"$WORK/secrets"
+# Every OAUTHBEARER token minted, whole and its claims part alone.
+[[ -s $WORK/oauth.tokens ]] || fail "no OAUTHBEARER token was minted"
+{ cat "$WORK/oauth.tokens"; cut -d. -f2 "$WORK/oauth.tokens"; } >>"$WORK/secrets"
 echo "PRIVATE KEY-----" >>"$WORK/secrets"
 outputs=("$WORK"/*.out "$WORK"/*.err)
 if hits=$(grep -lF -f "$WORK/secrets" "${outputs[@]}" 2>/dev/null); then
   fail "a secret appears in: $hits"
 fi
-say "no key material or password in $(cat "${outputs[@]}" | wc -l) lines of client output"
+say "no key material, password or token in $(cat "${outputs[@]}" | wc -l) lines of client output"
 
 STEP=done
-say "tls: $MESSAGES messages over TLS through a kill -9 of node $victim, lost=0; SASL_SSL PLAIN ok; $SCRAM_NOTE"
+say "tls: $MESSAGES messages over TLS through a kill -9 of node $victim, lost=0; SASL_SSL PLAIN ok; $SCRAM_NOTE; $OAUTH_NOTE"
 for s in "${SUMMARY[@]}"; do say "  $s"; done

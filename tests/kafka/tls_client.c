@@ -28,6 +28,14 @@
  *       at configuration time; the reason on stdout as probe-conf: MESSAGE).
  *   tls_client rdkafka-version
  *       prints the running librdkafka's version: 0xMMmmrrxx TEXT.
+ *
+ * -A SECS (any mode but rdkafka-version) installs an OAUTHBEARER token
+ * refresh callback that mints unsecured JWTs (header {"alg":"none"}, claims
+ * sub, iat, exp = iat + SECS) as Kafka's default validator accepts them;
+ * -A fail installs one that always reports a failure. -k FILE appends every
+ * minted token to FILE (for the suite's search for secrets). At exit the
+ * number of callback calls goes to stderr as
+ * "oauth: refreshes=N refused=N" (refused: tokens the client did not take).
  */
 #include <robustkafka.h>
 
@@ -51,6 +59,9 @@ static int g_client_errors;
 static uint64_t g_suppressed;
 static char g_first_error[640];
 static GHashTable *g_seen;
+static int g_oauth_secs;             /* -A SECS; -1: -A fail; 0: none */
+static FILE *g_tokens;               /* -k FILE */
+static int g_refreshes, g_refused;
 
 static int64_t now_ms(void) {
         struct timespec ts;
@@ -98,6 +109,63 @@ static char *read_file(const char *path) {
         return s;
 }
 
+/* ------------------------------------------------------------ OAUTHBEARER */
+
+/* base64url without padding (RFC 7515, section 2), as a JWT uses it. */
+static char *b64url(const char *s) {
+        char *b = g_base64_encode((const guchar *)s, strlen(s));
+        char *w = b;
+        for (char *r = b; *r; r++) {
+                if (*r == '=')
+                        continue;
+                *w++ = *r == '+' ? '-' : *r == '/' ? '_' : *r;
+        }
+        *w = '\0';
+        return b;
+}
+
+static void oauth_refresh(const char *config, rbk_oauth_token_setter_t *setter,
+                          void *opaque) {
+        (void)config;
+        (void)opaque;
+        pthread_mutex_lock(&g_lock);
+        int n = ++g_refreshes;
+        pthread_mutex_unlock(&g_lock);
+        if (g_oauth_secs < 0) {
+                rbk_oauthbearer_set_token_failure(
+                    setter, "identity provider unreachable (test)");
+                return;
+        }
+        /* iat in whole seconds, never ahead of the broker's clock (the
+         * unsecured validator allows no skew by default). */
+        int64_t iat = g_get_real_time() / G_USEC_PER_SEC;
+        int64_t exp = iat + g_oauth_secs;
+        char claims[256];
+        snprintf(claims, sizeof(claims),
+                 "{\"sub\":\"rbk-oauth\",\"iat\":%" PRId64 ",\"exp\":%" PRId64
+                 ",\"jti\":\"%d-%d\"}",
+                 iat, exp, (int)getpid(), n);
+        char *h = b64url("{\"alg\":\"none\"}"), *c = b64url(claims);
+        char *jwt = g_strconcat(h, ".", c, ".", NULL);
+        char e[512];
+        rbk_err_t err = rbk_oauthbearer_set_token(setter, jwt, exp * 1000,
+                                                  "rbk-oauth", e, sizeof(e));
+        pthread_mutex_lock(&g_lock);
+        if (err) {
+                g_refused++;
+                fprintf(stderr, "oauth: token refused: %s: %s\n",
+                        rbk_err2name(err), e);
+        }
+        if (g_tokens) {
+                fprintf(g_tokens, "%s\n", jwt);
+                fflush(g_tokens);
+        }
+        pthread_mutex_unlock(&g_lock);
+        g_free(jwt);
+        g_free(c);
+        g_free(h);
+}
+
 /* The configuration: environment (when KAFKA_URL is set) + -X properties.
  * NULL with the reason in errstr. */
 static rbk_conf_t *make_conf(char **props, int nprops, char *errstr,
@@ -122,6 +190,9 @@ static rbk_conf_t *make_conf(char **props, int nprops, char *errstr,
         }
         rbk_conf_set_hook(conf, hook, NULL);
         rbk_conf_set_log_cb(conf, log_cb, NULL);
+        if (g_oauth_secs)
+                rbk_conf_set_oauthbearer_token_refresh_cb(conf, oauth_refresh,
+                                                          NULL);
         return conf;
 }
 
@@ -295,49 +366,16 @@ static int usage(void) {
                 "       tls_client consume -t TOPIC -g GROUP -o IDS -n N "
                 "[-T SECS] [-X name=value]...\n"
                 "       tls_client probe -t TOPIC [-T MS] [-X "
-                "name=value]...\n");
+                "name=value]...\n"
+                "       common options: -A SECS|fail (OAUTHBEARER tokens), "
+                "-k TOKENS-FILE\n");
         return 2;
 }
 
-int main(int argc, char **argv) {
-        if (argc < 2)
-                return usage();
-        const char *mode = argv[1];
-        if (!strcmp(mode, "rdkafka-version")) {
-                /* For the suite: librdkafka's version, hex and as text. */
-                printf("0x%08x %s\n", rd_kafka_version(),
-                       rd_kafka_version_str());
-                return 0;
-        }
-        const char *topic = NULL, *group = NULL, *out = NULL;
-        long n = 0, rate = 200;
-        int timeout = -1, opt, nprops = 0;
-        char *props[64];
-        optind = 2;
-        while ((opt = getopt(argc, argv, "t:g:o:n:r:T:X:")) != -1) {
-                switch (opt) {
-                case 't': topic = optarg; break;
-                case 'g': group = optarg; break;
-                case 'o': out = optarg; break;
-                case 'n': n = atol(optarg); break;
-                case 'r': rate = atol(optarg); break;
-                case 'T': timeout = atoi(optarg); break;
-                case 'X':
-                        if (nprops == 64 || !strchr(optarg, '='))
-                                return usage();
-                        props[nprops++] = optarg;
-                        break;
-                default: return usage();
-                }
-        }
-        if (!topic || rate <= 0)
-                return usage();
-        setvbuf(stdout, NULL, _IOLBF, 0);
-        g_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        if (!strcmp(mode, "probe"))
-                return do_probe(props, nprops, topic,
-                                timeout > 0 ? timeout : 8000);
-
+/* produce and consume: the configuration, the ids file, the mode. */
+static int run_client(const char *mode, char **props, int nprops,
+                      const char *topic, const char *group, const char *out,
+                      long n, long rate, int timeout) {
         char e[512];
         if (!out || n <= 0)
                 return usage();
@@ -362,5 +400,69 @@ int main(int argc, char **argv) {
                 rc = usage();
         rbk_conf_destroy(conf);
         fclose(g_out);
+        return rc;
+}
+
+int main(int argc, char **argv) {
+        if (argc < 2)
+                return usage();
+        const char *mode = argv[1];
+        if (!strcmp(mode, "rdkafka-version")) {
+                /* For the suite: librdkafka's version, hex and as text. */
+                printf("0x%08x %s\n", rd_kafka_version(),
+                       rd_kafka_version_str());
+                return 0;
+        }
+        const char *topic = NULL, *group = NULL, *out = NULL, *tokens = NULL;
+        long n = 0, rate = 200;
+        int timeout = -1, opt, nprops = 0;
+        char *props[64];
+        optind = 2;
+        while ((opt = getopt(argc, argv, "t:g:o:n:r:T:X:A:k:")) != -1) {
+                switch (opt) {
+                case 't': topic = optarg; break;
+                case 'g': group = optarg; break;
+                case 'o': out = optarg; break;
+                case 'n': n = atol(optarg); break;
+                case 'r': rate = atol(optarg); break;
+                case 'T': timeout = atoi(optarg); break;
+                case 'A':
+                        g_oauth_secs = !strcmp(optarg, "fail") ? -1 : atoi(optarg);
+                        if (!g_oauth_secs)
+                                return usage();
+                        break;
+                case 'k': tokens = optarg; break;
+                case 'X':
+                        if (nprops == 64 || !strchr(optarg, '='))
+                                return usage();
+                        props[nprops++] = optarg;
+                        break;
+                default: return usage();
+                }
+        }
+        if (!topic || rate <= 0)
+                return usage();
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        g_seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        if (tokens && !(g_tokens = fopen(tokens, "a"))) {
+                fprintf(stderr, "tls_client: cannot open %s: %s\n", tokens,
+                        strerror(errno));
+                return 2;
+        }
+        int rc;
+        if (!strcmp(mode, "probe"))
+                rc = do_probe(props, nprops, topic,
+                              timeout > 0 ? timeout : 8000);
+        else
+                rc = run_client(mode, props, nprops, topic, group, out, n,
+                                rate, timeout);
+        if (g_oauth_secs) {
+                pthread_mutex_lock(&g_lock);
+                fprintf(stderr, "oauth: refreshes=%d refused=%d\n",
+                        g_refreshes, g_refused);
+                pthread_mutex_unlock(&g_lock);
+        }
+        if (g_tokens)
+                fclose(g_tokens);
         return rc;
 }

@@ -5,7 +5,8 @@
 #   make check         every test: unit, mock cluster, sanitizers, real Kafka, fuzz
 #   make check-tsan    the Check suites under ThreadSanitizer (build/tsan)
 #   make check-fast    unit and mock-cluster suites only
-#   make check-compat  build and check-fast on Debian 13 (librdkafka 2.8.0) in a cached chroot
+#   make check-compat  build, check-fast and the TLS/SASL real-Kafka suite on Debian 13
+#                      (librdkafka 2.8.0) in a cached chroot
 #   make install PREFIX=/usr/local DESTDIR=
 #
 # Sources are found by wildcard: lib/*.c is the library, tests/test_*.c are
@@ -82,7 +83,7 @@ TOOL_SRCS    := $(sort $(wildcard tools/*.c))
 TOOL_BINS    := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 
 .PHONY: all lib deps examples tools tests check check-fast check-unit check-asan check-tsan \
-        check-valgrind check-kafka check-install check-symbols check-header check-layers check-deps \
+        check-valgrind check-kafka check-kafka-tls check-install check-symbols check-header check-layers check-deps \
         check-examples check-fuzz check-compat check-consumer fuzz demo bench docs install uninstall clean
 
 all: lib tools
@@ -199,6 +200,11 @@ check-kafka: $(TOOL_BINS) $(EXAMPLE_BINS) $(TEST_BINS) $(KAFKA_TEST_BINS)
 	@scripts/install-deps kafka
 	@scripts/run-kafka-tests $(BUILD)
 
+# The TLS/SASL/OAUTHBEARER suite alone, for check-compat's root (which carries
+# its Java, kcat and openssl; make check-kafka installs them on this machine).
+check-kafka-tls: $(KAFKA_TEST_BINS)
+	@RBK_BUILD=$(BUILD) bash tests/kafka/tls.sh
+
 check-examples: $(EXAMPLE_BINS) $(TOOL_BINS)
 	@if [ -x scripts/run-example-tests ]; then scripts/run-example-tests $(BUILD); fi
 
@@ -215,6 +221,8 @@ check-compat:
 	@scripts/check-compat run
 	@echo "check-compat: the consumer suites again under eager assignment (range,roundrobin)"
 	@RBK_TEST_ASSIGNOR=range,roundrobin RBK_COMPAT_TARGETS="check-consumer" scripts/check-compat run
+	@echo "check-compat: the TLS/SASL/OAUTHBEARER suite against a real cluster (SCRAM-SHA-512 in full)"
+	@scripts/check-compat kafka
 
 # The test command: everything CI runs.
 check: check-fast check-install check-asan check-tsan check-valgrind check-fuzz check-examples check-kafka

@@ -24,7 +24,8 @@
 #     TLS port, an OAUTHBEARER refresh callback that fails
 #
 # docs/security.md describes it. Knobs: RBK_KAFKA_DIR / RBK_KAFKA_PORT_BASE
-# (default: a free base from 19460 up), RBK_TLS_MESSAGES (3000),
+# (default: a free base from 19460 up; the lock files that keep two runs
+# apart live in RBK_PORT_LOCK_DIR, default /tmp), RBK_TLS_MESSAGES (3000),
 # RBK_OAUTH_MESSAGES (500, at 20/s) and RBK_OAUTH_TOKEN_S (12) size the
 # token expiry step; RBK_TLS_KEEP=1 keeps the work dir.
 set -euo pipefail
@@ -102,7 +103,7 @@ ports_free() {
 }
 if [[ -z ${RBK_KAFKA_PORT_BASE:-} ]]; then
   for base in $(seq 19460 200 25460); do
-    exec {PORTLOCK}>"/tmp/rbk-tls-ports-$base.lock"
+    exec {PORTLOCK}>"${RBK_PORT_LOCK_DIR:-/tmp}/rbk-tls-ports-$base.lock"
     if flock -n "$PORTLOCK" && ports_free "$base"; then
       export RBK_KAFKA_PORT_BASE=$base
       break
@@ -320,8 +321,14 @@ STEP=failures
   openssl req -x509 -newkey rsa:2048 -nodes -days 10 -subj "/CN=other-ca" -keyout other-ca.key -out other-ca.pem
   openssl req -newkey rsa:2048 -nodes -subj "/CN=rbk-client" -keyout alt.key -out alt.csr
   # Expired: signed by the cluster's CA, valid until a day before it was made.
+  # OpenSSL 3.4 and later refuse -days -1 and take explicit dates instead.
+  if openssl x509 -help 2>&1 | grep -q -- -not_after; then
+    validity=(-not_before "$(date -u -d '2 days ago' +%Y%m%d%H%M%SZ)" -not_after "$(date -u -d '1 day ago' +%Y%m%d%H%M%SZ)")
+  else
+    validity=(-days -1)
+  fi
   openssl x509 -req -in alt.csr -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" \
-    -set_serial "0x$(openssl rand -hex 8)" -days -1 -out expired.pem
+    -set_serial "0x$(openssl rand -hex 8)" "${validity[@]}" -out expired.pem
   openssl x509 -req -in alt.csr -CA other-ca.pem -CAkey other-ca.key \
     -set_serial "0x$(openssl rand -hex 8)" -days 10 -out foreign.pem
   echo "not-the-password-$RANDOM" >wrong.password
@@ -384,7 +391,7 @@ probe expired-cert-broker failed '_TRANSPORT: .*(alert certificate unknown|alert
   env_none -X bootstrap.servers="$("$KC" bootstrap ssl)" -X rbk.prefix="$PREFIX" -X security.protocol=SSL \
   -X ssl.ca.pem=@"$TLS/ca.pem" -X ssl.certificate.pem=@"$WORK/expired.pem" -X ssl.key.pem=@"$WORK/alt.key" \
   -X ssl.endpoint.identification.algorithm=none
-probe foreign-cert failed '_TRANSPORT: .*(alert certificate unknown|alert bad certificate|unknown ca)' env_foreign
+probe foreign-cert failed '_TRANSPORT: .*(alert certificate unknown|alert bad certificate|alert certificate required|unknown ca)' env_foreign
 probe no-client-cert failed '_TRANSPORT: .*(alert bad certificate|alert certificate required|alert certificate unknown)' env_no_cert
 probe key-mismatch conf_error 'KAFKA_CLIENT_CERT_KEY does not match KAFKA_CLIENT_CERT' env_mismatch
 # shellcheck disable=SC2046  # sasl_props prints separate words, no spaces inside

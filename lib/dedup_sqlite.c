@@ -11,7 +11,13 @@
  *
  * One connection per store, used under the store's mutex (callbacks come
  * from several worker threads). A window save and the pruning of the
- * partition's txn rows happen in one transaction. */
+ * partition's txn rows happen in one transaction.
+ *
+ * Fork: the store records the process that opened it. In a forked child
+ * every callback fails with RBK_ERR_FORKED before it takes the mutex (a
+ * parent thread may have held it at fork() time), and destroy frees
+ * nothing: the connection belongs to the parent, and SQLite forbids using
+ * (or closing) a connection across fork(). */
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +45,7 @@ typedef struct rbk__sqlite_store_s {
         sqlite3 *db;
         GMutex lock;
         sqlite3_stmt *load, *save, *prune, *seen;
+        pid_t pid; /* the process that opened the store */
 } rbk__sqlite_store_t;
 
 static rbk_err_t rbk__sqlite_err(sqlite3 *db, char *errstr,
@@ -48,10 +55,21 @@ static rbk_err_t rbk__sqlite_err(sqlite3 *db, char *errstr,
                            db ? sqlite3_errmsg(db) : "out of memory");
 }
 
+/* RBK_ERR_FORKED, named, when @s is used in a forked child. */
+static rbk_err_t rbk__sqlite_forked(const rbk__sqlite_store_t *s,
+                                    char *errstr, size_t errstr_size) {
+        if (!rbk__forked(s->pid))
+                return RBK_OK;
+        return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                           "sqlite dedup store used in a forked child of the "
+                           "process that opened it; open stores after "
+                           "fork()");
+}
+
 static void rbk__sqlite_destroy(void *opaque) {
         rbk__sqlite_store_t *s = opaque;
-        if (!s)
-                return;
+        if (!s || rbk__forked(s->pid))
+                return; /* the parent's connection: left to the parent */
         sqlite3_finalize(s->load);
         sqlite3_finalize(s->save);
         sqlite3_finalize(s->prune);
@@ -74,9 +92,11 @@ static rbk_err_t rbk__sqlite_load(const char *group, const char *topic,
                                   char *errstr, size_t errstr_size,
                                   void *opaque) {
         rbk__sqlite_store_t *s = opaque;
-        rbk_err_t r;
+        rbk_err_t r = rbk__sqlite_forked(s, errstr, errstr_size);
         int rc;
 
+        if (r != RBK_OK)
+                return r;
         g_mutex_lock(&s->lock);
         rbk__sqlite_bind_key(s->load, group, topic, partition);
         rc = sqlite3_step(s->load);
@@ -120,8 +140,10 @@ static rbk_err_t rbk__sqlite_save(const char *group, const char *topic,
                                   char *errstr, size_t errstr_size,
                                   void *opaque) {
         rbk__sqlite_store_t *s = opaque;
-        rbk_err_t r;
+        rbk_err_t r = rbk__sqlite_forked(s, errstr, errstr_size);
 
+        if (r != RBK_OK)
+                return r;
         if (size > INT32_MAX)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_STORE,
                                    "sqlite dedup store: window of %zu bytes "
@@ -166,6 +188,8 @@ static int rbk__sqlite_seen(const char *group, const char *topic,
         rbk__sqlite_store_t *s = opaque;
         int rc, ret;
 
+        if (rbk__sqlite_forked(s, errstr, errstr_size) != RBK_OK)
+                return -1;
         if (id_len > INT32_MAX)
                 return 0;
         g_mutex_lock(&s->lock);
@@ -210,6 +234,7 @@ rbk_dedup_store_t *rbk_dedup_sqlite_new(const char *path, char *errstr,
                 return NULL;
         }
         s = g_new0(rbk__sqlite_store_t, 1);
+        s->pid = rbk__getpid();
         g_mutex_init(&s->lock);
         rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |

@@ -158,7 +158,11 @@ RBK_API rbk_err_t rbk_conf_set_dedup_store(rbk_conf_t *conf,
  * @returns a store to hand to rbk_conf_set_dedup_store() (which then owns
  * it), or to release with `store->destroy(store->opaque)` if never handed
  * over; NULL with the reason in @p errstr. The returned pointer stays valid
- * until the store is destroyed.
+ * until the store is destroyed. In a forked child of the process that
+ * opened it, the store's `load` and `save` return RBK_ERR_FORKED, `seen`
+ * returns -1 (the reason in their errstr) and `destroy` frees nothing:
+ * the connection is the parent's, and SQLite forbids using a connection
+ * across fork(). Open the store after fork().
  * Thread-safety: safe from any thread; the store serialises its own use of
  * the database.
  */

@@ -4,10 +4,11 @@
  *       one saved window per partition, replaced by each save;
  *   rbk_dedup_txn (grp, topic, part, id) -> off
  *       ids the application recorded inside its own transactions
- *       (rbk_dedup_sqlite_record_in_txn), consulted by `seen`, pruned by
- *       each save below the offset it saves for: the offset the consumer
- *       commits right after the save (never before it), whose ids are all
- *       in the window being saved.
+ *       (rbk_dedup_sqlite_record_in_txn), consulted by `seen`. Each save
+ *       prunes the partition's rows that the window it saves makes
+ *       redundant, and only those (rbk__dedup_proof_prunes(): the window
+ *       proves the id, or, below the offset saved for, has moved past it);
+ *       a row the window does not prove stays, whatever its offset.
  *
  * One connection per store, used under the store's mutex (callbacks come
  * from several worker threads). A window save and the pruning of the
@@ -44,7 +45,7 @@ typedef struct rbk__sqlite_store_s {
         rbk_dedup_store_t pub; /* first: the pointer handed to the caller */
         sqlite3 *db;
         GMutex lock;
-        sqlite3_stmt *load, *save, *prune, *seen;
+        sqlite3_stmt *load, *save, *rows, *prune, *seen;
         pid_t pid; /* the process that opened the store */
 } rbk__sqlite_store_t;
 
@@ -72,6 +73,7 @@ static void rbk__sqlite_destroy(void *opaque) {
                 return; /* the parent's connection: left to the parent */
         sqlite3_finalize(s->load);
         sqlite3_finalize(s->save);
+        sqlite3_finalize(s->rows);
         sqlite3_finalize(s->prune);
         sqlite3_finalize(s->seen);
         sqlite3_close(s->db);
@@ -134,6 +136,56 @@ static rbk_err_t rbk__sqlite_exec(rbk__sqlite_store_t *s, const char *sql,
         return RBK_OK;
 }
 
+/* Deletes the partition's rbk_dedup_txn rows that the window being saved
+ * (@blob, for @next_offset) makes redundant; the others stay. Inside the
+ * save's transaction, the store locked. A blob the dedup module cannot read
+ * prunes nothing. */
+static rbk_err_t rbk__sqlite_prune(rbk__sqlite_store_t *s, const char *group,
+                                   const char *topic, int32_t partition,
+                                   const void *blob, size_t size,
+                                   int64_t next_offset, char *errstr,
+                                   size_t errstr_size) {
+        rbk__dedup_proof_t *pf = rbk__dedup_proof_new(blob, size, NULL, 0);
+        if (!pf)
+                return RBK_OK;
+        /* The ids to delete, collected first: no row is deleted while the
+         * query over the same rows is stepping. */
+        GPtrArray *gone = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)g_bytes_unref);
+        rbk_err_t r = RBK_OK;
+        int rc;
+        rbk__sqlite_bind_key(s->rows, group, topic, partition);
+        while ((rc = sqlite3_step(s->rows)) == SQLITE_ROW) {
+                const void *id = sqlite3_column_blob(s->rows, 0);
+                int len = sqlite3_column_bytes(s->rows, 0);
+                int64_t off = sqlite3_column_int64(s->rows, 1);
+                if (len > 0 &&
+                    rbk__dedup_proof_prunes(pf, id, (size_t)len,
+                                            next_offset >= 0 &&
+                                                off < next_offset))
+                        g_ptr_array_add(gone, g_bytes_new(id, (gsize)len));
+        }
+        if (rc != SQLITE_DONE)
+                r = rbk__sqlite_err(s->db, errstr, errstr_size,
+                                    "reading recorded ids");
+        sqlite3_reset(s->rows);
+        sqlite3_clear_bindings(s->rows);
+        rbk__dedup_proof_free(pf);
+        for (guint i = 0; r == RBK_OK && i < gone->len; i++) {
+                gsize len;
+                const void *id = g_bytes_get_data(gone->pdata[i], &len);
+                rbk__sqlite_bind_key(s->prune, group, topic, partition);
+                sqlite3_bind_blob(s->prune, 4, id, (int)len, SQLITE_STATIC);
+                if (sqlite3_step(s->prune) != SQLITE_DONE)
+                        r = rbk__sqlite_err(s->db, errstr, errstr_size,
+                                            "pruning recorded ids");
+                sqlite3_reset(s->prune);
+                sqlite3_clear_bindings(s->prune);
+        }
+        g_ptr_array_free(gone, TRUE);
+        return r;
+}
+
 static rbk_err_t rbk__sqlite_save(const char *group, const char *topic,
                                   int32_t partition, const void *blob,
                                   size_t size, int64_t next_offset,
@@ -163,15 +215,9 @@ static rbk_err_t rbk__sqlite_save(const char *group, const char *topic,
         sqlite3_reset(s->save);
         sqlite3_clear_bindings(s->save);
 
-        if (r == RBK_OK && next_offset >= 0) {
-                rbk__sqlite_bind_key(s->prune, group, topic, partition);
-                sqlite3_bind_int64(s->prune, 4, next_offset);
-                if (sqlite3_step(s->prune) != SQLITE_DONE)
-                        r = rbk__sqlite_err(s->db, errstr, errstr_size,
-                                            "pruning recorded ids");
-                sqlite3_reset(s->prune);
-                sqlite3_clear_bindings(s->prune);
-        }
+        if (r == RBK_OK)
+                r = rbk__sqlite_prune(s, group, topic, partition, blob, size,
+                                      next_offset, errstr, errstr_size);
 
         if (r == RBK_OK)
                 r = rbk__sqlite_exec(s, "COMMIT", errstr, errstr_size);
@@ -287,8 +333,14 @@ rbk_dedup_store_t *rbk_dedup_sqlite_new(const char *path, char *errstr,
                 &s->save, errstr, errstr_size) ||
             rbk__sqlite_prepare(
                 s,
+                "SELECT id, off FROM rbk_dedup_txn"
+                " WHERE grp = ?1 AND topic = ?2 AND part = ?3"
+                " ORDER BY off DESC",
+                &s->rows, errstr, errstr_size) ||
+            rbk__sqlite_prepare(
+                s,
                 "DELETE FROM rbk_dedup_txn"
-                " WHERE grp = ?1 AND topic = ?2 AND part = ?3 AND off < ?4",
+                " WHERE grp = ?1 AND topic = ?2 AND part = ?3 AND id = ?4",
                 &s->prune, errstr, errstr_size) ||
             rbk__sqlite_prepare(
                 s,

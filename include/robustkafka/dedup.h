@@ -178,8 +178,11 @@ RBK_API rbk_dedup_store_t *rbk_dedup_sqlite_new(const char *path, char *errstr,
  * Both commit together or not at all; after a crash between the handler's
  * commit and the consumer's offset commit, the redelivered message is
  * recognised as a duplicate (the store's `seen` consults this table) and
- * the effect is not applied twice. Rows below a partition's committed offset
- * are pruned when the store saves that partition's window.
+ * the effect is not applied twice. A row is pruned when the store saves
+ * that partition's window only if the saved window makes it redundant: the
+ * window proves the id, or (for a row below the offset saved for) has moved
+ * past it; a row the window does not prove stays, whatever its offset
+ * (docs/dedup.md gives the rule and its bound).
  * @param sqlite3_db the application's `sqlite3 *` connection, inside a
  * transaction, to the database given to rbk_dedup_sqlite_new().
  * @param group the consumer group (as configured, without the prefix).

@@ -145,9 +145,7 @@ static rbk_err_t rbk__sqlite_prune(rbk__sqlite_store_t *s, const char *group,
                                    const void *blob, size_t size,
                                    int64_t next_offset, char *errstr,
                                    size_t errstr_size) {
-        rbk__dedup_proof_t *pf = rbk__dedup_proof_new(blob, size, NULL, 0);
-        if (!pf)
-                return RBK_OK;
+        rbk__dedup_proof_t *pf = NULL; /* read at the first row only */
         /* The ids to delete, collected first: no row is deleted while the
          * query over the same rows is stepping. */
         GPtrArray *gone = g_ptr_array_new_with_free_func(
@@ -156,6 +154,10 @@ static rbk_err_t rbk__sqlite_prune(rbk__sqlite_store_t *s, const char *group,
         int rc;
         rbk__sqlite_bind_key(s->rows, group, topic, partition);
         while ((rc = sqlite3_step(s->rows)) == SQLITE_ROW) {
+                if (!pf && !(pf = rbk__dedup_proof_new(blob, size, NULL, 0))) {
+                        rc = SQLITE_DONE; /* unreadable: nothing pruned */
+                        break;
+                }
                 const void *id = sqlite3_column_blob(s->rows, 0);
                 int len = sqlite3_column_bytes(s->rows, 0);
                 int64_t off = sqlite3_column_int64(s->rows, 1);

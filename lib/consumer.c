@@ -1019,8 +1019,9 @@ rbk_err_t rbk_consumer_start_batch(rbk_consumer_t *c,
 }
 
 void rbk_consumer_stop(rbk_consumer_t *c) {
-        /* Async-signal-safe: one store to a sig_atomic_t, nothing else. */
-        if (c)
+        /* Async-signal-safe: one store to a sig_atomic_t, nothing else (in
+         * a forked child, not even that: the parent's run is not here). */
+        if (c && !rbk__forked(c->pid))
                 __atomic_store_n(&c->stop_req, 1, __ATOMIC_RELAXED);
 }
 
@@ -1715,7 +1716,7 @@ G_STATIC_ASSERT(RBK__QUARANTINE_V1_SIZE == sizeof(rbk_quarantine_t));
 
 size_t rbk_consumer_quarantined2(rbk_consumer_t *c, void *out, size_t max,
                                  size_t entry_size) {
-        if (!c || entry_size < RBK__QUARANTINE_V1_SIZE)
+        if (!c || entry_size < RBK__QUARANTINE_V1_SIZE || rbk__forked(c->pid))
                 return 0;
         if (!out)
                 max = 0;

@@ -1131,18 +1131,29 @@ static int rbk__saved_prod_cmp(const void *a, const void *b) {
                 goto fail;                                                    \
         } while (0)
 
-/* Builds a window from a blob. The blob may come from a configuration with
- * another window size or bounds: what fits is kept, the rest is treated as
- * evicted. On any inconsistency returns RBK_ERR_STORE and leaves *w empty. */
-static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
-                                 size_t size, rbk__win_t *w, char *errstr,
-                                 size_t errstr_size) {
-        rbk__rd_t r = {blob, size, 0};
-        uint32_t ver, plen, crc, sw, nprod, nev, nfor;
+/* A blob checked and located (pass 1 of a decode): the header fields, the
+ * producers with where their words are, the evicted ones, where the caller
+ * ids start. Valid while the blob is. */
+typedef struct rbk__blob_s {
+        const unsigned char *p;
+        size_t size;
+        uint32_t sw, nprod, nev, nfor;
         uint64_t tick;
+        rbk__saved_prod_t *sp; /* nprod entries, in blob order */
+        rbk__evicted_t ev[RBK__EVICTED_RING];
+        size_t foreign_off;
+} rbk__blob_t;
+
+/* Checks every field of a blob and locates its parts into *b (b->sp to
+ * g_free). On any inconsistency returns RBK_ERR_STORE with the reason and
+ * leaves nothing to free. */
+static rbk_err_t rbk__blob_parse(const void *blob, size_t size, rbk__blob_t *b,
+                                 char *errstr, size_t errstr_size) {
+        rbk__rd_t r = {blob, size, 0};
+        uint32_t ver, plen, crc;
         rbk__saved_prod_t *sp = NULL;
 
-        rbk__win_init(w);
+        memset(b, 0, sizeof(*b));
         if (!blob || size < RBK__BLOB_HDR)
                 RBK__CORRUPT("%zu bytes, shorter than the header", size);
         if (memcmp(blob, RBK__BLOB_MAGIC, 4))
@@ -1160,18 +1171,18 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
         if (rbk__crc32c(r.p + RBK__BLOB_HDR, plen) != crc)
                 RBK__CORRUPT("checksum mismatch");
 
-        if (rbk__rd_u32(&r, &sw) || rbk__rd_u32(&r, &nprod) ||
-            rbk__rd_u32(&r, &nev) || rbk__rd_u32(&r, &nfor) ||
-            rbk__rd_u64(&r, &tick))
+        if (rbk__rd_u32(&r, &b->sw) || rbk__rd_u32(&r, &b->nprod) ||
+            rbk__rd_u32(&r, &b->nev) || rbk__rd_u32(&r, &b->nfor) ||
+            rbk__rd_u64(&r, &b->tick))
                 RBK__CORRUPT("truncated header fields");
-        if (sw < RBK__WINDOW_MIN || sw > RBK__WINDOW_MAX || (sw & (sw - 1)))
-                RBK__CORRUPT("window size %u", sw);
-        if (nprod > RBK__MAX_PRODUCERS_MAX || nev > RBK__EVICTED_RING)
-                RBK__CORRUPT("%u producers, %u evicted", nprod, nev);
+        if (b->sw < RBK__WINDOW_MIN || b->sw > RBK__WINDOW_MAX ||
+            (b->sw & (b->sw - 1)))
+                RBK__CORRUPT("window size %u", b->sw);
+        if (b->nprod > RBK__MAX_PRODUCERS_MAX || b->nev > RBK__EVICTED_RING)
+                RBK__CORRUPT("%u producers, %u evicted", b->nprod, b->nev);
 
-        /* Pass 1: validate the producers and remember where their words are. */
-        sp = g_new0(rbk__saved_prod_t, nprod ? nprod : 1);
-        for (uint32_t i = 0; i < nprod; i++) {
+        sp = g_new0(rbk__saved_prod_t, b->nprod ? b->nprod : 1);
+        for (uint32_t i = 0; i < b->nprod; i++) {
                 if (rbk__rd_u64(&r, &sp[i].pid) || rbk__rd_u64(&r, &sp[i].hwm) ||
                     rbk__rd_u64(&r, &sp[i].floor) ||
                     rbk__rd_u64(&r, &sp[i].tick) || rbk__rd_u32(&r, &sp[i].nz))
@@ -1183,7 +1194,7 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
                                 RBK__CORRUPT("producer %016" G_GINT64_MODIFIER
                                              "x twice",
                                              (guint64)sp[i].pid);
-                if (sp[i].nz > sw / 64 ||
+                if (sp[i].nz > b->sw / 64 ||
                     (r.len - r.off) / 12 < (size_t)sp[i].nz)
                         RBK__CORRUPT("producer %u: %u words", i, sp[i].nz);
                 sp[i].words_off = r.off;
@@ -1192,17 +1203,17 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
                         uint64_t word = 0;
                         rbk__rd_u32(&r, &idx);
                         rbk__rd_u64(&r, &word);
-                        if (idx >= sw / 64)
+                        if (idx >= b->sw / 64)
                                 RBK__CORRUPT("producer %u: word index %u", i,
                                              idx);
                 }
         }
-        rbk__evicted_t ev[RBK__EVICTED_RING];
-        for (uint32_t i = 0; i < nev; i++)
-                if (rbk__rd_u64(&r, &ev[i].pid) || rbk__rd_u64(&r, &ev[i].hwm))
+        for (uint32_t i = 0; i < b->nev; i++)
+                if (rbk__rd_u64(&r, &b->ev[i].pid) ||
+                    rbk__rd_u64(&r, &b->ev[i].hwm))
                         RBK__CORRUPT("truncated evicted producer %u", i);
-        size_t foreign_off = r.off;
-        for (uint32_t i = 0; i < nfor; i++) {
+        b->foreign_off = r.off;
+        for (uint32_t i = 0; i < b->nfor; i++) {
                 uint32_t len = 0;
                 if (rbk__rd_u32(&r, &len) || len == 0 ||
                     len > RBK_MSGID_MAX_LEN || r.len - r.off < len)
@@ -1211,14 +1222,38 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
         }
         if (r.off != r.len)
                 RBK__CORRUPT("%zu trailing bytes", r.len - r.off);
+        b->p = blob;
+        b->size = size;
+        b->sp = sp;
+        return RBK_OK;
 
-        /* Pass 2: build. Producers most recent first; those over the bound
-         * become evicted. */
+fail:
+        g_free(sp);
+        memset(b, 0, sizeof(*b));
+        return RBK_ERR_STORE;
+}
+
+/* Builds a window from a blob. The blob may come from a configuration with
+ * another window size or bounds: what fits is kept, the rest is treated as
+ * evicted. On any inconsistency returns RBK_ERR_STORE and leaves *w empty. */
+static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
+                                 size_t size, rbk__win_t *w, char *errstr,
+                                 size_t errstr_size) {
+        rbk__blob_t b;
+
+        rbk__win_init(w);
+        if (rbk__blob_parse(blob, size, &b, errstr, errstr_size) != RBK_OK)
+                return RBK_ERR_STORE;
+        uint32_t sw = b.sw, nprod = b.nprod;
+        rbk__saved_prod_t *sp = b.sp;
+
+        /* Producers most recent first; those over the bound become
+         * evicted. */
         qsort(sp, nprod, sizeof(*sp), rbk__saved_prod_cmp);
-        w->tick = tick;
-        for (uint32_t i = 0; i < nev; i++)
-                if (ev[i].pid)
-                        rbk__win_evicted_add(w, ev[i].pid, ev[i].hwm);
+        w->tick = b.tick;
+        for (uint32_t i = 0; i < b.nev; i++)
+                if (b.ev[i].pid)
+                        rbk__win_evicted_add(w, b.ev[i].pid, b.ev[i].hwm);
         /* Insert least recent first so that the most recent end up kept. */
         for (uint32_t n = nprod; n-- > 0;) {
                 rbk__saved_prod_t *s = &sp[n];
@@ -1256,21 +1291,126 @@ static rbk_err_t rbk__win_decode(const rbk__dedup_t *d, const void *blob,
                         }
                 }
         }
-        r.off = foreign_off;
-        for (uint32_t i = 0; i < nfor; i++) {
+        rbk__rd_t r = {blob, size, b.foreign_off};
+        for (uint32_t i = 0; i < b.nfor; i++) {
                 uint32_t len = 0;
                 rbk__rd_u32(&r, &len);
-                if (nfor - i <= d->foreign_window)
+                if (b.nfor - i <= d->foreign_window)
                         rbk__win_foreign_add(d, w, r.p + r.off, len);
                 r.off += len;
         }
         g_free(sp);
         return RBK_OK;
+}
 
-fail:
-        g_free(sp);
-        rbk__win_clear(w);
-        return RBK_ERR_STORE;
+/* ---------------------------------------------------------------- proofs
+ *
+ * What a saved window proves, for a store pruning the ids it keeps beside
+ * it (rbk_dedup_txn): the window's own answer for an id, read from the
+ * blob, with the blob's window size. */
+
+struct rbk__dedup_proof_s {
+        rbk__blob_t b;         /* sp sorted by producer id */
+        GHashTable *foreign;   /* rbk__fkey_t* into the blob's caller ids */
+        uint64_t unplaced;     /* rows counted by rbk__dedup_proof_prunes() */
+};
+
+static int rbk__saved_pid_cmp(const void *a, const void *b) {
+        const rbk__saved_prod_t *x = a, *y = b;
+        return x->pid < y->pid ? -1 : x->pid > y->pid;
+}
+
+rbk__dedup_proof_t *rbk__dedup_proof_new(const void *blob, size_t size,
+                                         char *errstr, size_t errstr_size) {
+        rbk__dedup_proof_t *pf = g_new0(rbk__dedup_proof_t, 1);
+        if (rbk__blob_parse(blob, size, &pf->b, errstr, errstr_size)) {
+                g_free(pf);
+                return NULL;
+        }
+        qsort(pf->b.sp, pf->b.nprod, sizeof(*pf->b.sp), rbk__saved_pid_cmp);
+        pf->foreign = g_hash_table_new_full(rbk__fkey_hash, rbk__fkey_equal,
+                                            g_free, NULL);
+        rbk__rd_t r = {blob, size, pf->b.foreign_off};
+        for (uint32_t i = 0; i < pf->b.nfor; i++) {
+                uint32_t len = 0;
+                rbk__rd_u32(&r, &len);
+                rbk__fkey_t *k = g_new0(rbk__fkey_t, 1);
+                k->data = r.p + r.off;
+                k->len = len;
+                k->hash = rbk__hash_bytes(0, k->data, len);
+                g_hash_table_add(pf->foreign, k);
+                r.off += len;
+        }
+        return pf;
+}
+
+void rbk__dedup_proof_free(rbk__dedup_proof_t *pf) {
+        if (!pf)
+                return;
+        g_hash_table_destroy(pf->foreign);
+        g_free(pf->b.sp);
+        g_free(pf);
+}
+
+/* rbk__win_check_seq() on the blob: the saved window's verdict on sequence
+ * @s of producer @pid; *placedp is 0 when the window does not track the
+ * producer (so cannot tell how far past the sequence it has moved). */
+static rbk__dedup_verdict_t rbk__proof_seq(const rbk__dedup_proof_t *pf,
+                                           uint64_t pid, uint64_t s,
+                                           int *placedp) {
+        const rbk__blob_t *b = &pf->b;
+        rbk__saved_prod_t key = {.pid = pid};
+        const rbk__saved_prod_t *sp =
+            bsearch(&key, b->sp, b->nprod, sizeof(*b->sp), rbk__saved_pid_cmp);
+        *placedp = sp != NULL;
+        if (!sp) {
+                for (uint32_t i = 0; i < b->nev; i++)
+                        if (b->ev[i].pid == pid && s <= b->ev[i].hwm)
+                                return RBK__DEDUP_UNPROVABLE;
+                return RBK__DEDUP_NEW;
+        }
+        if (s <= sp->hwm) {
+                if (sp->hwm - s >= b->sw)
+                        return RBK__DEDUP_UNPROVABLE;
+                uint64_t pos = s & (b->sw - 1);
+                rbk__rd_t r = {b->p, b->size, sp->words_off};
+                for (uint32_t k = 0; k < sp->nz; k++) {
+                        uint32_t idx = 0;
+                        uint64_t word = 0;
+                        rbk__rd_u32(&r, &idx);
+                        rbk__rd_u64(&r, &word);
+                        if (idx == pos / 64 && ((word >> (pos % 64)) & 1))
+                                return RBK__DEDUP_DUPLICATE;
+                }
+        }
+        return s < sp->floor ? RBK__DEDUP_UNPROVABLE : RBK__DEDUP_NEW;
+}
+
+int rbk__dedup_proof_prunes(rbk__dedup_proof_t *pf, const void *id,
+                            size_t id_len, int below) {
+        rbk_msgid_t m;
+        rbk__dedup_verdict_t v;
+        int placed = 0;
+
+        if (!pf || !id || !id_len)
+                return 0;
+        if (rbk_msgid_parse(id, id_len, &m) == RBK_OK) {
+                v = rbk__proof_seq(pf, m.producer_id, m.seq, &placed);
+        } else {
+                rbk__fkey_t k = {rbk__hash_bytes(0, id, id_len), id_len, id};
+                v = g_hash_table_contains(pf->foreign, &k)
+                        ? RBK__DEDUP_DUPLICATE
+                        : RBK__DEDUP_NEW;
+        }
+        if (v == RBK__DEDUP_DUPLICATE)
+                return 1; /* the window proves it */
+        if (!below)
+                return 0;
+        if (v == RBK__DEDUP_UNPROVABLE)
+                return 1; /* the window has moved past it */
+        /* Not known to the window: kept, at most a window's worth of them
+         * (the highest offsets: the caller goes from the highest down). */
+        return !placed && ++pf->unplaced > pf->b.sw;
 }
 
 /* ---------------------------------------------------------------- partitions */

@@ -176,6 +176,36 @@ void rbk__dedup_partition_counts(rbk__dedup_t *d, const char *topic,
                                  int32_t partition, uint64_t *dups,
                                  uint64_t *unprovable, uint64_t *no_id);
 
+/* ---- for stores: what a saved window proves ----
+ *
+ * The SQLite store keeps ids the application recorded in its own
+ * transactions beside the saved windows, and prunes a row only when the
+ * window it saves makes the row redundant. The window's format belongs to
+ * this module, so the store asks it:
+ *
+ * rbk__dedup_proof_new() reads a blob (as given to a store's save; it must
+ * stay valid while the proof is used): NULL with the reason in @errstr for a
+ * blob that fails any check. rbk__dedup_proof_prunes() says whether the row
+ * of @id may go, given whether its offset is below the offset the window is
+ * saved for (@below). Call it for the rows of one partition from the
+ * highest offset down. 1 when:
+ *   - the window proves the id (it would drop it as a duplicate), whatever
+ *     the offset; or, for a row below the offset only:
+ *   - the window has moved past the id (it would call it unprovable): an id
+ *     of the library's format at least the window size (the blob's) below
+ *     its producer's high-water mark, below the producer's floor, or of a
+ *     producer forgotten past it;
+ *   - the window cannot place the id (a caller-supplied id it does not
+ *     hold, a producer it does not track) and the window size of such rows
+ *     with higher offsets are kept already.
+ * 0 otherwise: the row stays, and `seen` goes on proving its id. */
+typedef struct rbk__dedup_proof_s rbk__dedup_proof_t;
+rbk__dedup_proof_t *rbk__dedup_proof_new(const void *blob, size_t size,
+                                         char *errstr, size_t errstr_size);
+int rbk__dedup_proof_prunes(rbk__dedup_proof_t *pf, const void *id,
+                            size_t id_len, int below);
+void rbk__dedup_proof_free(rbk__dedup_proof_t *pf);
+
 /* ---- hooks for conf.c ---- */
 
 /* Validates a value of an rbk.dedup.* property: RBK_OK, RBK_ERR_CONF with

@@ -4,14 +4,21 @@
  *       one saved window per partition, replaced by each save;
  *   rbk_dedup_txn (grp, topic, part, id) -> off
  *       ids the application recorded inside its own transactions
- *       (rbk_dedup_sqlite_record_in_txn), consulted by `seen`, pruned by
- *       each save below the offset it saves for: the offset the consumer
- *       commits right after the save (never before it), whose ids are all
- *       in the window being saved.
+ *       (rbk_dedup_sqlite_record_in_txn), consulted by `seen`. Each save
+ *       prunes the partition's rows that the window it saves makes
+ *       redundant, and only those (rbk__dedup_proof_prunes(): the window
+ *       proves the id, or, below the offset saved for, has moved past it);
+ *       a row the window does not prove stays, whatever its offset.
  *
  * One connection per store, used under the store's mutex (callbacks come
  * from several worker threads). A window save and the pruning of the
- * partition's txn rows happen in one transaction. */
+ * partition's txn rows happen in one transaction.
+ *
+ * Fork: the store records the process that opened it. In a forked child
+ * every callback fails with RBK_ERR_FORKED before it takes the mutex (a
+ * parent thread may have held it at fork() time), and destroy frees
+ * nothing: the connection belongs to the parent, and SQLite forbids using
+ * (or closing) a connection across fork(). */
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +45,8 @@ typedef struct rbk__sqlite_store_s {
         rbk_dedup_store_t pub; /* first: the pointer handed to the caller */
         sqlite3 *db;
         GMutex lock;
-        sqlite3_stmt *load, *save, *prune, *seen;
+        sqlite3_stmt *load, *save, *rows, *prune, *seen;
+        pid_t pid; /* the process that opened the store */
 } rbk__sqlite_store_t;
 
 static rbk_err_t rbk__sqlite_err(sqlite3 *db, char *errstr,
@@ -48,12 +56,24 @@ static rbk_err_t rbk__sqlite_err(sqlite3 *db, char *errstr,
                            db ? sqlite3_errmsg(db) : "out of memory");
 }
 
+/* RBK_ERR_FORKED, named, when @s is used in a forked child. */
+static rbk_err_t rbk__sqlite_forked(const rbk__sqlite_store_t *s,
+                                    char *errstr, size_t errstr_size) {
+        if (!rbk__forked(s->pid))
+                return RBK_OK;
+        return rbk__seterr(errstr, errstr_size, RBK_ERR_FORKED,
+                           "sqlite dedup store used in a forked child of the "
+                           "process that opened it; open stores after "
+                           "fork()");
+}
+
 static void rbk__sqlite_destroy(void *opaque) {
         rbk__sqlite_store_t *s = opaque;
-        if (!s)
-                return;
+        if (!s || rbk__forked(s->pid))
+                return; /* the parent's connection: left to the parent */
         sqlite3_finalize(s->load);
         sqlite3_finalize(s->save);
+        sqlite3_finalize(s->rows);
         sqlite3_finalize(s->prune);
         sqlite3_finalize(s->seen);
         sqlite3_close(s->db);
@@ -74,9 +94,11 @@ static rbk_err_t rbk__sqlite_load(const char *group, const char *topic,
                                   char *errstr, size_t errstr_size,
                                   void *opaque) {
         rbk__sqlite_store_t *s = opaque;
-        rbk_err_t r;
+        rbk_err_t r = rbk__sqlite_forked(s, errstr, errstr_size);
         int rc;
 
+        if (r != RBK_OK)
+                return r;
         g_mutex_lock(&s->lock);
         rbk__sqlite_bind_key(s->load, group, topic, partition);
         rc = sqlite3_step(s->load);
@@ -114,14 +136,68 @@ static rbk_err_t rbk__sqlite_exec(rbk__sqlite_store_t *s, const char *sql,
         return RBK_OK;
 }
 
+/* Deletes the partition's rbk_dedup_txn rows that the window being saved
+ * (@blob, for @next_offset) makes redundant; the others stay. Inside the
+ * save's transaction, the store locked. A blob the dedup module cannot read
+ * prunes nothing. */
+static rbk_err_t rbk__sqlite_prune(rbk__sqlite_store_t *s, const char *group,
+                                   const char *topic, int32_t partition,
+                                   const void *blob, size_t size,
+                                   int64_t next_offset, char *errstr,
+                                   size_t errstr_size) {
+        rbk__dedup_proof_t *pf = NULL; /* read at the first row only */
+        /* The ids to delete, collected first: no row is deleted while the
+         * query over the same rows is stepping. */
+        GPtrArray *gone = g_ptr_array_new_with_free_func(
+            (GDestroyNotify)g_bytes_unref);
+        rbk_err_t r = RBK_OK;
+        int rc;
+        rbk__sqlite_bind_key(s->rows, group, topic, partition);
+        while ((rc = sqlite3_step(s->rows)) == SQLITE_ROW) {
+                if (!pf && !(pf = rbk__dedup_proof_new(blob, size, NULL, 0))) {
+                        rc = SQLITE_DONE; /* unreadable: nothing pruned */
+                        break;
+                }
+                const void *id = sqlite3_column_blob(s->rows, 0);
+                int len = sqlite3_column_bytes(s->rows, 0);
+                int64_t off = sqlite3_column_int64(s->rows, 1);
+                if (len > 0 &&
+                    rbk__dedup_proof_prunes(pf, id, (size_t)len,
+                                            next_offset >= 0 &&
+                                                off < next_offset))
+                        g_ptr_array_add(gone, g_bytes_new(id, (gsize)len));
+        }
+        if (rc != SQLITE_DONE)
+                r = rbk__sqlite_err(s->db, errstr, errstr_size,
+                                    "reading recorded ids");
+        sqlite3_reset(s->rows);
+        sqlite3_clear_bindings(s->rows);
+        rbk__dedup_proof_free(pf);
+        for (guint i = 0; r == RBK_OK && i < gone->len; i++) {
+                gsize len;
+                const void *id = g_bytes_get_data(gone->pdata[i], &len);
+                rbk__sqlite_bind_key(s->prune, group, topic, partition);
+                sqlite3_bind_blob(s->prune, 4, id, (int)len, SQLITE_STATIC);
+                if (sqlite3_step(s->prune) != SQLITE_DONE)
+                        r = rbk__sqlite_err(s->db, errstr, errstr_size,
+                                            "pruning recorded ids");
+                sqlite3_reset(s->prune);
+                sqlite3_clear_bindings(s->prune);
+        }
+        g_ptr_array_free(gone, TRUE);
+        return r;
+}
+
 static rbk_err_t rbk__sqlite_save(const char *group, const char *topic,
                                   int32_t partition, const void *blob,
                                   size_t size, int64_t next_offset,
                                   char *errstr, size_t errstr_size,
                                   void *opaque) {
         rbk__sqlite_store_t *s = opaque;
-        rbk_err_t r;
+        rbk_err_t r = rbk__sqlite_forked(s, errstr, errstr_size);
 
+        if (r != RBK_OK)
+                return r;
         if (size > INT32_MAX)
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_STORE,
                                    "sqlite dedup store: window of %zu bytes "
@@ -141,15 +217,9 @@ static rbk_err_t rbk__sqlite_save(const char *group, const char *topic,
         sqlite3_reset(s->save);
         sqlite3_clear_bindings(s->save);
 
-        if (r == RBK_OK && next_offset >= 0) {
-                rbk__sqlite_bind_key(s->prune, group, topic, partition);
-                sqlite3_bind_int64(s->prune, 4, next_offset);
-                if (sqlite3_step(s->prune) != SQLITE_DONE)
-                        r = rbk__sqlite_err(s->db, errstr, errstr_size,
-                                            "pruning recorded ids");
-                sqlite3_reset(s->prune);
-                sqlite3_clear_bindings(s->prune);
-        }
+        if (r == RBK_OK)
+                r = rbk__sqlite_prune(s, group, topic, partition, blob, size,
+                                      next_offset, errstr, errstr_size);
 
         if (r == RBK_OK)
                 r = rbk__sqlite_exec(s, "COMMIT", errstr, errstr_size);
@@ -166,6 +236,8 @@ static int rbk__sqlite_seen(const char *group, const char *topic,
         rbk__sqlite_store_t *s = opaque;
         int rc, ret;
 
+        if (rbk__sqlite_forked(s, errstr, errstr_size) != RBK_OK)
+                return -1;
         if (id_len > INT32_MAX)
                 return 0;
         g_mutex_lock(&s->lock);
@@ -210,6 +282,7 @@ rbk_dedup_store_t *rbk_dedup_sqlite_new(const char *path, char *errstr,
                 return NULL;
         }
         s = g_new0(rbk__sqlite_store_t, 1);
+        s->pid = rbk__getpid();
         g_mutex_init(&s->lock);
         rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -262,8 +335,14 @@ rbk_dedup_store_t *rbk_dedup_sqlite_new(const char *path, char *errstr,
                 &s->save, errstr, errstr_size) ||
             rbk__sqlite_prepare(
                 s,
+                "SELECT id, off FROM rbk_dedup_txn"
+                " WHERE grp = ?1 AND topic = ?2 AND part = ?3"
+                " ORDER BY off DESC",
+                &s->rows, errstr, errstr_size) ||
+            rbk__sqlite_prepare(
+                s,
                 "DELETE FROM rbk_dedup_txn"
-                " WHERE grp = ?1 AND topic = ?2 AND part = ?3 AND off < ?4",
+                " WHERE grp = ?1 AND topic = ?2 AND part = ?3 AND id = ?4",
                 &s->prune, errstr, errstr_size) ||
             rbk__sqlite_prepare(
                 s,

@@ -1,4 +1,9 @@
-/* The public test helper: librdkafka's mock cluster behind a small API. */
+/* The public test helper: librdkafka's mock cluster behind a small API.
+ *
+ * Fork: a cluster records the process that created it. Its brokers are
+ * threads of that process, so in a forked child every call fails at once
+ * (RBK_ERR_FORKED, or NULL for a pointer) instead of waiting for a mock
+ * thread that does not exist there, and destroy frees nothing. */
 #include <string.h>
 
 #include "internal.h" /* rdkafka.h first: rdkafka_mock.h needs it */
@@ -9,7 +14,18 @@ struct rbk_testcluster_s {
         rd_kafka_t *rk; /* the handle the mock cluster lives in */
         rd_kafka_mock_cluster_t *mc;
         int brokers;
+        pid_t pid; /* the process that created it */
 };
+
+/* 1 when @tc is NULL or used in a forked child: no call may go on. */
+static int rbk__tc_unusable(const rbk_testcluster_t *tc) {
+        return !tc || rbk__forked(tc->pid);
+}
+
+/* The error of a call on an unusable @tc. */
+static rbk_err_t rbk__tc_unusable_err(const rbk_testcluster_t *tc) {
+        return tc ? RBK_ERR_FORKED : RBK_ERR_INVALID_ARG;
+}
 
 rbk_testcluster_t *rbk_testcluster_new(int brokers, char *errstr,
                                        size_t errstr_size) {
@@ -48,23 +64,25 @@ rbk_testcluster_t *rbk_testcluster_new(int brokers, char *errstr,
         tc->rk = rk;
         tc->mc = mc;
         tc->brokers = brokers;
+        tc->pid = rbk__getpid();
         return tc;
 }
 
 void rbk_testcluster_destroy(rbk_testcluster_t *tc) {
-        if (!tc)
-                return;
+        if (rbk__tc_unusable(tc))
+                return; /* in a child: the brokers' threads are not here */
         rd_kafka_mock_cluster_destroy(tc->mc);
         rd_kafka_destroy(tc->rk);
         g_free(tc);
 }
 
 const char *rbk_testcluster_bootstrap(rbk_testcluster_t *tc) {
-        return tc ? rd_kafka_mock_cluster_bootstraps(tc->mc) : NULL;
+        return rbk__tc_unusable(tc) ? NULL
+                                    : rd_kafka_mock_cluster_bootstraps(tc->mc);
 }
 
 rd_kafka_mock_cluster_t *rbk_testcluster_mock(rbk_testcluster_t *tc) {
-        return tc ? tc->mc : NULL;
+        return rbk__tc_unusable(tc) ? NULL : tc->mc;
 }
 
 static rbk_err_t rbk__tc_err(rd_kafka_resp_err_t err) {
@@ -89,7 +107,9 @@ static int rbk__tc_broker_ok(rbk_testcluster_t *tc, int broker_id) {
 
 rbk_err_t rbk_testcluster_create_topic(rbk_testcluster_t *tc, const char *name,
                                        int partitions, int replication) {
-        if (!tc || !name || !*name || partitions < 1 || replication < 1 ||
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
+        if (!name || !*name || partitions < 1 || replication < 1 ||
             replication > tc->brokers)
                 return RBK_ERR_INVALID_ARG;
         return rbk__tc_err(
@@ -98,7 +118,9 @@ rbk_err_t rbk_testcluster_create_topic(rbk_testcluster_t *tc, const char *name,
 
 rbk_err_t rbk_testcluster_set_leader(rbk_testcluster_t *tc, const char *topic,
                                      int32_t partition, int broker_id) {
-        if (!tc || !topic || partition < 0 ||
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
+        if (!topic || partition < 0 ||
             (broker_id != -1 && !rbk__tc_broker_ok(tc, broker_id)))
                 return RBK_ERR_INVALID_ARG;
         return rbk__tc_err(rd_kafka_mock_partition_set_leader(
@@ -106,16 +128,16 @@ rbk_err_t rbk_testcluster_set_leader(rbk_testcluster_t *tc, const char *topic,
 }
 
 rbk_err_t rbk_testcluster_broker_down(rbk_testcluster_t *tc, int broker_id) {
-        if (!tc)
-                return RBK_ERR_INVALID_ARG;
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
         if (!rbk__tc_broker_ok(tc, broker_id))
                 return RBK_ERR_NOT_FOUND;
         return rbk__tc_err(rd_kafka_mock_broker_set_down(tc->mc, broker_id));
 }
 
 rbk_err_t rbk_testcluster_broker_up(rbk_testcluster_t *tc, int broker_id) {
-        if (!tc)
-                return RBK_ERR_INVALID_ARG;
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
         if (!rbk__tc_broker_ok(tc, broker_id))
                 return RBK_ERR_NOT_FOUND;
         return rbk__tc_err(rd_kafka_mock_broker_set_up(tc->mc, broker_id));
@@ -124,7 +146,9 @@ rbk_err_t rbk_testcluster_broker_up(rbk_testcluster_t *tc, int broker_id) {
 rbk_err_t rbk_testcluster_push_request_errors(rbk_testcluster_t *tc,
                                               int api_key, size_t cnt,
                                               int kafka_err) {
-        if (!tc || api_key < 0 || api_key > 32767 || cnt == 0 ||
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
+        if (api_key < 0 || api_key > 32767 || cnt == 0 ||
             cnt > 1000000)
                 return RBK_ERR_INVALID_ARG;
         rd_kafka_resp_err_t *errs = g_new(rd_kafka_resp_err_t, cnt);
@@ -146,7 +170,9 @@ rbk_err_t rbk_testcluster_broker_push_request_errors(rbk_testcluster_t *tc,
                                                      int broker_id, int api_key,
                                                      size_t cnt, int kafka_err,
                                                      int rtt_ms) {
-        if (!tc || api_key < 0 || api_key > 32767 || cnt == 0 ||
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
+        if (api_key < 0 || api_key > 32767 || cnt == 0 ||
             cnt > 100000 || rtt_ms < 0)
                 return RBK_ERR_INVALID_ARG;
         if (!rbk__tc_broker_ok(tc, broker_id))
@@ -168,7 +194,9 @@ rbk_err_t rbk_testcluster_delay_produce(rbk_testcluster_t *tc, int broker_id,
 
 rbk_err_t rbk_testcluster_clear_request_errors(rbk_testcluster_t *tc,
                                                int api_key) {
-        if (!tc || api_key < 0 || api_key > 32767)
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
+        if (api_key < 0 || api_key > 32767)
                 return RBK_ERR_INVALID_ARG;
         rd_kafka_mock_clear_request_errors(tc->mc, (int16_t)api_key);
         return RBK_OK;
@@ -177,7 +205,9 @@ rbk_err_t rbk_testcluster_clear_request_errors(rbk_testcluster_t *tc,
 rbk_err_t rbk_testcluster_set_coordinator(rbk_testcluster_t *tc,
                                           const char *key_type, const char *key,
                                           int broker_id) {
-        if (!tc || !key_type || !key ||
+        if (rbk__tc_unusable(tc))
+                return rbk__tc_unusable_err(tc);
+        if (!key_type || !key ||
             (strcmp(key_type, "group") && strcmp(key_type, "transaction")))
                 return RBK_ERR_INVALID_ARG;
         if (!rbk__tc_broker_ok(tc, broker_id))

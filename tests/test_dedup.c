@@ -1002,6 +1002,16 @@ static rbk_message_t tmsg(const char *topic, int32_t partition, int64_t offset,
         return m;
 }
 
+/* The end of a test on an application database: the configuration (and its
+ * store), the application's connection, the file and its directory. */
+static void sqlite_app_done(rbk_conf_t *c, sqlite3 *db, char *path,
+                            char *dir) {
+        tconf_free(c);
+        sqlite3_close(db);
+        g_free(path);
+        tmpdir_free(dir);
+}
+
 START_TEST(sqlite_record_in_txn) {
         char *dir = tmpdir_new();
         char *path = g_build_filename(dir, "app.db", NULL);
@@ -1050,12 +1060,12 @@ START_TEST(sqlite_record_in_txn) {
         ck_assert_int_eq(rbk__dedup_check(d2, "t", 0, id, strlen(id)), RBK__DEDUP_NEW);
         rbk__dedup_destroy(d2);
 
-        /* the save with the commit prunes rows below the committed offset;
-         * the learnt ids stay provable through the saved window */
+        /* the save with the commit prunes the rows the saved window
+         * proves (both ids were learnt, the one at the committed offset
+         * too); they stay provable through the saved window */
         ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM rbk_dedup_txn"), 2);
         ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 12, err, sizeof(err)), RBK_OK);
-        ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM rbk_dedup_txn"), 1);
-        ck_assert_int_eq(sql_int(db, "SELECT off FROM rbk_dedup_txn"), 12);
+        ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM rbk_dedup_txn"), 0);
         rbk__dedup_destroy(d);
         tconf_free(c);
         c = sqlite_conf(path);
@@ -1063,11 +1073,102 @@ START_TEST(sqlite_record_in_txn) {
         ck_assert_int_eq(rbk__dedup_check(d, "t", 0, id, strlen(id)), RBK__DEDUP_DUPLICATE);
         ck_assert_int_eq(chks(d, "order-17"), RBK__DEDUP_DUPLICATE);
         rbk__dedup_destroy(d);
-        tconf_free(c);
+        sqlite_app_done(c, db, path, dir);
+}
+END_TEST
 
-        sqlite3_close(db);
-        g_free(path);
-        tmpdir_free(dir);
+/* Records @id at @offset of t [0] in a transaction of the application's. */
+static void txn_row(sqlite3 *db, const char *id, int64_t offset) {
+        char err[512];
+        rbk_message_t m = tmsg("t", 0, offset, id);
+        ck_assert_int_eq(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+        ck_assert_int_eq(rbk_dedup_sqlite_record_in_txn(db, "g", &m, err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+}
+
+static int txn_has(sqlite3 *db, const char *id) {
+        char *sql = sqlite3_mprintf("SELECT count(*) FROM rbk_dedup_txn WHERE id = CAST(%Q AS BLOB)", id);
+        int n = (int)sql_int(db, sql);
+        sqlite3_free(sql);
+        return n;
+}
+
+/* A save prunes an rbk_dedup_txn row only when the window it saves proves
+ * the id (or has moved past it), never because the row lies below the
+ * committed offset: a consumer restarted at the committed offset with a
+ * window saved before an id was handled keeps that id's row, so a later
+ * duplicate of it is still dropped. */
+START_TEST(sqlite_txn_rows_pruned_by_proof) {
+        char *dir = tmpdir_new();
+        char *path = g_build_filename(dir, "app.db", NULL);
+        char err[512], x[RBK_MSGID_STR_SIZE], y[RBK_MSGID_STR_SIZE],
+            z[RBK_MSGID_STR_SIZE], a[RBK_MSGID_STR_SIZE];
+        const uint64_t P = 0xB1, Q = 0xB2;
+        sqlite3 *db;
+        ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        rbk_conf_t *c = sqlite_conf(path);
+        tconf_set(c, RBK__DEDUP_WINDOW_PROP, "64");
+
+        /* A window saved with P's 1..3 handled (committed offset 4). */
+        rbk__dedup_t *d = rbk__dedup_new(c, "g");
+        for (uint64_t q = 1; q <= 3; q++)
+                rec(d, "t", P, q);
+        ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 4, err, sizeof(err)), RBK_OK);
+        rbk__dedup_destroy(d);
+
+        /* Rows of the application's transactions. */
+        fmt_id(x, P, 5); /* handled; the window saved next never holds it */
+        fmt_id(y, P, 6); /* handled and recorded in the window */
+        fmt_id(z, Q, 1); /* its producer's window moves past it */
+        fmt_id(a, P, 9); /* at or above the committed offset, not proven */
+        txn_row(db, z, 4);
+        txn_row(db, x, 5);
+        txn_row(db, y, 6);
+        txn_row(db, "order-7", 7); /* a caller id the window never held */
+        txn_row(db, a, 20);
+
+        /* Restarted at the committed offset 4 with the window saved before
+         * x was handled: y and Q's 65 are handled, x is not, and offset 10
+         * is committed. */
+        d = rbk__dedup_new(c, "g");
+        rbk__dedup_record(d, "t", 0, y, strlen(y), 6);
+        rec(d, "t", Q, 65);
+        ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 10, err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(txn_has(db, y), 0); /* proven by the window */
+        ck_assert_int_eq(txn_has(db, z), 0); /* the window moved past it */
+        ck_assert_int_eq(txn_has(db, x), 1); /* below 10, not proven: kept */
+        ck_assert_int_eq(txn_has(db, "order-7"), 1);
+        ck_assert_int_eq(txn_has(db, a), 1);
+        ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM rbk_dedup_txn"), 3);
+        rbk__dedup_destroy(d);
+
+        /* The next owner drops a later duplicate of x (and of the caller
+         * id) through the kept rows, learns them, and its save prunes them. */
+        d = rbk__dedup_new(c, "g");
+        ck_assert_int_eq(rbk__dedup_check(d, "t", 0, x, strlen(x)), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(chks(d, "order-7"), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(rbk__dedup_check(d, "t", 0, y, strlen(y)), RBK__DEDUP_DUPLICATE);
+        ck_assert_int_eq(rbk__dedup_check(d, "t", 0, z, strlen(z)), RBK__DEDUP_UNPROVABLE);
+        ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 30, err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(txn_has(db, x), 0);
+        ck_assert_int_eq(txn_has(db, "order-7"), 0);
+        ck_assert_int_eq(txn_has(db, a), 1); /* P's window has not reached 9 */
+
+        /* Rows the window cannot place (caller ids it does not hold): at
+         * most a window's worth (64) stay, the highest offsets. */
+        for (int i = 0; i < 70; i++) {
+                char cid[32];
+                snprintf(cid, sizeof(cid), "c-%d", i);
+                txn_row(db, cid, 100 + i);
+        }
+        rec(d, "t", P, 7);
+        ck_assert_int_eq(rbk__dedup_commit(d, "t", 0, 200, err, sizeof(err)), RBK_OK);
+        ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM rbk_dedup_txn WHERE off >= 100"), 64);
+        ck_assert_int_eq(sql_int(db, "SELECT min(off) FROM rbk_dedup_txn WHERE off >= 100"), 106);
+        ck_assert_int_eq(txn_has(db, a), 1);
+        rbk__dedup_destroy(d);
+        sqlite_app_done(c, db, path, dir);
 }
 END_TEST
 
@@ -1575,6 +1676,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, store_seen_consulted, 10);
         RBK_TCASE(s, sqlite_round_trip, 30);
         RBK_TCASE(s, sqlite_record_in_txn, 30);
+        RBK_TCASE(s, sqlite_txn_rows_pruned_by_proof, 30);
         RBK_TCASE(s, reassign_keeps_own_window_unless_store_newer, 30);
         RBK_TCASE(s, sqlite_kill_9_before_commit, 30);
         RBK_TCASE(s, partitions_in_parallel, 30);

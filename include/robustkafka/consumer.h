@@ -173,7 +173,7 @@ RBK_API rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
  * prefix.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG (NULL or empty list),
  * RBK_ERR_INVALID_TOPIC (a name, or a pattern that does not compile, named
- * in @p errstr); on error nothing changes.
+ * in @p errstr), RBK_ERR_FORKED; on error nothing changes.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c,
@@ -187,7 +187,7 @@ RBK_API rbk_err_t rbk_consumer_subscribe(rbk_consumer_t *c,
  * On return, in-flight handlers have finished and stored offsets are
  * committed (the group is still joined until rbk_consumer_close()).
  * @returns RBK_OK after a stop; RBK_ERR_INVALID_ARG for a NULL handler;
- * RBK_ERR_STATE if already running or not subscribed.
+ * RBK_ERR_STATE if already running or not subscribed; RBK_ERR_FORKED.
  * Thread-safety: call from one thread; it blocks.
  */
 RBK_API rbk_err_t rbk_consumer_run(rbk_consumer_t *c, rbk_handler_t *handler,
@@ -196,6 +196,8 @@ RBK_API rbk_err_t rbk_consumer_run(rbk_consumer_t *c, rbk_handler_t *handler,
 /**
  * @brief Like rbk_consumer_run() on a thread of the library's own; returns
  * at once.
+ * @returns RBK_OK (started); RBK_ERR_INVALID_ARG, RBK_ERR_STATE,
+ * RBK_ERR_FORKED as rbk_consumer_run().
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_start(rbk_consumer_t *c, rbk_handler_t *handler,
@@ -241,7 +243,8 @@ RBK_API rbk_err_t rbk_consumer_poll_batch(rbk_consumer_t *c, int timeout_ms,
  * @returns RBK_OK; RBK_ERR_INVALID_ARG (NULL, @p handled above @p n, a bad
  * verdict, or messages that are not one batch); RBK_ERR_STATE when the
  * batch is no longer outstanding (given back already, or its partition was
- * revoked: then nothing of it is stored, handled ids are still recorded).
+ * revoked: then nothing of it is stored, handled ids are still recorded);
+ * RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_done_batch(rbk_consumer_t *c,
@@ -250,6 +253,7 @@ RBK_API rbk_err_t rbk_consumer_done_batch(rbk_consumer_t *c,
 
 /**
  * @brief rbk_consumer_run_batch() on a thread of the library's own.
+ * @returns as rbk_consumer_start().
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_start_batch(rbk_consumer_t *c,
@@ -258,7 +262,7 @@ RBK_API rbk_err_t rbk_consumer_start_batch(rbk_consumer_t *c,
 
 /**
  * @brief Asks a running consumer to stop. Async-signal-safe: may be called
- * from a SIGTERM handler. Accepts NULL.
+ * from a SIGTERM handler. Accepts NULL. Does nothing in a forked child.
  */
 RBK_API void rbk_consumer_stop(rbk_consumer_t *c);
 
@@ -272,7 +276,8 @@ RBK_API void rbk_consumer_stop(rbk_consumer_t *c);
  * @param timeout_ms how long to wait for a message (0: do not wait).
  * @param msgp receives the message, or NULL on timeout.
  * @returns RBK_OK (message or timeout), RBK_ERR_STATE while rbk_consumer_run
- * is active, RBK_ERR_SHUTDOWN after close.
+ * is active, RBK_ERR_SHUTDOWN after close, RBK_ERR_INVALID_ARG,
+ * RBK_ERR_FORKED (then *@p msgp is NULL).
  * Thread-safety: one polling thread at a time.
  */
 RBK_API rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
@@ -282,6 +287,9 @@ RBK_API rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
  * @brief Poll API: the verdict on a message from rbk_consumer_poll(). With
  * RBK_HANDLED the offset is stored; with RBK_RETRY the same message comes
  * back after the backoff. The message must not be used afterwards.
+ * @returns RBK_OK; RBK_ERR_INVALID_ARG (NULL, unknown verdict);
+ * RBK_ERR_STATE (not outstanding: given back already, or its partition was
+ * revoked); RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_done(rbk_consumer_t *c, rbk_message_t *msg,
@@ -328,8 +336,9 @@ RBK_API rbk_err_t rbk_consumer_resume(rbk_consumer_t *c, const char *topic,
  * RBK_ERR_OUT_OF_RANGE for an offset outside the watermarks; RBK_ERR_STATE
  * while the partition is quarantined (resolve it instead) or a dead letter
  * of it is in flight; RBK_ERR_KAFKA (the watermarks or the commit failed);
- * RBK_ERR_TIMED_OUT if no poll thread served the request; on error the
- * position is unchanged.
+ * RBK_ERR_TIMED_OUT if no poll thread served the request; RBK_ERR_SHUTDOWN
+ * after close; RBK_ERR_INVALID_ARG; RBK_ERR_FORKED; on error the position
+ * is unchanged.
  * Thread-safety: safe from any thread, including a handler.
  */
 RBK_API rbk_err_t rbk_consumer_seek(rbk_consumer_t *c, const char *topic,
@@ -402,8 +411,8 @@ typedef enum rbk_resolve_t {
  * @param errstr buffer for the reason of a failure.
  * @param errstr_size size of @p errstr.
  * @returns RBK_OK; RBK_ERR_NOT_QUARANTINED, RBK_ERR_NOT_FOUND (unknown
- * topic/partition), RBK_ERR_OUT_OF_RANGE (offset outside the watermarks);
- * on error nothing changes.
+ * topic/partition), RBK_ERR_OUT_OF_RANGE (offset outside the watermarks),
+ * RBK_ERR_INVALID_ARG, RBK_ERR_FORKED; on error nothing changes.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_consumer_resolve(rbk_consumer_t *c, const char *topic,
@@ -427,7 +436,8 @@ typedef struct rbk_quarantine_s {
  * @param c the consumer.
  * @param out array of @p max entries (may be NULL when @p max is 0).
  * @param max number of entries @p out holds.
- * @returns how many partitions are quarantined (may exceed @p max).
+ * @returns how many partitions are quarantined (may exceed @p max); 0,
+ * with nothing written, when @p c is NULL or in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API size_t rbk_consumer_quarantined(rbk_consumer_t *c,
@@ -447,8 +457,8 @@ RBK_API size_t rbk_consumer_quarantined(rbk_consumer_t *c,
  * @param max number of entries @p out holds.
  * @param entry_size `sizeof(rbk_quarantine_t)` as the caller compiled it.
  * @returns how many partitions are quarantined (may exceed @p max); 0, with
- * nothing written, when @p c is NULL or @p entry_size is smaller than the
- * first layout.
+ * nothing written, when @p c is NULL, @p entry_size is smaller than the
+ * first layout, or in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API size_t rbk_consumer_quarantined2(rbk_consumer_t *c, void *out,
@@ -503,7 +513,8 @@ RBK_API rbk_err_t rbk_consumer_stats(rbk_consumer_t *c,
 /**
  * @brief The counters as JSON, with a per-partition section (position,
  * committed, lag, paused, quarantined, duplicates, handler latency).
- * @returns a string to free with rbk_free().
+ * @returns a string to free with rbk_free(); NULL if @p c is NULL or in a
+ * forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API char *rbk_consumer_stats_json(rbk_consumer_t *c);
@@ -550,20 +561,23 @@ RBK_API rbk_err_t rbk_consumer_health(rbk_consumer_t *c, char *why,
  * @brief Stops fetching, lets in-flight handlers finish (bounded by
  * @p timeout_ms, or `rbk.shutdown.timeout.ms` when negative), commits stored
  * offsets and leaves the group. Safe to call twice.
- * @returns RBK_OK or RBK_ERR_TIMED_OUT.
+ * @returns RBK_OK or RBK_ERR_TIMED_OUT; RBK_ERR_INVALID_ARG;
+ * RBK_ERR_FORKED (nothing is closed).
  * Thread-safety: safe from any thread except a handler.
  */
 RBK_API rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms);
 
 /**
  * @brief Closes (if not yet closed) and frees. Accepts NULL. Not for handles
- * from rbk_consumer_get().
+ * from rbk_consumer_get(). In a forked child it frees nothing.
  * Thread-safety: no other call on @p c may run concurrently.
  */
 RBK_API void rbk_consumer_destroy(rbk_consumer_t *c);
 
 /**
  * @brief The process-wide consumer named @p name (see rbk_producer_get()).
+ * @returns the handle, or NULL with the reason in @p errstr (also in a
+ * forked child: RBK_ERR_FORKED).
  * Thread-safety: safe from any thread; creation happens once.
  */
 RBK_API rbk_consumer_t *rbk_consumer_get(const char *name,
@@ -571,7 +585,8 @@ RBK_API rbk_consumer_t *rbk_consumer_get(const char *name,
                                          size_t errstr_size);
 
 /**
- * @brief Drops a reference taken by rbk_consumer_get(). Accepts NULL.
+ * @brief Drops a reference taken by rbk_consumer_get(). Accepts NULL. A
+ * no-op in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API void rbk_consumer_put(rbk_consumer_t *c);

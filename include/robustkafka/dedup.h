@@ -158,7 +158,11 @@ RBK_API rbk_err_t rbk_conf_set_dedup_store(rbk_conf_t *conf,
  * @returns a store to hand to rbk_conf_set_dedup_store() (which then owns
  * it), or to release with `store->destroy(store->opaque)` if never handed
  * over; NULL with the reason in @p errstr. The returned pointer stays valid
- * until the store is destroyed.
+ * until the store is destroyed. In a forked child of the process that
+ * opened it, the store's `load` and `save` return RBK_ERR_FORKED, `seen`
+ * returns -1 (the reason in their errstr) and `destroy` frees nothing:
+ * the connection is the parent's, and SQLite forbids using a connection
+ * across fork(). Open the store after fork().
  * Thread-safety: safe from any thread; the store serialises its own use of
  * the database.
  */
@@ -174,8 +178,11 @@ RBK_API rbk_dedup_store_t *rbk_dedup_sqlite_new(const char *path, char *errstr,
  * Both commit together or not at all; after a crash between the handler's
  * commit and the consumer's offset commit, the redelivered message is
  * recognised as a duplicate (the store's `seen` consults this table) and
- * the effect is not applied twice. Rows below a partition's committed offset
- * are pruned when the store saves that partition's window.
+ * the effect is not applied twice. A row is pruned when the store saves
+ * that partition's window only if the saved window makes it redundant: the
+ * window proves the id, or (for a row below the offset saved for) has moved
+ * past it; a row the window does not prove stays, whatever its offset
+ * (docs/dedup.md gives the rule and its bound).
  * @param sqlite3_db the application's `sqlite3 *` connection, inside a
  * transaction, to the database given to rbk_dedup_sqlite_new().
  * @param group the consumer group (as configured, without the prefix).

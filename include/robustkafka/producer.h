@@ -157,7 +157,9 @@ RBK_API rbk_err_t rbk_producer_send_sync(rbk_producer_t *p,
 
 /**
  * @brief Waits until every accepted message has been reported.
- * @returns RBK_OK, or RBK_ERR_TIMED_OUT with messages still in flight.
+ * @returns RBK_OK, or RBK_ERR_TIMED_OUT with messages still in flight;
+ * RBK_ERR_INVALID_ARG, RBK_ERR_WOULD_BLOCK (from a delivery callback),
+ * RBK_ERR_FORKED.
  * Thread-safety: safe from any thread except the delivery callback.
  */
 RBK_API rbk_err_t rbk_producer_flush(rbk_producer_t *p, int timeout_ms);
@@ -168,14 +170,17 @@ RBK_API rbk_err_t rbk_producer_flush(rbk_producer_t *p, int timeout_ms);
  * delivery callback with RBK_ERR_SHUTDOWN, and stops the poll thread. Later
  * sends fail with RBK_ERR_SHUTDOWN. Safe to call twice.
  * @returns RBK_OK if everything was delivered, RBK_ERR_TIMED_OUT if some
- * messages were reported undelivered.
+ * messages were reported undelivered; RBK_ERR_INVALID_ARG,
+ * RBK_ERR_WOULD_BLOCK (from a delivery callback), RBK_ERR_FORKED (nothing
+ * is closed).
  * Thread-safety: safe from any thread except the delivery callback.
  */
 RBK_API rbk_err_t rbk_producer_close(rbk_producer_t *p, int timeout_ms);
 
 /**
  * @brief Closes (if not yet closed) and frees the producer. Accepts NULL.
- * Do not call it on a handle obtained with rbk_producer_get().
+ * Do not call it on a handle obtained with rbk_producer_get(). In a forked
+ * child it frees nothing (the parent's threads do not exist there).
  * Thread-safety: no other call on @p p may run concurrently.
  */
 RBK_API void rbk_producer_destroy(rbk_producer_t *p);
@@ -283,7 +288,7 @@ RBK_API rbk_producer_t *rbk_producer_get(const char *name,
 
 /**
  * @brief Drops a reference taken by rbk_producer_get(). The producer stays
- * alive until rbk_shutdown(). Accepts NULL.
+ * alive until rbk_shutdown(). Accepts NULL. A no-op in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API void rbk_producer_put(rbk_producer_t *p);

@@ -51,6 +51,10 @@ struct rd_kafka_mock_cluster_s;
 /**
  * @brief Starts a cluster of @p brokers brokers (ids 1 to @p brokers) on
  * loopback ports chosen by the system.
+ *
+ * The brokers are threads of the process that created the cluster: in a
+ * forked child every call on it fails at once (RBK_ERR_FORKED, or NULL for
+ * a pointer) and rbk_testcluster_destroy() frees nothing.
  * @param brokers number of brokers, 1 to 32.
  * @param errstr buffer for the reason of a failure.
  * @param errstr_size size of @p errstr.
@@ -63,7 +67,7 @@ RBK_API rbk_testcluster_t *rbk_testcluster_new(int brokers, char *errstr,
 
 /**
  * @brief Stops the cluster and frees it. Clients still connected see their
- * brokers disappear. Accepts NULL.
+ * brokers disappear. Accepts NULL. In a forked child it frees nothing.
  * Thread-safety: no other call on @p tc may run concurrently.
  */
 RBK_API void rbk_testcluster_destroy(rbk_testcluster_t *tc);
@@ -72,7 +76,7 @@ RBK_API void rbk_testcluster_destroy(rbk_testcluster_t *tc);
  * @brief The cluster's bootstrap list, `host:port,host:port,...`, for
  * `bootstrap.servers`.
  * @returns a string owned by @p tc, valid until rbk_testcluster_destroy();
- * NULL if @p tc is NULL.
+ * NULL if @p tc is NULL or in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API const char *rbk_testcluster_bootstrap(rbk_testcluster_t *tc);
@@ -85,7 +89,7 @@ RBK_API const char *rbk_testcluster_bootstrap(rbk_testcluster_t *tc);
  * to use it.
  * @param tc the cluster.
  * @returns the mock cluster, owned by @p tc and valid until
- * rbk_testcluster_destroy(); NULL if @p tc is NULL.
+ * rbk_testcluster_destroy(); NULL if @p tc is NULL or in a forked child.
  * Thread-safety: safe from any thread, as librdkafka's mock functions are.
  */
 RBK_API struct rd_kafka_mock_cluster_s *
@@ -99,7 +103,7 @@ rbk_testcluster_mock(rbk_testcluster_t *tc);
  * @param partitions partition count, at least 1.
  * @param replication replication factor, 1 to the broker count.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG or RBK_ERR_KAFKA (the reason logged
- * nowhere; check the arguments).
+ * nowhere; check the arguments); RBK_ERR_FORKED in a forked child.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_create_topic(rbk_testcluster_t *tc,
@@ -111,7 +115,7 @@ RBK_API rbk_err_t rbk_testcluster_create_topic(rbk_testcluster_t *tc,
  * Clients find out through their next metadata refresh, as after a real
  * leader election.
  * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND (unknown topic or
- * partition).
+ * partition), RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_set_leader(rbk_testcluster_t *tc,
@@ -122,7 +126,8 @@ RBK_API rbk_err_t rbk_testcluster_set_leader(rbk_testcluster_t *tc,
  * @brief Takes a broker down: its connections are closed and new ones
  * refused. Leaders and coordinators do not move by themselves: move them with
  * rbk_testcluster_set_leader() and rbk_testcluster_set_coordinator().
- * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND (unknown broker).
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND (unknown broker),
+ * RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_broker_down(rbk_testcluster_t *tc,
@@ -130,7 +135,7 @@ RBK_API rbk_err_t rbk_testcluster_broker_down(rbk_testcluster_t *tc,
 
 /**
  * @brief Brings a broker taken down back up.
- * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND, RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_broker_up(rbk_testcluster_t *tc,
@@ -140,7 +145,7 @@ RBK_API rbk_err_t rbk_testcluster_broker_up(rbk_testcluster_t *tc,
  * @brief Makes the next @p cnt requests of type @p api_key, to any broker,
  * fail with @p kafka_err (for example 6, NOT_LEADER_FOR_PARTITION, on
  * RBK_TEST_API_PRODUCE). The error applies to the whole request.
- * @returns RBK_OK or RBK_ERR_INVALID_ARG.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG or RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_push_request_errors(rbk_testcluster_t *tc,
@@ -150,6 +155,7 @@ RBK_API rbk_err_t rbk_testcluster_push_request_errors(rbk_testcluster_t *tc,
 /**
  * @brief As rbk_testcluster_push_request_errors() for Produce requests:
  * the next @p cnt Produce requests fail with @p kafka_err.
+ * @returns as rbk_testcluster_push_request_errors().
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_push_produce_errors(rbk_testcluster_t *tc,
@@ -160,7 +166,7 @@ RBK_API rbk_err_t rbk_testcluster_push_produce_errors(rbk_testcluster_t *tc,
  * @brief Makes the next @p cnt requests of type @p api_key handled by
  * broker @p broker_id fail with @p kafka_err (0 to succeed), each answered
  * after @p rtt_ms.
- * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND, RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_broker_push_request_errors(
@@ -173,7 +179,7 @@ RBK_API rbk_err_t rbk_testcluster_broker_push_request_errors(
  * @p rtt_ms above the client's `socket.timeout.ms` the client times the
  * request out and retries it, and the mock (which checks no sequence
  * numbers) writes the batch twice: the way to make real duplicates.
- * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND, RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_delay_produce(rbk_testcluster_t *tc,
@@ -182,7 +188,7 @@ RBK_API rbk_err_t rbk_testcluster_delay_produce(rbk_testcluster_t *tc,
 
 /**
  * @brief Forgets every pushed error of request type @p api_key.
- * @returns RBK_OK or RBK_ERR_INVALID_ARG.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG or RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_clear_request_errors(rbk_testcluster_t *tc,
@@ -194,7 +200,8 @@ RBK_API rbk_err_t rbk_testcluster_clear_request_errors(rbk_testcluster_t *tc,
  * @param key_type "group" or "transaction".
  * @param key the group name or transactional id.
  * @param broker_id the broker that becomes coordinator.
- * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_KAFKA.
+ * @returns RBK_OK, RBK_ERR_INVALID_ARG, RBK_ERR_NOT_FOUND (unknown broker),
+ * RBK_ERR_KAFKA, RBK_ERR_FORKED.
  * Thread-safety: safe from any thread.
  */
 RBK_API rbk_err_t rbk_testcluster_set_coordinator(rbk_testcluster_t *tc,

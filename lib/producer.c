@@ -107,6 +107,13 @@ typedef struct rbk__rec_s {
         int f_hook;     /* fire RBK_EV_DELIVERY_FAILED for it */
         int pool_class; /* size class in the pool, -1 when malloc()ed */
         uint64_t oseq;  /* acceptance number (p->accepted once accepted) */
+        /* The id header as librdkafka's own header list, kept with the
+         * record across its reuses from the pool (see rbk__id_headers()):
+         * the record's, or librdkafka's while rkh_lent is set. */
+        rd_kafka_headers_t *rkh;
+        char *rkh_val;  /* the id's bytes in it */
+        size_t rkh_len; /* their length */
+        int rkh_lent;
 } rbk__rec_t;
 
 /* A chain of free records of one size class. */
@@ -436,6 +443,62 @@ static void rbk__warm_conf_topics(rbk_producer_t *p, rd_kafka_t *rk) {
 
 /* ------------------------------------------------------------ produce */
 
+/* The record's id header as a librdkafka header list holding it alone,
+ * NULL when it cannot be made.
+ *
+ * librdkafka 2.0.2 makes, for a message given its headers one by one
+ * (RD_KAFKA_VTYPE_HEADER), a header list, its element array and the header
+ * (three allocations on the sending thread) and frees them with the
+ * message, on the thread that serves the delivery report. Under glibc's
+ * malloc that hand-over is the largest part of the id's cost: the sender's
+ * malloc() sorts and merges the chunks the other thread freed into the
+ * shared arena, under the arena's lock. So the record keeps its list: it is
+ * handed over whole (RD_KAFKA_VTYPE_HEADERS), taken back from the delivered
+ * message (rd_kafka_message_detach_headers(), in rbk__dr_one()) and reused
+ * with the record; the id is written over the last one's when it has the
+ * same length (the value lies in the header's own allocation, which the
+ * list owns), else the header is replaced, on the sending thread. A list
+ * still lent to librdkafka when the record is reused or freed (its
+ * instance was destroyed without reporting it) is librdkafka's to free. */
+static rd_kafka_headers_t *rbk__id_headers(rbk__rec_t *rec) {
+        if (rec->rkh_lent) {
+                rec->rkh = NULL;
+                rec->rkh_val = NULL;
+                rec->rkh_lent = 0;
+        }
+        rd_kafka_headers_t *h = rec->rkh;
+        if (h) {
+                if (rec->rkh_val && rec->rkh_len == rec->id_len) {
+                        memcpy(rec->rkh_val, rec->id, rec->id_len);
+                        return h;
+                }
+                rd_kafka_header_remove(h, RBK_MSGID_HEADER);
+        }
+        if (!h)
+                h = rec->rkh = rd_kafka_headers_new(1);
+        const void *v = NULL;
+        size_t sz = 0;
+        if (rd_kafka_header_add(h, RBK_MSGID_HEADER, -1, rec->id,
+                                (ssize_t)rec->id_len) ||
+            rd_kafka_header_cnt(h) != 1 ||
+            rd_kafka_header_get_last(h, RBK_MSGID_HEADER, &v, &sz)) {
+                rd_kafka_headers_destroy(h);
+                rec->rkh = NULL;
+                rec->rkh_val = NULL;
+                return NULL;
+        }
+        rec->rkh_val = (char *)v;
+        rec->rkh_len = sz;
+        return h;
+}
+
+/* Frees a record with the header list it keeps. */
+static void rbk__rec_dispose(rbk__rec_t *rec) {
+        if (rec->rkh && !rec->rkh_lent)
+                rd_kafka_headers_destroy(rec->rkh);
+        g_free(rec);
+}
+
 /* Hands one record to instance rk. The caller holds p->send_lock (a send)
  * or p->lock (a re-send while sends are held), and does the bookkeeping
  * (rec->in_rk, p->rk_pending). */
@@ -467,13 +530,19 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
         vu[n++].u.i = 0; /* no copy, no free: the record owns the bytes */
         vu[n].vtype = RD_KAFKA_VTYPE_TIMESTAMP;
         vu[n++].u.i64 = rec->timestamp;
+        rd_kafka_headers_t *lent = NULL;
+        if (rec->id && !rec->hdr_cnt && !rec->possibly_persisted &&
+            (lent = rbk__id_headers(rec))) {
+                vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+                vu[n++].u.headers = lent;
+        }
         for (size_t i = 0; i < rec->hdr_cnt; i++) {
                 vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
                 vu[n].u.header.name = rec->hdrs[i].name;
                 vu[n].u.header.val = rec->hdrs[i].value;
                 vu[n++].u.header.size = (ssize_t)rec->hdrs[i].size;
         }
-        if (rec->id) {
+        if (rec->id && !lent) {
                 vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
                 vu[n].u.header.name = RBK_MSGID_HEADER;
                 vu[n].u.header.val = rec->id;
@@ -487,9 +556,14 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
                 vu[n].u.header.val = rs;
                 vu[n++].u.header.size = len;
         }
+        /* librdkafka holds the list until the report; a refused message
+         * leaves it with the caller. Set before: the report may come
+         * before produceva returns. */
+        rec->rkh_lent = lent != NULL;
         rd_kafka_error_t *error = rd_kafka_produceva(rk, vu, n);
         if (!error)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
+        rec->rkh_lent = 0;
         /* A fatal instance refuses with the cause's code, flagged fatal. */
         rd_kafka_resp_err_t err = rd_kafka_error_is_fatal(error)
                                       ? RD_KAFKA_RESP_ERR__FATAL
@@ -533,7 +607,7 @@ static void rbk__pool_clear(rbk__pool_t *pl) {
         rbk__rec_t *rec = pl->head;
         while (rec) {
                 rbk__rec_t *next = (rbk__rec_t *)rec->link.next;
-                g_free(rec);
+                rbk__rec_dispose(rec);
                 rec = next;
         }
         pl->head = NULL;
@@ -578,6 +652,10 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                        msg->key_len + msg->value_len + hdr_bytes;
         int c = rbk__pool_class(total);
         rbk__rec_t *rec;
+        rd_kafka_headers_t *rkh = NULL;
+        char *rkh_val = NULL;
+        size_t rkh_len = 0;
+        int rkh_lent = 0;
         if (c >= 0 && !p->stash[c].head &&
             __atomic_load_n(&p->pool_free[c].n, __ATOMIC_RELAXED)) {
                 /* Take what the poll thread gave back, all at once. */
@@ -587,6 +665,10 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
         }
         if (c >= 0 && p->stash[c].head) {
                 rec = p->stash[c].head;
+                rkh = rec->rkh;
+                rkh_val = rec->rkh_val;
+                rkh_len = rec->rkh_len;
+                rkh_lent = rec->rkh_lent;
                 rbk__rec_t *next = (rbk__rec_t *)rec->link.next;
                 p->stash[c].head = next;
                 p->stash[c].n--;
@@ -605,6 +687,10 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                         return NULL;
         }
         memset(rec, 0, sizeof(*rec)); /* the bytes behind it are all written */
+        rec->rkh = rkh;
+        rec->rkh_val = rkh_val;
+        rec->rkh_len = rkh_len;
+        rec->rkh_lent = rkh_lent;
         rec->pool_class = c;
         rec->link.data = rec;
         rec->hdrs = (rbk__hdr_t *)(rec + 1);
@@ -664,7 +750,7 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
 
 static void rbk__rec_free(rbk__rec_t *rec) {
         g_free(rec->f_reason);
-        g_free(rec);
+        rbk__rec_dispose(rec);
 }
 
 /* Gives a reported record back to the pool chain back (poll thread), or
@@ -676,7 +762,7 @@ static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
         if (rec->f_reason)
                 g_free(rec->f_reason);
         if (c < 0 || back[c].n + seen[c] >= rbk__pool_cap(c)) {
-                g_free(rec);
+                rbk__rec_dispose(rec);
                 return;
         }
         if (!back[c].head)
@@ -1112,6 +1198,15 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
 static void rbk__dr_one(rbk_producer_t *p, rd_kafka_t *rk,
                         const rd_kafka_message_t *m, GPtrArray *done) {
         rbk__rec_t *rec = m->_private;
+        if (rec && rec->rkh_lent) {
+                /* The id header list comes back with the record. */
+                rd_kafka_headers_t *h = NULL;
+                rd_kafka_message_detach_headers((rd_kafka_message_t *)m, &h);
+                if (h == rec->rkh)
+                        rec->rkh_lent = 0;
+                else if (h)
+                        rd_kafka_headers_destroy(h);
+        }
         if (!rec || !rec->in_rk)
                 return;
         rec->in_rk = 0;

@@ -141,6 +141,7 @@ struct rbk_producer_s {
         size_t prefix_len;
         pid_t pid;
         uint64_t producer_id;
+        char id_prefix[RBK_MSGID_STR_SIZE]; /* "<producer_id in hex>-" */
         int msgid_enable;
         int64_t send_timeout_ms;
         int64_t max_recoveries;
@@ -932,9 +933,9 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                         why = "fatal-error recovery";
                 } else {
                         if (generated) {
-                                rbk_msgid_t mid = {p->producer_id, p->seq + 1};
-                                int l = rbk_msgid_format(&mid, (char *)rec->id,
-                                                         RBK_MSGID_STR_SIZE);
+                                int l = rbk__msgid_format_seq(
+                                    p->id_prefix, p->seq + 1, (char *)rec->id,
+                                    RBK_MSGID_STR_SIZE);
                                 rec->id_len = l > 0 ? (size_t)l : 0;
                         }
                         /* Linked before librdkafka can report it; unlinked
@@ -1800,6 +1801,10 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         p->hooks = rbk__hooks_new(p->conf, p->client_name);
         rbk__version_check(p->hooks);
         p->producer_id = rbk__msgid_new_producer_id();
+        {
+                rbk_msgid_t mid = {p->producer_id, 1};
+                rbk_msgid_format(&mid, p->id_prefix, sizeof(p->id_prefix));
+        }
         p->st.version = RBK_PRODUCER_STATS_VERSION;
 
         p->rk = rbk__instance_new(p, &p->mainq, errstr, errstr_size);

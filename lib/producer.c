@@ -78,7 +78,8 @@ typedef struct rbk__rec_s rbk__rec_t;
  * head advances over cleared slots. When the ring is full it is compacted in
  * place (the live records moved down, in order, their positions rewritten)
  * if at most half of it is live, or doubled otherwise, so it holds at most
- * twice as many slots as records (RBK__OUT_MIN at least). */
+ * about twice as many slots as the most records outstanding at one time
+ * (RBK__OUT_MIN at least; it does not shrink). */
 typedef struct rbk__out_s {
         rbk__rec_t **slot;
         uint64_t cap;  /* a power of two */

@@ -34,7 +34,14 @@
  *
  * CPU is getrusage(RUSAGE_SELF) of the arm's own process between the first
  * and the last message (the brokers run in another process), so "CPU per
- * million messages" is the client's alone. */
+ * million messages" is the client's alone.
+ *
+ * The allocator is a dimension of the arm's process: the driver runs every
+ * producer and consumer arm under glibc's malloc and again under jemalloc
+ * (LD_PRELOAD of Debian's libjemalloc.so.2, or $RBK_BENCH_JEMALLOC), in the
+ * same randomized rounds; a jemalloc arm's label ends in "@je" and its
+ * ratios in "_jemalloc". Without the library the jemalloc arms are left
+ * out (their ratios print n/a). */
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -1229,7 +1236,7 @@ static int cmd_dedup(const opts_t *o) {
 
 typedef struct run_s {
         char bench[16];
-        char arm[16];
+        char arm[24];
         int round;
         int order;
         double load;
@@ -1261,9 +1268,10 @@ static double run_tput(const run_t *r) {
 static char *self_exe;
 
 /* Runs one arm in a child process and parses its RESULT line. */
-static run_t *run_child(const opts_t *o, const char *bench, const char *cmd,
-                        const char *arm, const char *label, int round,
-                        int order) {
+static run_t *run_child_env(const opts_t *o, const char *bench,
+                            const char *cmd, const char *arm,
+                            const char *label, int round, int order,
+                            const char *preload) {
         GPtrArray *av = g_ptr_array_new_with_free_func(g_free);
         g_ptr_array_add(av, g_strdup(self_exe));
         g_ptr_array_add(av, g_strdup(cmd));
@@ -1294,15 +1302,28 @@ static run_t *run_child(const opts_t *o, const char *bench, const char *cmd,
         char *out = NULL;
         gint status = 0;
         GError *gerr = NULL;
-        if (!g_spawn_sync(NULL, (char **)av->pdata, NULL, G_SPAWN_DEFAULT,
-                          NULL, NULL, &out, NULL, &status, &gerr)) {
+        char **envp = NULL;
+        if (preload) {
+                /* The allocator goes first; an LD_PRELOAD of the driver's
+                 * own environment (a sanitizer runtime) stays after it. */
+                const char *prev = g_getenv("LD_PRELOAD");
+                char *v = prev && *prev ? g_strdup_printf("%s:%s", preload, prev)
+                                        : g_strdup(preload);
+                envp = g_environ_setenv(g_get_environ(), "LD_PRELOAD", v,
+                                        TRUE);
+                g_free(v);
+        }
+        gboolean spawned = g_spawn_sync(NULL, (char **)av->pdata, envp,
+                                        G_SPAWN_DEFAULT, NULL, NULL, &out,
+                                        NULL, &status, &gerr);
+        g_strfreev(envp);
+        g_ptr_array_free(av, TRUE);
+        if (!spawned) {
                 fprintf(stderr, "rbk-bench: cannot run %s: %s\n", self_exe,
                         gerr->message);
                 g_clear_error(&gerr);
-                g_ptr_array_free(av, TRUE);
                 return r;
         }
-        g_ptr_array_free(av, TRUE);
         r->kv = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         char *line = out ? strstr(out, "RESULT ") : NULL;
         if (line) {
@@ -1325,13 +1346,82 @@ static run_t *run_child(const opts_t *o, const char *bench, const char *cmd,
         r->user = kv_num(r, "user");
         r->sys = kv_num(r, "sys");
         g_free(out);
-        fprintf(stderr, "  %-8s round %2d  %-10s %s", bench, round, label,
+        fprintf(stderr, "  %-8s round %2d  %-12s %s", bench, round, label,
                 r->ok ? "" : "FAILED ");
         if (!isnan(r->wall) && !isnan(r->user))
                 fprintf(stderr, "%8.3f s CPU/1M msgs  %9.0f msgs/s",
                         run_cpu_per_msg(r) * 1e6, run_tput(r));
         fprintf(stderr, "  (load %.2f)\n", r->load);
         return r;
+}
+
+static void shuffle(GRand *rnd, int *v, int n);
+
+static run_t *run_child(const opts_t *o, const char *bench, const char *cmd,
+                        const char *arm, const char *label, int round,
+                        int order) {
+        return run_child_env(o, bench, cmd, arm, label, round, order, NULL);
+}
+
+/* The allocators every producer and consumer arm runs under: glibc's
+ * malloc (no suffix) and jemalloc ("@je"), when its library is there. */
+typedef struct alloc_s {
+        const char *suffix; /* of the arm label */
+        const char *metric; /* of the ratio's name */
+        const char *preload;
+} alloc_t;
+
+static const char *jemalloc_path(void) {
+        const char *env = g_getenv("RBK_BENCH_JEMALLOC");
+        if (env)
+                return *env && g_file_test(env, G_FILE_TEST_EXISTS) ? env : NULL;
+        static const char *const paths[] = {
+            "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+            "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2"};
+        for (size_t i = 0; i < G_N_ELEMENTS(paths); i++)
+                if (g_file_test(paths[i], G_FILE_TEST_EXISTS))
+                        return paths[i];
+        return NULL;
+}
+
+/* Fills allocs[] (at most 2); returns how many. */
+static int allocs_get(alloc_t *allocs) {
+        int n = 0;
+        allocs[n++] = (alloc_t){"", "", NULL};
+        const char *je = jemalloc_path();
+        if (je)
+                allocs[n++] = (alloc_t){"@je", "_jemalloc", je};
+        else
+                fprintf(stderr, "rbk-bench: libjemalloc.so.2 not found "
+                                "(scripts/install-deps bench); glibc arms "
+                                "only\n");
+        return n;
+}
+
+/* Runs round `round` of a benchmark: every arm under every allocator, in
+ * one random order. */
+static void run_round(const opts_t *o, GRand *rnd, GPtrArray *runs,
+                      const char *bench, const char *cmd,
+                      const char *const *arms, const char *const *labels,
+                      int narms, const alloc_t *allocs, int nalloc,
+                      int round) {
+        int n = narms * nalloc;
+        int *ord = g_new(int, n);
+        for (int i = 0; i < n; i++)
+                ord[i] = i;
+        shuffle(rnd, ord, n);
+        for (int k = 0; k < n; k++) {
+                const alloc_t *al = &allocs[ord[k] / narms];
+                int a = ord[k] % narms;
+                char label[24];
+                g_snprintf(label, sizeof(label), "%s%s", labels[a],
+                           al->suffix);
+                g_ptr_array_add(runs, run_child_env(o, bench, cmd, arms[a],
+                                                    label, round, k + 1,
+                                                    al->preload));
+        }
+        g_free(ord);
 }
 
 static void shuffle(GRand *rnd, int *v, int n) {
@@ -1483,29 +1573,27 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                 o->label, o->bootstrap, o->rounds, o->quick ? " (quick)" : "",
                 seed);
 
-        /* Producer: per round the four arms in random order. raw_a and
-         * raw_b are the same arm (A/A). */
+        alloc_t allocs[2];
+        int nalloc = allocs_get(allocs);
+
+        /* Producer: per round the four arms under each allocator, all in
+         * one random order. raw_a and raw_b are the same arm (A/A). */
         static const char *const p_labels[] = {"raw_a", "raw_b", "ours",
                                                "raw_nohdr"};
         static const char *const p_arms[] = {"raw", "raw", "ours",
                                              "raw_nohdr"};
         /* Producer runs are noisier (the sender and librdkafka's threads
-         * contend for malloc's arena): twice the rounds. */
-        int prounds = 2 * o->rounds;
+         * contend for malloc's arena): a third more rounds (each round runs
+         * every arm under both allocators). */
+        int prounds = o->rounds + (o->rounds + 2) / 3;
         if (only_has(o, "producer")) {
                 fprintf(stderr, "rbk-bench: producer, %ld messages of %d "
-                                "bytes per run, %d rounds\n",
-                        o->n, o->payload, prounds);
-                for (int round = 1; round <= prounds; round++) {
-                        int ord[4] = {0, 1, 2, 3};
-                        shuffle(rnd, ord, 4);
-                        for (int k = 0; k < 4; k++)
-                                g_ptr_array_add(
-                                    runs, run_child(o, "producer", "produce",
-                                                    p_arms[ord[k]],
-                                                    p_labels[ord[k]], round,
-                                                    k + 1));
-                }
+                                "bytes per run, %d rounds, %d allocator%s\n",
+                        o->n, o->payload, prounds, nalloc,
+                        nalloc > 1 ? "s" : "");
+                for (int round = 1; round <= prounds; round++)
+                        run_round(o, rnd, runs, "producer", "produce", p_arms,
+                                  p_labels, 4, allocs, nalloc, round);
         }
 
         /* Consumer: the topic is filled once; every arm reads all of it. */
@@ -1524,16 +1612,9 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
                 g_ptr_array_add(runs, fill);
         }
         if (consumer_ok) {
-                for (int round = 1; round <= o->rounds; round++) {
-                        int ord[5] = {0, 1, 2, 3, 4};
-                        shuffle(rnd, ord, 5);
-                        for (int k = 0; k < 5; k++)
-                                g_ptr_array_add(
-                                    runs, run_child(o, "consumer", "consume",
-                                                    c_arms[ord[k]],
-                                                    c_labels[ord[k]], round,
-                                                    k + 1));
-                }
+                for (int round = 1; round <= o->rounds; round++)
+                        run_round(o, rnd, runs, "consumer", "consume", c_arms,
+                                  c_labels, 5, allocs, nalloc, round);
         }
 
         /* Latency at a fixed rate: pairs of both arms, random order. */
@@ -1604,8 +1685,9 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         double load_end = loadavg1();
         double elapsed = (double)(now_ns() - t_start) / 1e9;
 
-        /* ---- paired ratios */
-        cmp_t cs[] = {
+        /* ---- paired ratios (the producer and consumer ones again under
+         * jemalloc, appended below) */
+        cmp_t base[] = {
             {"producer_aa_cpu", "producer A/A: raw CPU/msg over raw CPU/msg",
              "producer", "raw_b", "raw_a", 0, NULL, NULL, 0, 0, 0, 0},
             {"producer_aa_tput", "producer A/A: raw throughput over raw",
@@ -1618,6 +1700,10 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
             {"id_header_cost",
              "raw with id header CPU/msg over raw without header", "producer",
              "raw_nohdr", "raw_a", 0, "producer_aa_cpu", NULL, 0, 0, 0, 0},
+            {"robust_vs_bare_producer",
+             "producer: ours (with ids) CPU/msg over raw without header",
+             "producer", "raw_nohdr", "ours", 0, "producer_aa_cpu", "<= 1.5",
+             0, 0, 0, 0},
             {"consumer_aa_cpu", "consumer A/A: raw CPU/msg over raw CPU/msg",
              "consumer", "raw_b", "raw_a", 0, NULL, NULL, 0, 0, 0, 0},
             {"consumer_aa_tput", "consumer A/A: raw throughput over raw",
@@ -1669,7 +1755,40 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
              "throughput over raw", "batch", "run", "raw", 1,
              "consumer_aa_tput", NULL, 0, 0, 0, 0},
         };
-        int ncs = (int)G_N_ELEMENTS(cs);
+        int nbase = (int)G_N_ELEMENTS(base);
+        cmp_t *cs = g_new0(cmp_t, 2 * (size_t)nbase);
+        GPtrArray *cmp_strs = g_ptr_array_new_with_free_func(g_free);
+        int ncs = 0;
+        for (int i = 0; i < nbase; i++)
+                cs[ncs++] = base[i];
+        for (int ai = 1; ai < nalloc; ai++) {
+                for (int i = 0; i < nbase; i++) {
+                        const cmp_t *b = &base[i];
+                        if (strcmp(b->bench, "producer") &&
+                            strcmp(b->bench, "consumer"))
+                                continue;
+                        cmp_t *c = &cs[ncs++];
+                        *c = *b;
+                        c->name = g_strdup_printf("%s%s", b->name,
+                                                  allocs[ai].metric);
+                        g_ptr_array_add(cmp_strs, (char *)c->name);
+                        c->what = g_strdup_printf("%s (jemalloc)", b->what);
+                        g_ptr_array_add(cmp_strs, (char *)c->what);
+                        c->num = g_strdup_printf("%s%s", b->num,
+                                                 allocs[ai].suffix);
+                        g_ptr_array_add(cmp_strs, (char *)c->num);
+                        c->den = g_strdup_printf("%s%s", b->den,
+                                                 allocs[ai].suffix);
+                        g_ptr_array_add(cmp_strs, (char *)c->den);
+                        if (b->aa) {
+                                c->aa = g_strdup_printf("%s%s", b->aa,
+                                                        allocs[ai].metric);
+                                g_ptr_array_add(cmp_strs, (char *)c->aa);
+                        }
+                        if (!strcmp(b->name, "robust_vs_bare_producer"))
+                                c->target = "<= 1.3";
+                }
+        }
         for (int i = 0; i < ncs; i++)
                 cmp_compute(&cs[i], runs, prounds);
 
@@ -1721,13 +1840,17 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
             "producer_aa_tput",   "producer_ratio",     "consumer_aa_cpu",
             "consumer_cpu_ratio", "consumer_id_cpu", "consumer_dedup_ratio",
             "consumer_total_cpu",
-            "consumer_aa_tput",   "consumer_tput_ratio"};
+            "consumer_aa_tput",   "consumer_tput_ratio",
+            "robust_vs_bare_producer", "producer_aa_cpu_jemalloc",
+            "producer_cpu_ratio_jemalloc", "id_header_cost_jemalloc",
+            "robust_vs_bare_producer_jemalloc", "consumer_aa_cpu_jemalloc",
+            "consumer_cpu_ratio_jemalloc"};
         int charted_rows = 0;
         if (f) {
                 fprintf(f, "# metric median q1 q3\n");
                 for (size_t i = 0; i < G_N_ELEMENTS(charted); i++) {
                         cmp_t *c = cmp_find(cs, ncs, charted[i]);
-                        if (c->pairs) {
+                        if (c && c->pairs) {
                                 fprintf(f, "%s %.4f %.4f %.4f\n", c->name,
                                         c->median, c->q1, c->q3);
                                 charted_rows++;
@@ -1841,17 +1964,22 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
             {"raw_a", "raw_b", "ours_off", "ours_on", "raw_id"}};
         for (int bi = 0; bi < 2; bi++) {
                 const char *bench = bi ? "consumer" : "producer";
-                for (int k = 0; k < 5 && all_arms[bi][k]; k++) {
-                        double st[6];
-                        int n;
-                        arm_stats(runs, bench, all_arms[bi][k], st, &n);
-                        if (!n)
-                                continue;
-                        g_string_append_printf(
-                            md, "| %s | %s | %d | %.3f | %.3f..%.3f | %.0f | "
-                                "%.0f..%.0f |\n",
-                            bench, all_arms[bi][k], n, st[0], st[1], st[2],
-                            st[3], st[4], st[5]);
+                for (int ai = 0; ai < nalloc; ai++) {
+                        for (int k = 0; k < 5 && all_arms[bi][k]; k++) {
+                                double st[6];
+                                int n;
+                                char arm[24];
+                                g_snprintf(arm, sizeof(arm), "%s%s",
+                                           all_arms[bi][k], allocs[ai].suffix);
+                                arm_stats(runs, bench, arm, st, &n);
+                                if (!n)
+                                        continue;
+                                g_string_append_printf(
+                                    md, "| %s | %s | %d | %.3f | %.3f..%.3f | "
+                                        "%.0f | %.0f..%.0f |\n",
+                                    bench, arm, n, st[0], st[1], st[2], st[3],
+                                    st[4], st[5]);
+                        }
                 }
         }
         if (find_run(runs, "latency", "raw", 1) ||
@@ -1958,28 +2086,48 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         cmp_t *ih = cmp_find(cs, ncs, "id_header_cost");
         cmp_t *cc = cmp_find(cs, ncs, "consumer_cpu_ratio");
         cmp_t *cd = cmp_find(cs, ncs, "consumer_dedup_ratio");
-        char f1[32], f2[32], f3[32];
+        cmp_t *rb = cmp_find(cs, ncs, "robust_vs_bare_producer");
+        /* The jemalloc ratios (NULL without jemalloc: n/a). */
+        cmp_t *pcj = cmp_find(cs, ncs, "producer_cpu_ratio_jemalloc");
+        cmp_t *ccj = cmp_find(cs, ncs, "consumer_cpu_ratio_jemalloc");
+        cmp_t *rbj = cmp_find(cs, ncs, "robust_vs_bare_producer_jemalloc");
+        char f1[32], f2[32], f3[32], j1[32], j2[32], j3[32], j4[32];
+#define CMP_MEDIAN(c) ((c) && (c)->pairs ? (c)->median : NAN)
         char *summary = g_strdup_printf(
             "bench: producer_cpu_ratio=%s producer_ratio=%s "
             "id_header_cost=%s consumer_cpu_ratio=%s "
             "consumer_dedup_ratio=%s dedup_vs_lru=%s "
-            "fresh_vs_singleton_p50=%s aa_iqr=%s..%s",
-            fmt_num(b1, sizeof(b1), pc->pairs ? pc->median : NAN, "%.3f"),
-            fmt_num(b2, sizeof(b2), pr->pairs ? pr->median : NAN, "%.3f"),
-            fmt_num(b3, sizeof(b3), ih->pairs ? ih->median : NAN, "%.3f"),
-            fmt_num(b4, sizeof(b4), cc->pairs ? cc->median : NAN, "%.3f"),
-            fmt_num(b5, sizeof(b5), cd->pairs ? cd->median : NAN, "%.3f"),
+            "fresh_vs_singleton_p50=%s aa_iqr=%s..%s "
+            "producer_cpu_ratio_jemalloc=%s consumer_cpu_ratio_jemalloc=%s "
+            "robust_vs_bare_producer=%s robust_vs_bare_producer_jemalloc=%s",
+            fmt_num(b1, sizeof(b1), CMP_MEDIAN(pc), "%.3f"),
+            fmt_num(b2, sizeof(b2), CMP_MEDIAN(pr), "%.3f"),
+            fmt_num(b3, sizeof(b3), CMP_MEDIAN(ih), "%.3f"),
+            fmt_num(b4, sizeof(b4), CMP_MEDIAN(cc), "%.3f"),
+            fmt_num(b5, sizeof(b5), CMP_MEDIAN(cd), "%.3f"),
             fmt_num(b6, sizeof(b6), dedup_vs_lru, "%.3f"),
             fmt_num(f1, sizeof(f1), fresh_vs_single, "%.1f"),
             fmt_num(f2, sizeof(f2), aa_lo, "%.3f"),
-            fmt_num(f3, sizeof(f3), aa_hi, "%.3f"));
+            fmt_num(f3, sizeof(f3), aa_hi, "%.3f"),
+            fmt_num(j1, sizeof(j1), CMP_MEDIAN(pcj), "%.3f"),
+            fmt_num(j2, sizeof(j2), CMP_MEDIAN(ccj), "%.3f"),
+            fmt_num(j3, sizeof(j3), CMP_MEDIAN(rb), "%.3f"),
+            fmt_num(j4, sizeof(j4), CMP_MEDIAN(rbj), "%.3f"));
+#undef CMP_MEDIAN
         g_string_append_printf(md, "\n## Summary\n\n```\n%s\n```\n\n"
                                    "id_header_cost is raw-with-header CPU per "
                                    "message over raw-without-header (above 1: "
                                    "the header costs). aa_iqr is the union of "
                                    "the producer and consumer CPU A/A "
-                                   "inter-quartile ranges. The chart is "
-                                   "chart.png, every run is in runs.csv.\n",
+                                   "inter-quartile ranges under glibc (each "
+                                   "ratio's own A/A, per allocator, is in "
+                                   "the table above). robust_vs_bare_producer "
+                                   "is ours (with ids) CPU per message over "
+                                   "raw without a header (below is better). "
+                                   "The _jemalloc ratios are the same arms "
+                                   "under LD_PRELOAD of jemalloc, in the same "
+                                   "rounds. The chart is chart.png, every "
+                                   "run is in runs.csv.\n",
                                summary);
         path = g_build_filename(o->out, "results.md", NULL);
         if (!g_file_set_contents(path, md->str, -1, NULL))
@@ -1993,6 +2141,8 @@ static int cmd_run(const opts_t *o, int argc, char **argv) {
         g_date_time_unref(started);
         g_ptr_array_free(runs, TRUE);
         g_rand_free(rnd);
+        g_free(cs);
+        g_ptr_array_free(cmp_strs, TRUE);
         return 0;
 }
 

@@ -249,6 +249,11 @@ void rbk__version_check(rbk__hooks_t *h);
 
 /* A fresh random non-zero producer instance id. */
 uint64_t rbk__msgid_new_producer_id(void);
+/* rbk_msgid_format() for a producer whose id's first 17 characters (16 hex
+ * digits and '-') are already in prefix: copies them and writes the
+ * sequence's digits. Returns the length, -1 when size is too small. */
+int rbk__msgid_format_seq(const char *prefix, uint64_t seq, char *buf,
+                          size_t size);
 
 /* ------------------------------------------------------------ producer.c */
 

@@ -69,6 +69,23 @@ static int rbk__dec_len(uint64_t v) {
         return n + (v >= 10) + (v >= 100) + (v >= 1000);
 }
 
+/* Writes the decimal digits of seq (dlen of them) and a NUL at buf. */
+static void rbk__dec_write(uint64_t seq, int dlen, char *buf) {
+        char *e = buf + dlen;
+        *e = '\0';
+        while (seq >= 100) {
+                e -= 2;
+                memcpy(e, rbk__dec2 + 2 * (seq % 100), 2);
+                seq /= 100;
+        }
+        if (seq >= 10) {
+                e -= 2;
+                memcpy(e, rbk__dec2 + 2 * seq, 2);
+        } else {
+                *--e = (char)('0' + seq);
+        }
+}
+
 int rbk_msgid_format(const rbk_msgid_t *id, char *buf, size_t size) {
         if (!id || !buf)
                 return -1;
@@ -84,19 +101,17 @@ int rbk_msgid_format(const rbk_msgid_t *id, char *buf, size_t size) {
                 pid >>= 8;
         }
         buf[16] = '-';
-        char *e = buf + 17 + dlen;
-        *e = '\0';
-        while (seq >= 100) {
-                e -= 2;
-                memcpy(e, rbk__dec2 + 2 * (seq % 100), 2);
-                seq /= 100;
-        }
-        if (seq >= 10) {
-                e -= 2;
-                memcpy(e, rbk__dec2 + 2 * seq, 2);
-        } else {
-                *--e = (char)('0' + seq);
-        }
+        rbk__dec_write(seq, dlen, buf + 17);
+        return 17 + dlen;
+}
+
+int rbk__msgid_format_seq(const char *prefix, uint64_t seq, char *buf,
+                          size_t size) {
+        int dlen = rbk__dec_len(seq);
+        if (size < (size_t)(17 + dlen + 1))
+                return -1;
+        memcpy(buf, prefix, 17);
+        rbk__dec_write(seq, dlen, buf + 17);
         return 17 + dlen;
 }
 

@@ -7,9 +7,10 @@
  * the message opaque, and the library's own poll thread serves delivery
  * reports as events from librdkafka's main queue.
  *
- * Records of accepted, unreported messages sit in one list in acceptance
- * order. Sends are serialised by p->send_lock: a sender links its record at
- * the tail of p->incoming and then calls rd_kafka_produceva() before the
+ * Records of accepted, unreported messages sit in one ring of slots in
+ * acceptance order (rbk__out_t: a record leaves it by its own slot, touching
+ * no other record). Sends are serialised by p->send_lock: a sender adds its
+ * record to p->incoming and then calls rd_kafka_produceva() before the
  * next sender can, so acceptance order is also the order in which librdkafka
  * enqueued the messages: restricted to one partition it is the partition's
  * order. A send takes no other lock (in the steady state): the poll thread,
@@ -65,8 +66,28 @@ static __thread int rbk__tls_no_block;
 #define RBK__POOL_CLASSES 5
 #define RBK__POOL_MIN_SHIFT 8
 #define RBK__POOL_MAX_BYTES (32u << 20)
+/* Records a sender adds to p->incoming before it merges them itself. */
+#define RBK__MERGE_BATCH 64
 
 typedef struct rbk__sync_s rbk__sync_t;
+typedef struct rbk__rec_s rbk__rec_t;
+
+/* The outstanding records in acceptance order: a ring of slots. Positions
+ * grow without bound; position i is slot i & (cap - 1). A record knows its
+ * position, so removing it clears its slot and touches no other record; the
+ * head advances over cleared slots. When the ring is full it is compacted in
+ * place (the live records moved down, in order, their positions rewritten)
+ * if at most half of it is live, or doubled otherwise, so it holds at most
+ * about twice as many slots as the most records outstanding at one time
+ * (RBK__OUT_MIN at least; it does not shrink). */
+typedef struct rbk__out_s {
+        rbk__rec_t **slot;
+        uint64_t cap;  /* a power of two */
+        uint64_t head; /* position of the oldest slot in use */
+        uint64_t tail; /* position after the newest */
+        uint64_t length; /* records in it */
+} rbk__out_t;
+#define RBK__OUT_MIN 1024
 
 typedef struct rbk__hdr_s {
         const char *name;
@@ -75,39 +96,51 @@ typedef struct rbk__hdr_s {
 } rbk__hdr_t;
 
 /* One accepted message. Allocated in one block with everything it points to
- * (topic, id, key, value, headers). */
-typedef struct rbk__rec_s {
-        GList link;        /* in p->outstanding; link.data = the record;
-                            * link.next chains free records in the pool */
+ * (topic, id, key, value, headers). The fields the poll thread reads or
+ * writes for a report come first, in 160 bytes (three or four cache lines,
+ * each a miss there: the sender wrote the record last); the fields only the
+ * sender and librdkafka read come after them. */
+struct rbk__rec_s {
+        /* Read or written by the poll thread per report. */
+        struct rbk__rec_s *next; /* chains free records in the pool */
         const char *topic; /* full (prefixed) topic name */
         const char *id;    /* header value, NULL when ids are off */
-        size_t id_len;     /* its length */
         const void *key;
         size_t key_len;
         const void *value;
         size_t value_len;
-        rbk__hdr_t *hdrs;
-        size_t hdr_cnt;
         void *opaque;      /* the application's rbk_msg_t.opaque */
         rbk__sync_t *sync; /* waiter of rbk_producer_send_sync(), or NULL */
-        int64_t timestamp; /* CreateTime, kept across re-sends */
-        int32_t partition_req; /* partition asked for, or RD_KAFKA_PARTITION_UA */
+        uint64_t oseq;  /* acceptance number (p->accepted once accepted) */
+        uint64_t opos;  /* its slot in p->outstanding (see rbk__out_t) */
+        /* The id header as librdkafka's own header list, kept with the
+         * record across its reuses from the pool (see rbk__id_headers()):
+         * the record's, or librdkafka's while rkh_lent is set. */
+        rd_kafka_headers_t *rkh;
+        int rkh_lent;
         gint partition;        /* partition librdkafka chose, or -1 (atomic) */
         int in_rk;             /* librdkafka holds it (awaiting its report) */
         int resent;            /* times re-sent by fatal-error recovery */
         int possibly_persisted; /* an earlier attempt may be in the log */
+        int pool_class; /* size class in the pool, -1 when malloc()ed */
         /* The final status, set when the record leaves p->outstanding. */
         rbk_err_t f_err;
         int f_kafka_err;
         int f_retriable;
         int f_pp;
         int32_t f_partition;
+        int f_hook;     /* fire RBK_EV_DELIVERY_FAILED for it */
         int64_t f_offset;
         char *f_reason; /* g_malloc'ed, NULL when delivered */
-        int f_hook;     /* fire RBK_EV_DELIVERY_FAILED for it */
-        int pool_class; /* size class in the pool, -1 when malloc()ed */
-        uint64_t oseq;  /* acceptance number (p->accepted once accepted) */
-} rbk__rec_t;
+        /* Read by the sender and librdkafka only. */
+        size_t id_len;     /* the id's length */
+        rbk__hdr_t *hdrs;
+        size_t hdr_cnt;
+        int64_t timestamp; /* CreateTime, kept across re-sends */
+        int32_t partition_req; /* partition asked for, or RD_KAFKA_PARTITION_UA */
+        char *rkh_val;  /* the id's bytes in rkh */
+        size_t rkh_len; /* their length */
+};
 
 /* A chain of free records of one size class. */
 typedef struct rbk__pool_s {
@@ -134,6 +167,7 @@ struct rbk_producer_s {
         size_t prefix_len;
         pid_t pid;
         uint64_t producer_id;
+        char id_prefix[RBK_MSGID_STR_SIZE]; /* "<producer_id in hex>-" */
         int msgid_enable;
         int64_t send_timeout_ms;
         int64_t max_recoveries;
@@ -156,7 +190,10 @@ struct rbk_producer_s {
         GMutex send_lock __attribute__((aligned(64)));
         uint64_t seq;      /* last message sequence number used */
         uint64_t accepted; /* messages accepted (numbers records) */
-        GQueue incoming;   /* accepted, not yet in outstanding */
+        /* Accepted, not yet in outstanding, in acceptance order: a sender
+         * merges them once there are RBK__MERGE_BATCH. */
+        rbk__rec_t *incoming[RBK__MERGE_BATCH];
+        guint incoming_n;
         rbk__pool_t stash[RBK__POOL_CLASSES]; /* sender's free records */
 
         GMutex lock __attribute__((aligned(64)));
@@ -165,7 +202,7 @@ struct rbk_producer_s {
         int stop;            /* the poll thread must finish */
         int64_t generation;
         uint64_t merged;     /* records up to this number are merged */
-        GQueue outstanding;  /* records not yet final, acceptance order */
+        rbk__out_t outstanding; /* records not yet final, acceptance order */
         uint64_t rk_pending; /* those the current instance holds */
         uint64_t unreported; /* those whose delivery callback is not done */
         GArray *recoveries;  /* int64 times (ms) of recent recoveries */
@@ -190,24 +227,82 @@ struct rbk_producer_s {
 
 /* ------------------------------------------------------------ helpers */
 
+/* Room for n more records at the tail of out: compacts or grows it. */
+static void rbk__out_reserve(rbk__out_t *out, uint64_t n) {
+        if (out->tail - out->head + n <= out->cap)
+                return;
+        if (out->length + n <= out->cap / 2) {
+                /* Compact: live records down to the head, in order. */
+                uint64_t mask = out->cap - 1, w = out->head;
+                for (uint64_t r = out->head; r != out->tail; r++) {
+                        rbk__rec_t *rec = out->slot[r & mask];
+                        if (!rec)
+                                continue;
+                        out->slot[r & mask] = NULL;
+                        rec->opos = w;
+                        out->slot[w++ & mask] = rec;
+                }
+                out->tail = w;
+                return;
+        }
+        uint64_t cap = out->cap ? out->cap : RBK__OUT_MIN;
+        while (cap / 2 < out->length + n)
+                cap *= 2;
+        rbk__rec_t **slot = g_new0(rbk__rec_t *, cap);
+        uint64_t w = 0;
+        for (uint64_t r = out->head; r != out->tail; r++) {
+                rbk__rec_t *rec = out->slot[r & (out->cap - 1)];
+                if (!rec)
+                        continue;
+                rec->opos = w;
+                slot[w++] = rec;
+        }
+        g_free(out->slot);
+        out->slot = slot;
+        out->cap = cap;
+        out->head = 0;
+        out->tail = w;
+}
+
+/* Takes rec out of out, touching no other record. */
+static void rbk__out_remove(rbk__out_t *out, rbk__rec_t *rec) {
+        uint64_t mask = out->cap - 1;
+        out->slot[rec->opos & mask] = NULL;
+        out->length--;
+        if (rec->opos == out->head)
+                while (out->head != out->tail && !out->slot[out->head & mask])
+                        out->head++;
+}
+
+/* The oldest record of out, or NULL. */
+static rbk__rec_t *rbk__out_first(const rbk__out_t *out) {
+        return out->head != out->tail ? out->slot[out->head & (out->cap - 1)]
+                                      : NULL;
+}
+
+/* Iterates over the records of out in acceptance order (rec set to each). */
+#define RBK__OUT_FOREACH(out, pos, rec)                                        \
+        for (uint64_t pos = (out)->head; pos != (out)->tail; pos++)            \
+                if (((rec) = (out)->slot[pos & ((out)->cap - 1)]))
+
 /* Moves the records accepted since the last call to the tail of
  * p->outstanding. Caller holds p->send_lock and p->lock. */
 static void rbk__merge_incoming(rbk_producer_t *p) {
-        GQueue *in = &p->incoming, *out = &p->outstanding;
-        guint n = in->length;
+        rbk__out_t *out = &p->outstanding;
+        guint n = p->incoming_n;
         if (!n)
                 return;
-        if (out->tail) {
-                out->tail->next = in->head;
-                in->head->prev = out->tail;
-        } else {
-                out->head = in->head;
+        rbk__out_reserve(out, n);
+        uint64_t mask = out->cap - 1;
+        for (guint i = 0; i < n; i++) {
+                rbk__rec_t *rec = p->incoming[i];
+                rec->opos = out->tail++;
+                out->slot[rec->opos & mask] = rec;
         }
-        out->tail = in->tail;
         out->length += n;
         p->rk_pending += n;
         p->unreported += n;
-        g_queue_init(in);
+        p->incoming_n = 0;
         p->merged = p->accepted;
 }
 
@@ -436,6 +531,62 @@ static void rbk__warm_conf_topics(rbk_producer_t *p, rd_kafka_t *rk) {
 
 /* ------------------------------------------------------------ produce */
 
+/* The record's id header as a librdkafka header list holding it alone,
+ * NULL when it cannot be made.
+ *
+ * librdkafka 2.0.2 makes, for a message given its headers one by one
+ * (RD_KAFKA_VTYPE_HEADER), a header list, its element array and the header
+ * (three allocations on the sending thread) and frees them with the
+ * message, on the thread that serves the delivery report. Under glibc's
+ * malloc that hand-over is the largest part of the id's cost: the sender's
+ * malloc() sorts and merges the chunks the other thread freed into the
+ * shared arena, under the arena's lock. So the record keeps its list: it is
+ * handed over whole (RD_KAFKA_VTYPE_HEADERS), taken back from the delivered
+ * message (rd_kafka_message_detach_headers(), in rbk__dr_one()) and reused
+ * with the record; the id is written over the last one's when it has the
+ * same length (the value lies in the header's own allocation, which the
+ * list owns), else the header is replaced, on the sending thread. A list
+ * still lent to librdkafka when the record is reused or freed (its
+ * instance was destroyed without reporting it) is librdkafka's to free. */
+static rd_kafka_headers_t *rbk__id_headers(rbk__rec_t *rec) {
+        if (rec->rkh_lent) {
+                rec->rkh = NULL;
+                rec->rkh_val = NULL;
+                rec->rkh_lent = 0;
+        }
+        rd_kafka_headers_t *h = rec->rkh;
+        if (h) {
+                if (rec->rkh_val && rec->rkh_len == rec->id_len) {
+                        memcpy(rec->rkh_val, rec->id, rec->id_len);
+                        return h;
+                }
+                rd_kafka_header_remove(h, RBK_MSGID_HEADER);
+        }
+        if (!h)
+                h = rec->rkh = rd_kafka_headers_new(1);
+        const void *v = NULL;
+        size_t sz = 0;
+        if (rd_kafka_header_add(h, RBK_MSGID_HEADER, -1, rec->id,
+                                (ssize_t)rec->id_len) ||
+            rd_kafka_header_cnt(h) != 1 ||
+            rd_kafka_header_get_last(h, RBK_MSGID_HEADER, &v, &sz)) {
+                rd_kafka_headers_destroy(h);
+                rec->rkh = NULL;
+                rec->rkh_val = NULL;
+                return NULL;
+        }
+        rec->rkh_val = (char *)v;
+        rec->rkh_len = sz;
+        return h;
+}
+
+/* Frees a record with the header list it keeps. */
+static void rbk__rec_dispose(rbk__rec_t *rec) {
+        if (rec->rkh && !rec->rkh_lent)
+                rd_kafka_headers_destroy(rec->rkh);
+        g_free(rec);
+}
+
 /* Hands one record to instance rk. The caller holds p->send_lock (a send)
  * or p->lock (a re-send while sends are held), and does the bookkeeping
  * (rec->in_rk, p->rk_pending). */
@@ -467,13 +618,19 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
         vu[n++].u.i = 0; /* no copy, no free: the record owns the bytes */
         vu[n].vtype = RD_KAFKA_VTYPE_TIMESTAMP;
         vu[n++].u.i64 = rec->timestamp;
+        rd_kafka_headers_t *lent = NULL;
+        if (rec->id && !rec->hdr_cnt && !rec->possibly_persisted &&
+            (lent = rbk__id_headers(rec))) {
+                vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+                vu[n++].u.headers = lent;
+        }
         for (size_t i = 0; i < rec->hdr_cnt; i++) {
                 vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
                 vu[n].u.header.name = rec->hdrs[i].name;
                 vu[n].u.header.val = rec->hdrs[i].value;
                 vu[n++].u.header.size = (ssize_t)rec->hdrs[i].size;
         }
-        if (rec->id) {
+        if (rec->id && !lent) {
                 vu[n].vtype = RD_KAFKA_VTYPE_HEADER;
                 vu[n].u.header.name = RBK_MSGID_HEADER;
                 vu[n].u.header.val = rec->id;
@@ -487,9 +644,14 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
                 vu[n].u.header.val = rs;
                 vu[n++].u.header.size = len;
         }
+        /* librdkafka holds the list until the report; a refused message
+         * leaves it with the caller. Set before: the report may come
+         * before produceva returns. */
+        rec->rkh_lent = lent != NULL;
         rd_kafka_error_t *error = rd_kafka_produceva(rk, vu, n);
         if (!error)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
+        rec->rkh_lent = 0;
         /* A fatal instance refuses with the cause's code, flagged fatal. */
         rd_kafka_resp_err_t err = rd_kafka_error_is_fatal(error)
                                       ? RD_KAFKA_RESP_ERR__FATAL
@@ -498,8 +660,6 @@ static rd_kafka_resp_err_t rbk__produce(rd_kafka_t *rk, rbk__rec_t *rec) {
         return err;
 }
 
-/* Records a sender links to p->incoming before it merges them itself. */
-#define RBK__MERGE_BATCH 64
 
 /* ------------------------------------------------------------ record pool */
 
@@ -517,7 +677,7 @@ static guint rbk__pool_cap(int c) {
 }
 
 static void rbk__pool_push(rbk__pool_t *pl, rbk__rec_t *rec) {
-        rec->link.next = (GList *)pl->head;
+        rec->next = pl->head;
         pl->head = rec;
         pl->n++;
 }
@@ -532,8 +692,8 @@ static void rbk__pool_take(rbk__pool_t *dst, rbk__pool_t *src) {
 static void rbk__pool_clear(rbk__pool_t *pl) {
         rbk__rec_t *rec = pl->head;
         while (rec) {
-                rbk__rec_t *next = (rbk__rec_t *)rec->link.next;
-                g_free(rec);
+                rbk__rec_t *next = rec->next;
+                rbk__rec_dispose(rec);
                 rec = next;
         }
         pl->head = NULL;
@@ -578,6 +738,10 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                        msg->key_len + msg->value_len + hdr_bytes;
         int c = rbk__pool_class(total);
         rbk__rec_t *rec;
+        rd_kafka_headers_t *rkh = NULL;
+        char *rkh_val = NULL;
+        size_t rkh_len = 0;
+        int rkh_lent = 0;
         if (c >= 0 && !p->stash[c].head &&
             __atomic_load_n(&p->pool_free[c].n, __ATOMIC_RELAXED)) {
                 /* Take what the poll thread gave back, all at once. */
@@ -587,7 +751,11 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
         }
         if (c >= 0 && p->stash[c].head) {
                 rec = p->stash[c].head;
-                rbk__rec_t *next = (rbk__rec_t *)rec->link.next;
+                rkh = rec->rkh;
+                rkh_val = rec->rkh_val;
+                rkh_len = rec->rkh_len;
+                rkh_lent = rec->rkh_lent;
+                rbk__rec_t *next = rec->next;
                 p->stash[c].head = next;
                 p->stash[c].n--;
                 /* The next send's record was last touched by the poll
@@ -605,8 +773,11 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
                         return NULL;
         }
         memset(rec, 0, sizeof(*rec)); /* the bytes behind it are all written */
+        rec->rkh = rkh;
+        rec->rkh_val = rkh_val;
+        rec->rkh_len = rkh_len;
+        rec->rkh_lent = rkh_lent;
         rec->pool_class = c;
-        rec->link.data = rec;
         rec->hdrs = (rbk__hdr_t *)(rec + 1);
         char *b = (char *)(rec->hdrs + msg->header_cnt);
 
@@ -664,7 +835,7 @@ static rbk__rec_t *rbk__rec_new(rbk_producer_t *p, const rbk_msg_t *msg,
 
 static void rbk__rec_free(rbk__rec_t *rec) {
         g_free(rec->f_reason);
-        g_free(rec);
+        rbk__rec_dispose(rec);
 }
 
 /* Gives a reported record back to the pool chain back (poll thread), or
@@ -676,7 +847,7 @@ static void rbk__rec_release(rbk__rec_t *rec, rbk__pool_t *back,
         if (rec->f_reason)
                 g_free(rec->f_reason);
         if (c < 0 || back[c].n + seen[c] >= rbk__pool_cap(c)) {
-                g_free(rec);
+                rbk__rec_dispose(rec);
                 return;
         }
         if (!back[c].head)
@@ -846,16 +1017,16 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                         why = "fatal-error recovery";
                 } else {
                         if (generated) {
-                                rbk_msgid_t mid = {p->producer_id, p->seq + 1};
-                                int l = rbk_msgid_format(&mid, (char *)rec->id,
-                                                         RBK_MSGID_STR_SIZE);
+                                int l = rbk__msgid_format_seq(
+                                    p->id_prefix, p->seq + 1, (char *)rec->id,
+                                    RBK_MSGID_STR_SIZE);
                                 rec->id_len = l > 0 ? (size_t)l : 0;
                         }
                         /* Linked before librdkafka can report it; unlinked
                          * again if librdkafka refuses it. */
                         room_gen = __atomic_load_n(&p->room_gen,
                                                    __ATOMIC_ACQUIRE);
-                        g_queue_push_tail_link(&p->incoming, &rec->link);
+                        p->incoming[p->incoming_n++] = rec;
                         rec->in_rk = 1;
                         rec->oseq = p->accepted + 1;
                         kerr = rbk__produce(p->rk, rec);
@@ -863,7 +1034,7 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                                 if (generated)
                                         p->seq++;
                                 p->accepted++;
-                                if (p->incoming.length >= RBK__MERGE_BATCH ||
+                                if (p->incoming_n >= RBK__MERGE_BATCH ||
                                     g_atomic_int_get(&p->merge_waiters)) {
                                         g_mutex_lock(&p->lock);
                                         rbk__merge_incoming(p);
@@ -874,7 +1045,7 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                                 g_mutex_unlock(&p->send_lock);
                                 return RBK_OK;
                         }
-                        g_queue_unlink(&p->incoming, &rec->link);
+                        p->incoming_n--;
                         rec->in_rk = 0;
                 }
                 g_mutex_unlock(&p->send_lock);
@@ -1000,12 +1171,27 @@ rbk_err_t rbk_producer_send_sync(rbk_producer_t *p, const rbk_msg_t *msg,
 
 /* ------------------------------------------------------------ reports */
 
+/* Records made final whose delivery callbacks are still to run (the poll
+ * thread's own array). */
+typedef struct rbk__done_s {
+        rbk__rec_t **v;
+        guint len, cap;
+} rbk__done_t;
+
+static inline void rbk__done_add(rbk__done_t *done, rbk__rec_t *rec) {
+        if (G_UNLIKELY(done->len == done->cap)) {
+                done->cap = done->cap ? done->cap * 2 : 256;
+                done->v = g_renew(rbk__rec_t *, done->v, done->cap);
+        }
+        done->v[done->len++] = rec;
+}
+
 /* Makes rec final (caller holds p->lock): unlinks it, counts it, wakes a
  * synchronous sender. The delivery callback runs later, without the lock. */
 static void rbk__finalize(rbk_producer_t *p, rbk__rec_t *rec, rbk_err_t err,
                           int kafka_err, int32_t partition, int64_t offset,
-                          int pp, char *reason, GPtrArray *done) {
-        g_queue_unlink(&p->outstanding, &rec->link);
+                          int pp, char *reason, rbk__done_t *done) {
+        rbk__out_remove(&p->outstanding, rec);
         rec->f_err = err;
         rec->f_kafka_err = kafka_err;
         rec->f_partition = partition;
@@ -1033,12 +1219,12 @@ static void rbk__finalize(rbk_producer_t *p, rbk__rec_t *rec, rbk_err_t err,
                 rec->sync = NULL;
                 g_cond_signal(&s->cond);
         }
-        g_ptr_array_add(done, rec);
+        rbk__done_add(done, rec);
 }
 
 /* Runs the delivery callback of every final record, gives them back to the
  * pool, and updates the unreported count. Poll thread, without p->lock. */
-static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
+static void rbk__report(rbk_producer_t *p, rbk__done_t *done) {
         if (!done->len)
                 return;
         rbk__pool_t back[RBK__POOL_CLASSES];
@@ -1048,7 +1234,7 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
         for (int c = 0; c < RBK__POOL_CLASSES; c++)
                 seen[c] = __atomic_load_n(&p->pool_free[c].n, __ATOMIC_RELAXED);
         for (guint i = 0; i < done->len; i++) {
-                rbk__rec_t *rec = g_ptr_array_index(done, i);
+                rbk__rec_t *rec = done->v[i];
                 if (p->dr_cb) {
                         rbk_delivery_t dr;
                         memset(&dr, 0, sizeof(dr));
@@ -1095,7 +1281,7 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
         for (int c = 0; c < RBK__POOL_CLASSES; c++) {
                 rbk__pool_t *pl = &p->pool_free[c];
                 if (back[c].head) {
-                        back[c].tail->link.next = (GList *)pl->head;
+                        back[c].tail->next = pl->head;
                         pl->head = back[c].head;
                         __atomic_store_n(&pl->n, pl->n + back[c].n,
                                          __ATOMIC_RELAXED);
@@ -1105,13 +1291,22 @@ static void rbk__report(rbk_producer_t *p, GPtrArray *done) {
         if (p->waiters)
                 g_cond_broadcast(&p->cond);
         g_mutex_unlock(&p->lock);
-        g_ptr_array_set_size(done, 0);
+        done->len = 0;
 }
 
 /* One delivery report from instance rk (caller holds p->lock). */
 static void rbk__dr_one(rbk_producer_t *p, rd_kafka_t *rk,
-                        const rd_kafka_message_t *m, GPtrArray *done) {
+                        const rd_kafka_message_t *m, rbk__done_t *done) {
         rbk__rec_t *rec = m->_private;
+        if (rec && rec->rkh_lent) {
+                /* The id header list comes back with the record. */
+                rd_kafka_headers_t *h = NULL;
+                rd_kafka_message_detach_headers((rd_kafka_message_t *)m, &h);
+                if (h == rec->rkh)
+                        rec->rkh_lent = 0;
+                else if (h)
+                        rd_kafka_headers_destroy(h);
+        }
         if (!rec || !rec->in_rk)
                 return;
         rec->in_rk = 0;
@@ -1182,7 +1377,7 @@ static void rbk__client_error(rbk_producer_t *p, rd_kafka_resp_err_t err,
 
 /* Handles (and destroys) one event of instance rk. Poll thread only. */
 static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
-                              rd_kafka_event_t *ev, GPtrArray *done) {
+                              rd_kafka_event_t *ev, rbk__done_t *done) {
         switch (rd_kafka_event_type(ev)) {
         case RD_KAFKA_EVENT_DR: {
                 /* Every record reported was linked to p->incoming before
@@ -1258,7 +1453,7 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
 /* Polls instance rk until it holds none of our records or the deadline (ms,
  * monotonic) passes. Returns 1 when empty. Poll thread only. */
 static int rbk__drain(rbk_producer_t *p, rd_kafka_t *rk, rd_kafka_queue_t *q,
-                      int64_t end_ms, GPtrArray *done) {
+                      int64_t end_ms, rbk__done_t *done) {
         for (;;) {
                 g_mutex_lock(&p->lock);
                 uint64_t pending = p->rk_pending;
@@ -1278,7 +1473,7 @@ static int rbk__drain(rbk_producer_t *p, rd_kafka_t *rk, rd_kafka_queue_t *q,
 /* Retires the current instance: purges what it still holds, waits (bounded)
  * for those reports, destroys it. Records it never handed back are marked
  * possibly persisted. Poll thread only. */
-static void rbk__retire(rbk_producer_t *p, GPtrArray *done) {
+static void rbk__retire(rbk_producer_t *p, rbk__done_t *done) {
         rd_kafka_t *rk = p->rk;
         rd_kafka_queue_t *q = p->mainq;
         if (!rk)
@@ -1305,8 +1500,8 @@ static void rbk__retire(rbk_producer_t *p, GPtrArray *done) {
         rbk__oauth_stop(rk);
         rd_kafka_destroy(rk);
         g_mutex_lock(&p->lock);
-        for (GList *l = p->outstanding.head; l; l = l->next) {
-                rbk__rec_t *rec = l->data;
+        rbk__rec_t *rec;
+        RBK__OUT_FOREACH(&p->outstanding, pos, rec) {
                 if (rec->in_rk) {
                         rec->in_rk = 0;
                         rec->possibly_persisted = 1;
@@ -1318,10 +1513,10 @@ static void rbk__retire(rbk_producer_t *p, GPtrArray *done) {
 
 /* Fails every outstanding record with err and reason (poll thread). */
 static void rbk__fail_all(rbk_producer_t *p, rbk_err_t err, const char *reason,
-                          GPtrArray *done) {
+                          rbk__done_t *done) {
         g_mutex_lock(&p->lock);
-        while (p->outstanding.head) {
-                rbk__rec_t *rec = p->outstanding.head->data;
+        rbk__rec_t *rec;
+        while ((rec = rbk__out_first(&p->outstanding))) {
                 rbk__finalize(p, rec, err,
                               err == RBK_ERR_SHUTDOWN
                                   ? RD_KAFKA_RESP_ERR__DESTROY
@@ -1348,7 +1543,7 @@ static int rbk__wait_stop(rbk_producer_t *p, int64_t ms) {
 /* Gives up: fails everything outstanding with RBK_ERR_FATAL and fires the
  * hook. The caller has retired the instance. */
 static void rbk__give_up(rbk_producer_t *p, int recoveries, const char *cause,
-                         GPtrArray *done) {
+                         rbk__done_t *done) {
         char reason[768];
         g_snprintf(reason, sizeof(reason),
                    "fatal producer error not recovered (%d recoveries within "
@@ -1378,7 +1573,7 @@ static void rbk__give_up(rbk_producer_t *p, int recoveries, const char *cause,
 }
 
 /* The supervisor: replaces a fatally failed instance. Poll thread only. */
-static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
+static void rbk__recover(rbk_producer_t *p, rbk__done_t *done) {
         char cause[512];
         rd_kafka_resp_err_t ferr =
             rd_kafka_fatal_error(p->rk, cause, sizeof(cause));
@@ -1454,11 +1649,11 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
         GPtrArray *topics = g_ptr_array_new_with_free_func(g_free);
         GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
         g_mutex_lock(&p->lock);
-        for (GList *l = p->outstanding.head; l; l = l->next) {
-                rbk__rec_t *rec = l->data;
-                if (!g_hash_table_contains(seen, rec->topic)) {
-                        g_hash_table_add(seen, (gpointer)rec->topic);
-                        g_ptr_array_add(topics, g_strdup(rec->topic));
+        rbk__rec_t *orec;
+        RBK__OUT_FOREACH(&p->outstanding, pos, orec) {
+                if (!g_hash_table_contains(seen, orec->topic)) {
+                        g_hash_table_add(seen, (gpointer)orec->topic);
+                        g_ptr_array_add(topics, g_strdup(orec->topic));
                 }
         }
         g_mutex_unlock(&p->lock);
@@ -1476,8 +1671,8 @@ static void rbk__recover(rbk_producer_t *p, GPtrArray *done) {
         g_atomic_int_set(&p->fatal_pending, 0);
         int64_t gen = p->generation;
         GPtrArray *todo = g_ptr_array_sized_new(p->outstanding.length);
-        for (GList *l = p->outstanding.head; l; l = l->next)
-                g_ptr_array_add(todo, l->data);
+        RBK__OUT_FOREACH(&p->outstanding, pos, orec)
+                g_ptr_array_add(todo, orec);
         g_mutex_unlock(&p->lock);
 
         uint64_t resent = 0, flagged = 0, refused = 0;
@@ -1575,7 +1770,7 @@ out:
 
 /* ------------------------------------------------------------ poll thread */
 
-static void rbk__shutdown(rbk_producer_t *p, GPtrArray *done) {
+static void rbk__shutdown(rbk_producer_t *p, rbk__done_t *done) {
         rbk__retire(p, done);
         rbk__fail_all(p, RBK_ERR_SHUTDOWN,
                       "producer closed before the message was delivered",
@@ -1604,7 +1799,7 @@ static void rbk__shutdown(rbk_producer_t *p, GPtrArray *done) {
 
 static gpointer rbk__poll_main(gpointer arg) {
         rbk_producer_t *p = arg;
-        GPtrArray *done = g_ptr_array_new();
+        rbk__done_t donebuf = {NULL, 0, 0}, *done = &donebuf;
         int idle = 0;
         rbk__tls_no_block = 1;
         for (;;) {
@@ -1636,7 +1831,7 @@ static gpointer rbk__poll_main(gpointer arg) {
                 }
         }
         rbk__shutdown(p, done);
-        g_ptr_array_free(done, TRUE);
+        g_free(done->v);
         return NULL;
 }
 
@@ -1649,6 +1844,7 @@ static void rbk__producer_free(rbk_producer_t *p) {
         }
         if (p->recoveries)
                 g_array_free(p->recoveries, TRUE);
+        g_free(p->outstanding.slot);
         rbk__hooks_destroy(p->hooks);
         rbk_conf_destroy(p->conf);
         rbk__rdstats_clear(&p->rdstats);
@@ -1673,8 +1869,6 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         g_mutex_init(&p->send_lock);
         g_mutex_init(&p->close_lock);
         g_cond_init(&p->cond);
-        g_queue_init(&p->outstanding);
-        g_queue_init(&p->incoming);
         p->recoveries = g_array_new(FALSE, FALSE, sizeof(int64_t));
         rbk__rdstats_init(&p->rdstats);
         p->conf = rbk_conf_dup(conf);
@@ -1705,6 +1899,10 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         p->hooks = rbk__hooks_new(p->conf, p->client_name);
         rbk__version_check(p->hooks);
         p->producer_id = rbk__msgid_new_producer_id();
+        {
+                rbk_msgid_t mid = {p->producer_id, 1};
+                rbk_msgid_format(&mid, p->id_prefix, sizeof(p->id_prefix));
+        }
         p->st.version = RBK_PRODUCER_STATS_VERSION;
 
         p->rk = rbk__instance_new(p, &p->mainq, errstr, errstr_size);
@@ -1875,8 +2073,8 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
         closing = p->closing;
         recovering = p->recovering || p->fatal_pending;
         gave_up = p->gave_up;
-        for (GList *l = p->outstanding.head; l; l = l->next) {
-                rbk__rec_t *rec = l->data;
+        rbk__rec_t *rec;
+        RBK__OUT_FOREACH(&p->outstanding, pos, rec) {
                 int32_t part = g_atomic_int_get(&rec->partition);
                 char *key = g_strdup_printf("%d/%s", (int)part, rec->topic);
                 gpointer v;

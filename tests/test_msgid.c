@@ -216,6 +216,29 @@ START_TEST(format_small_buffer) {
 }
 END_TEST
 
+/* The producer's path (its prefix formatted once) writes what
+ * rbk_msgid_format() writes. */
+START_TEST(format_seq_matches) {
+        static const uint64_t seqs[] = {1, 9, 10, 99, 100, 12345, 999999,
+                                        1000000, UINT64_MAX / 3, UINT64_MAX};
+        rbk_msgid_t id = {0x00c0ffee12345678ull, 1};
+        char prefix[RBK_MSGID_STR_SIZE], a[RBK_MSGID_STR_SIZE],
+            b[RBK_MSGID_STR_SIZE];
+        ck_assert_int_eq(rbk_msgid_format(&id, prefix, sizeof(prefix)), 18);
+        for (size_t i = 0; i < G_N_ELEMENTS(seqs); i++) {
+                id.seq = seqs[i];
+                int n = rbk_msgid_format(&id, a, sizeof(a));
+                ck_assert_int_eq(rbk__msgid_format_seq(prefix, seqs[i], b,
+                                                       sizeof(b)),
+                                 n);
+                ck_assert_str_eq(a, b);
+                ck_assert_int_eq(rbk__msgid_format_seq(prefix, seqs[i], b,
+                                                       (size_t)n),
+                                 -1);
+        }
+}
+END_TEST
+
 START_TEST(new_producer_ids) {
         GHashTable *seen = g_hash_table_new(g_int64_hash, g_int64_equal);
         static uint64_t ids[10000];
@@ -258,6 +281,7 @@ static Suite *suite(void) {
         Suite *s = suite_create("msgid");
         RBK_TCASE(s, roundtrip_extremes, 10);
         RBK_TCASE(s, roundtrip_random, 60);
+        RBK_TCASE(s, format_seq_matches, 10);
         RBK_TCASE(s, malformed_rejected, 10);
         RBK_TCASE(s, parse_matches_reference, 60);
         RBK_TCASE(s, format_small_buffer, 10);

@@ -1513,6 +1513,55 @@ rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
         return RBK_OK;
 }
 
+/* Leaves the group before librdkafka terminates it. Unsubscribing starts
+ * the revoke while the group still runs: it is served here (the
+ * rebalance callback commits what is stored and unassigns), and so are the
+ * results of the library's asynchronous commits. rd_kafka_consumer_close()
+ * then finds nothing assigned and no commit of ours outstanding, so no
+ * commit or unassign of ours runs while the group terminates (librdkafka
+ * 2.0's rd_kafka_cgrp_terminated() aborts the process when one is
+ * outstanding at that moment). Bounded by half the time left before
+ * @deadline: whatever is left, the close below finishes as before. Poll
+ * thread (poll_mu held). */
+static void rbk__close_leave(rbk_consumer_t *c, int64_t deadline) {
+        /* Half the time left at most: the close below needs the rest. */
+        int64_t now = rbk__now_ms();
+        if (deadline > now)
+                deadline = now + (deadline - now) / 2;
+        g_mutex_lock(&c->lock);
+        int subscribed = c->subscribed;
+        g_mutex_unlock(&c->lock);
+        if (subscribed) {
+                rd_kafka_resp_err_t err = rd_kafka_unsubscribe(c->rk);
+                if (err)
+                        rbk__log(c->hooks, 4, "consumer",
+                                 "leaving the group failed: %s",
+                                 rd_kafka_err2str(err));
+        }
+        for (;;) {
+                int64_t left = deadline - rbk__now_ms();
+                if (left <= 0)
+                        break;
+                g_mutex_lock(&c->lock);
+                int inflight = c->async_commits;
+                g_mutex_unlock(&c->lock);
+                rd_kafka_topic_partition_list_t *a = NULL;
+                int assigned = !rd_kafka_assignment(c->rk, &a) && a &&
+                               a->cnt > 0;
+                if (a)
+                        rd_kafka_topic_partition_list_destroy(a);
+                if (!assigned && !inflight &&
+                    rd_kafka_queue_length(c->cq) == 0)
+                        break;
+                /* Serves the rebalance and offset commit callbacks; the
+                 * messages wait in their partitions' own queues. */
+                rd_kafka_message_t *rkm =
+                    rd_kafka_consumer_poll(c->rk, (int)MIN(left, 50));
+                if (rkm)
+                        rd_kafka_message_destroy(rkm);
+        }
+}
+
 /* Serves the close queue: rebalance and commit events until closed. */
 static int rbk__close_serve(rbk_consumer_t *c, rd_kafka_queue_t *q,
                             int64_t deadline) {
@@ -1583,9 +1632,15 @@ rbk_err_t rbk_consumer_close(rbk_consumer_t *c, int timeout_ms) {
                 g_thread_join(t);
 
         g_mutex_lock(&c->poll_mu);
+        /* From here on only this thread commits or changes the assignment
+         * (a commit under way elsewhere finishes first: commit_mu). */
+        g_mutex_lock(&c->commit_mu);
+        c->closer = g_thread_self();
+        g_mutex_unlock(&c->commit_mu);
         rbk__tl_poller = c;
         rbk__dlq_flush(c, (int)MAX(0, deadline - rbk__now_ms()));
         rbk__consumer_commit_stored(c, (int)MAX(0, deadline - rbk__now_ms()));
+        rbk__close_leave(c, deadline);
         rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
         rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
         int ok = 0;

@@ -49,6 +49,15 @@ rd_kafka_resp_err_t rbk__commit_wait(rbk_consumer_t *c,
         return err;
 }
 
+/* Once close began, only the closing thread commits or moves a position.
+ * librdkafka (its rd_kafka_cgrp_terminated()) asserts that no commit or
+ * assignment change is outstanding when the group's termination completes,
+ * and a commit sent from another thread can reach it after the termination
+ * found nothing outstanding: the process would abort. commit_mu held. */
+static int rbk__commit_refused(const rbk_consumer_t *c) {
+        return c->closer && c->closer != g_thread_self();
+}
+
 /* A commit the library makes: the partitions (references) with a stored
  * offset above their committed one, and those stored offsets. Taken under
  * c->lock; stores made afterwards are not part of it. */
@@ -136,6 +145,10 @@ static void rbk__commit_test_delay(rbk_consumer_t *c) {
 static rd_kafka_resp_err_t rbk__commit_covered(rbk_consumer_t *c,
                                                int timeout_ms,
                                                int *save_failedp) {
+        if (save_failedp)
+                *save_failedp = 0;
+        if (rbk__commit_refused(c))
+                return RD_KAFKA_RESP_ERR__DESTROY;
         rbk__covered_t cv;
         rbk__covered_take(c, &cv);
         rbk__covered_save(c, &cv);
@@ -166,7 +179,7 @@ rd_kafka_resp_err_t rbk__consumer_commit_stored(rbk_consumer_t *c,
         g_mutex_lock(&c->commit_mu);
         rd_kafka_resp_err_t err = rbk__commit_covered(c, timeout_ms, NULL);
         g_mutex_unlock(&c->commit_mu);
-        if (err)
+        if (err && err != RD_KAFKA_RESP_ERR__DESTROY)
                 rbk__log(c->hooks, 4, "consumer", "committing offsets failed: %s",
                          rd_kafka_err2str(err));
         return err;
@@ -179,6 +192,10 @@ void rbk__assign_commit_due(rbk_consumer_t *c, int64_t now) {
         if (!g_mutex_trylock(&c->commit_mu))
                 return; /* another commit is under way: next iteration */
         c->next_commit_ms = now + c->commit_interval_ms;
+        if (rbk__commit_refused(c)) {
+                g_mutex_unlock(&c->commit_mu);
+                return;
+        }
         rbk__covered_t cv;
         rbk__covered_take(c, &cv);
         rbk__covered_save(c, &cv);
@@ -189,6 +206,13 @@ void rbk__assign_commit_due(rbk_consumer_t *c, int64_t now) {
                 rd_kafka_topic_partition_list_t *l = rbk__covered_list(&cv);
                 rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, l, 1);
                 rd_kafka_topic_partition_list_destroy(l);
+                if (!err) {
+                        /* Close waits for its result before the group is
+                         * left. */
+                        g_mutex_lock(&c->lock);
+                        c->async_commits++;
+                        g_mutex_unlock(&c->lock);
+                }
                 if (err)
                         rbk__log(c->hooks, 4, "consumer",
                                  "offset commit failed: %s",
@@ -224,6 +248,9 @@ rbk_err_t rbk__assign_commit_now(rbk_consumer_t *c, int timeout_ms,
         case RD_KAFKA_RESP_ERR_NO_ERROR:
         case RD_KAFKA_RESP_ERR__NO_OFFSET:
                 break;
+        case RD_KAFKA_RESP_ERR__DESTROY:
+                return rbk__seterr(errstr, errstr_size, RBK_ERR_SHUTDOWN,
+                                   "consumer is closing; nothing committed");
         case RD_KAFKA_RESP_ERR__TIMED_OUT:
                 return rbk__seterr(errstr, errstr_size, RBK_ERR_TIMED_OUT,
                                    "no answer to the offset commit within "
@@ -255,6 +282,13 @@ rbk_err_t rbk__assign_commit_now(rbk_consumer_t *c, int timeout_ms,
 
 void rbk__assign_commit_result(rbk_consumer_t *c, rd_kafka_resp_err_t err,
                                rd_kafka_topic_partition_list_t *offsets) {
+        /* With the library's own commits, librdkafka's auto-commit is off:
+         * every result served here answers one of rbk__assign_commit_due. */
+        g_mutex_lock(&c->lock);
+        if (c->own_commit && c->async_commits > 0 &&
+            --c->async_commits == 0)
+                g_cond_broadcast(&c->cond);
+        g_mutex_unlock(&c->lock);
         if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
                 return;
         if (err) {
@@ -280,6 +314,8 @@ static rd_kafka_resp_err_t rbk__commit_explicit_locked(
     char *const *metas, size_t n) {
         if (n == 0)
                 return RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (rbk__commit_refused(c))
+                return RD_KAFKA_RESP_ERR__DESTROY;
         rd_kafka_topic_partition_list_t *l =
             rd_kafka_topic_partition_list_new((int)n);
         for (size_t i = 0; i < n; i++) {
@@ -621,6 +657,12 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
         /* No other commit runs meanwhile (rbk_consumer_commit() from a
          * handler would commit a target's old stored offset). */
         g_mutex_lock(&c->commit_mu);
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (rbk__commit_refused(c)) {
+                /* Closing: the assignment is not changed any more. */
+                err = RD_KAFKA_RESP_ERR__DESTROY;
+                goto done;
+        }
 
         /* 1. Commit what is stored (an eager re-assign drops stored
          * offsets), the dedup windows saved first. */
@@ -642,7 +684,6 @@ rd_kafka_resp_err_t rbk__assign_move(rbk_consumer_t *c, rbk__part_t **targets,
                     ->offset = RD_KAFKA_OFFSET_INVALID;
         rd_kafka_offsets_store(c->rk, unstore);
         rd_kafka_topic_partition_list_destroy(unstore);
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
         if (metas)
                 err = rbk__commit_explicit_locked(c, targets, offsets, metas,
                                                   n);

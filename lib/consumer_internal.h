@@ -57,6 +57,15 @@
  * what they cover", so that two commits never interleave their saves; it
  * is taken before c->lock and never while holding it. Lock order: poll_mu,
  * commit_mu, lock.
+ *
+ * Close: once it begins, only the closing thread commits or changes the
+ * assignment (c->closer, checked under commit_mu; a commit asked for on
+ * another thread is refused). It leaves the group first (unsubscribe: the
+ * revoke, with its commit and unassign, served by the closing thread while
+ * the group still runs; the library's asynchronous commits answered), and
+ * only then lets librdkafka terminate the group: librdkafka 2.0 aborts the
+ * process if a commit or an assignment change is outstanding when that
+ * termination completes (rd_kafka_cgrp_terminated()).
  */
 #ifndef RBK_CONSUMER_INTERNAL_H
 #define RBK_CONSUMER_INTERNAL_H
@@ -240,6 +249,11 @@ struct rbk_consumer_s {
         int64_t next_commit_ms; /* poll thread only */
         int64_t test_commit_delay_ms; /* test hook: sleep between the save
                                        * and the commit */
+        int async_commits; /* sent with rd_kafka_commit(async), result not
+                            * yet served by offset_commit_cb (lock) */
+        /* The thread closing the consumer (set under commit_mu once close
+         * begins): from then on it alone commits (consumer_assign.c). */
+        GThread *closer;
 
         GMutex poll_mu; /* held by whoever is the poll thread */
         GMutex commit_mu; /* held from a commit's window save to its send */

@@ -739,6 +739,123 @@ START_TEST(shutdown_commits_in_flight_and_nothing_after) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ close */
+
+/* librdkafka's main thread held once, right after it sent the group's
+ * LeaveGroup: what reaches the group meanwhile is served in one batch with
+ * the LeaveGroup response (the response that lets the group terminate). */
+typedef struct {
+        GMutex lock;
+        GCond cond;
+        int armed;
+        int stalled;
+        rbk_consumer_t *c;
+        rbk__part_t *p;
+        rd_kafka_resp_err_t err; /* of the commit sent during the stall */
+        int sent;
+} leave_stall_t;
+
+static void leave_stall_log(int level, const char *fac, const char *line,
+                            void *opaque) {
+        leave_stall_t *s = opaque;
+        cs_log_cb(level, fac, line, NULL);
+        /* Logged right after the LeaveGroup request went out. */
+        if (!fac || strcmp(fac, "CGRPJOINSTATE") || !strstr(line, "-> init"))
+                return;
+        g_mutex_lock(&s->lock);
+        if (s->armed && !s->stalled) {
+                s->stalled = 1;
+                g_cond_broadcast(&s->cond);
+                /* Long enough for the response to arrive and for the
+                 * commit below to be sent, on a loaded machine too. */
+                gint64 end = g_get_monotonic_time() +
+                             cs_ms(600) * G_TIME_SPAN_MILLISECOND;
+                while (g_cond_wait_until(&s->cond, &s->lock, end))
+                        ;
+        }
+        g_mutex_unlock(&s->lock);
+}
+
+/* Another thread commits (as a pause, a seek or a resolution would) while
+ * the group is being left. */
+static gpointer commit_while_leaving(gpointer arg) {
+        leave_stall_t *s = arg;
+        gint64 end = g_get_monotonic_time() +
+                     cs_ms(30000) * G_TIME_SPAN_MILLISECOND;
+        g_mutex_lock(&s->lock);
+        while (!s->stalled && g_cond_wait_until(&s->cond, &s->lock, end))
+                ;
+        int stalled = s->stalled;
+        g_mutex_unlock(&s->lock);
+        if (!stalled)
+                return NULL; /* the test fails on s->sent */
+        g_usleep((gulong)cs_ms(200) * 1000);
+        int64_t off = 1;
+        char *metas[1] = {(char *)""};
+        rd_kafka_resp_err_t err = rbk__commit_explicit(s->c, &s->p, &off,
+                                                       metas, 1);
+        g_mutex_lock(&s->lock);
+        s->err = err;
+        s->sent = 1;
+        g_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+/* A commit from another thread while close leaves the group would reach
+ * librdkafka after the group's termination found nothing outstanding, and
+ * librdkafka 2.0 aborts the process then (rd_kafka_cgrp_terminated()
+ * asserts that no commit is in progress). Once close begins, only the
+ * closing thread commits: the other is refused, and close commits what was
+ * handled. */
+START_TEST(close_refuses_commits_of_other_threads) {
+        char e[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-cr", 1);
+        cs_produce(cl, "t-cr", 0, 0, 10, "cr");
+        leave_stall_t s;
+        memset(&s, 0, sizeof(s));
+        g_mutex_init(&s.lock);
+        g_cond_init(&s.cond);
+        rbk_conf_t *conf = cs_conf(cl, "g-cr");
+        cs_set(conf, "auto.commit.interval.ms", "60000");
+        cs_set(conf, "debug", "cgrp");
+        rbk_conf_set_log_cb(conf, leave_stall_log, &s);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        s.c = c;
+        const char *topics[] = {"t-cr"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
+        ck_assert(CS_WAIT(cs_rec_total(rec) == 10, 60000));
+        g_mutex_lock(&c->lock);
+        s.p = rbk__part_find(c, "t-cr", 0);
+        ck_assert(s.p != NULL);
+        rbk__part_ref(s.p);
+        g_mutex_unlock(&c->lock);
+        rbk_consumer_stop(c);
+
+        g_mutex_lock(&s.lock);
+        s.armed = 1;
+        g_mutex_unlock(&s.lock);
+        GThread *t = g_thread_new("committer", commit_while_leaving, &s);
+        ck_assert_int_eq(rbk_consumer_close(c, 20000), RBK_OK);
+        g_thread_join(t);
+        ck_assert(s.stalled && s.sent);
+        ck_assert_int_eq(s.err, RD_KAFKA_RESP_ERR__DESTROY);
+        ck_assert_int_eq(cs_committed(cl, "g-cr", "t-cr", 0, NULL, 0), 10);
+
+        rbk__part_unref(s.p);
+        rbk_consumer_destroy(c);
+        cs_rec_free(rec);
+        g_mutex_clear(&s.lock);
+        g_cond_clear(&s.cond);
+        rbk_conf_destroy(conf);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 /* ------------------------------------------------------------ poll API */
 
 START_TEST(poll_api) {
@@ -1196,6 +1313,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, retry_hands_the_same_message_again, 120);
         RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 120);
         RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 120);
+        RBK_TCASE(s, close_refuses_commits_of_other_threads, 120);
         RBK_TCASE(s, poll_api, 120);
         RBK_TCASE(s, headers_are_iterated_in_order, 60);
         RBK_TCASE(s, stall_watchdog_and_stats, 120);

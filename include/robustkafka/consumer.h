@@ -381,7 +381,8 @@ RBK_API rbk_err_t rbk_consumer_seek_timestamp(rbk_consumer_t *c,
  * RBK_ERR_TIMED_OUT when no answer came in time (the commit may still
  * succeed); RBK_ERR_STORE when a partition's dedup window could not be
  * saved (that partition is not committed, the others are);
- * RBK_ERR_SHUTDOWN after rbk_consumer_close(); RBK_ERR_FORKED in a forked
+ * RBK_ERR_SHUTDOWN once rbk_consumer_close() began (close commits what was
+ * stored); RBK_ERR_FORKED in a forked
  * child; RBK_ERR_INVALID_ARG for a NULL consumer.
  * Thread-safety: safe from any thread, including inside a handler (it does
  * not wait for the poll thread); with a SQLite dedup store, not inside a

@@ -647,13 +647,14 @@ static void ring_send(ring_t *r, size_t i, int32_t part) {
         ck_assert_msg(err == RBK_OK, "send %zu: %s", i, errstr);
 }
 
-/* Sends n messages: half of the `stuck` ones to partition 0 first, then
+/* Sends n messages: three quarters of the `stuck` ones to partition 0
+ * first (with 700, more than half of 1024 slots from the start), then
  * the others on partitions 1 and 2 with the rest of the stuck ones spread
  * among them, in chunks of `chunk`, waiting after each chunk until every
  * message not on partition 0 is reported (so the ring holds the stuck
  * records plus at most a chunk, and fills with cleared slots). */
 static void ring_fill(ring_t *r, size_t n, size_t stuck, size_t chunk) {
-        size_t first = stuck / 2, spread = stuck - first;
+        size_t first = stuck * 3 / 4, spread = stuck - first;
         size_t step = (n - first) / (spread + 1);
         size_t others = 0, sent_stuck = 0;
         r->stuck = stuck;
@@ -862,9 +863,9 @@ START_TEST(ring_compacts_while_partition_stuck) {
 }
 END_TEST
 
-/* 700 stuck records: more than half of 1024 live when the ring is first
- * full, so it is enlarged to 2048, then compacted (at most about 700 + a
- * chunk + a merge batch live, under half of 2048). */
+/* 700 stuck records: 525 of them first, so more than half of 1024 are live
+ * when the ring is first full: it is enlarged to 2048, then compacted (at
+ * most about 700 + a chunk + a merge batch live, under half of 2048). */
 START_TEST(ring_grows_then_compacts_while_partition_stuck) {
         size_t n = (size_t)rbk_test_scale(7000, 4000);
         ring_recover("ringgrow", n, 700, 2048, 1);

@@ -86,6 +86,9 @@ typedef struct rbk__out_s {
         uint64_t head; /* position of the oldest slot in use */
         uint64_t tail; /* position after the newest */
         uint64_t length; /* records in it */
+        uint64_t compactions; /* times compacted (statistics) */
+        uint64_t growths;     /* times enlarged, not counting the first
+                               * allocation (statistics) */
 } rbk__out_t;
 #define RBK__OUT_MIN 1024
 
@@ -243,6 +246,7 @@ static void rbk__out_reserve(rbk__out_t *out, uint64_t n) {
                         out->slot[w++ & mask] = rec;
                 }
                 out->tail = w;
+                out->compactions++;
                 return;
         }
         uint64_t cap = out->cap ? out->cap : RBK__OUT_MIN;
@@ -259,6 +263,8 @@ static void rbk__out_reserve(rbk__out_t *out, uint64_t n) {
         }
         g_free(out->slot);
         out->slot = slot;
+        if (out->cap)
+                out->growths++;
         out->cap = cap;
         out->head = 0;
         out->tail = w;
@@ -2102,13 +2108,17 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
             ",\"queue_full_waits\":%" G_GUINT64_FORMAT
             ",\"resent\":%" G_GUINT64_FORMAT
             ",\"possibly_persisted\":%" G_GUINT64_FORMAT
-            ",\"fatal_errors\":%" G_GUINT64_FORMAT ",\"partitions\":[",
+            ",\"fatal_errors\":%" G_GUINT64_FORMAT
+            ",\"outstanding_slots\":%" G_GUINT64_FORMAT
+            ",\"outstanding_compactions\":%" G_GUINT64_FORMAT
+            ",\"outstanding_growths\":%" G_GUINT64_FORMAT ",\"partitions\":[",
             closing ? "closed"
                     : gave_up ? "gave_up"
                               : recovering ? "recovering" : "running",
             st.generation, st.accepted, st.delivered, st.failed, st.in_flight,
             st.queue_full_waits, st.resent, st.possibly_persisted,
-            st.fatal_errors);
+            st.fatal_errors, p->outstanding.cap, p->outstanding.compactions,
+            p->outstanding.growths);
         for (guint i = 0; i < counts->len; i++) {
                 rbk__pcount_t *c = &g_array_index(counts, rbk__pcount_t, i);
                 g_string_append(s, i ? ",{\"topic\":" : "{\"topic\":");

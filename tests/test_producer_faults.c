@@ -520,6 +520,428 @@ START_TEST(all_brokers_down_past_delivery_timeout) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ ring */
+
+/* The outstanding records live in a ring of slots in acceptance order
+ * (lib/producer.c, rbk__out_t): a report clears its record's slot, a full
+ * ring is compacted in place when at most half of it is live and enlarged
+ * otherwise (1024 slots at least). These cases keep the oldest records of
+ * one partition outstanding (its leader, broker 1, is down) while thousands
+ * of later records on the other partitions are delivered, so the ring fills
+ * with cleared slots and must be compacted, and with enough stuck records
+ * enlarged first. Then the stuck partition recovers, or a fatal error
+ * re-sends the stuck records, or close reports them. Every message has a
+ * caller-supplied id "ring-<index>" and an explicit partition. */
+
+#define R_PARTS 3
+
+/* The reports, counted by ps_track_t (index = opaque - 1), plus what
+ * the ring cases check on top: the id and the report order per partition. */
+typedef struct {
+        ps_track_t *ps;
+        GMutex lock;
+        int32_t *want_part;     /* partition sent to */
+        size_t bad_id;          /* reports whose id is not the index's */
+        GArray *order[R_PARTS]; /* indexes (size_t) in report order */
+} ring_track_t;
+
+static void ring_dr_cb(const rbk_delivery_t *dr, void *opaque) {
+        ring_track_t *t = opaque;
+        size_t i = (size_t)(uintptr_t)dr->msg_opaque - 1;
+        char want[32];
+        snprintf(want, sizeof(want), "ring-%zu", i);
+        g_mutex_lock(&t->lock);
+        if (!dr->id || strcmp(dr->id, want))
+                t->bad_id++;
+        if (dr->partition >= 0 && dr->partition < R_PARTS)
+                g_array_append_val(t->order[dr->partition], i);
+        g_mutex_unlock(&t->lock);
+        ps_dr_cb(dr, t->ps); /* counts last: a waiter sees the order too */
+}
+
+typedef struct {
+        char *topic;
+        rbk_testcluster_t *tc;
+        rbk_conf_t *conf;
+        rbk_producer_t *p;
+        ring_track_t t;
+        ps_hooks_t h;
+        size_t stuck; /* messages sent to partition 0 */
+        /* Compactions counted when the ring was first seen enlarged, and
+         * at the end of ring_fill(). */
+        uint64_t comp_at_growth, comp_at_end;
+        int grown;
+} ring_t;
+
+/* Ring statistics from rbk_producer_stats_json(). */
+typedef struct {
+        uint64_t slots, compactions, growths;
+        uint64_t part_in_flight[R_PARTS];
+        uint64_t part_entries; /* partition entries in the JSON */
+        char state[32];
+} ring_stats_t;
+
+static uint64_t json_u64(const char *json, const char *name) {
+        char pat[64];
+        snprintf(pat, sizeof(pat), "\"%s\":", name);
+        const char *s = strstr(json, pat);
+        ck_assert_msg(s, "%s missing from %s", name, json);
+        return g_ascii_strtoull(s + strlen(pat), NULL, 10);
+}
+
+static ring_stats_t ring_stats(ring_t *r) {
+        ring_stats_t rs;
+        memset(&rs, 0, sizeof(rs));
+        char *json = rbk_producer_stats_json(r->p);
+        ck_assert(json);
+        rs.slots = json_u64(json, "outstanding_slots");
+        rs.compactions = json_u64(json, "outstanding_compactions");
+        rs.growths = json_u64(json, "outstanding_growths");
+        const char *st = strstr(json, "\"state\":\"");
+        ck_assert(st);
+        sscanf(st + 9, "%31[a-z_]", rs.state);
+        const char *s = strstr(json, "\"partitions\":[");
+        ck_assert(s);
+        while ((s = strstr(s, "{\"topic\":"))) {
+                s += 9;
+                const char *q = strstr(s, "\"partition\":");
+                ck_assert(q);
+                long part = strtol(q + 12, NULL, 10);
+                ck_assert_msg(part >= 0 && part < R_PARTS, "%s", json);
+                rs.part_in_flight[part] = json_u64(q, "in_flight");
+                rs.part_entries++;
+        }
+        rbk_free(json);
+        return rs;
+}
+
+static rbk_producer_stats_t pstats(rbk_producer_t *p) {
+        rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
+        ck_assert_int_eq(rbk_producer_stats(p, &st), RBK_OK);
+        return st;
+}
+
+/* Waits until in_flight is @want: it counts a message until its callback
+ * returned (and the batch's bookkeeping is done), a little after the
+ * tracker saw the report. */
+static void await_in_flight(rbk_producer_t *p, uint64_t want) {
+        gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+        while (pstats(p).in_flight != want && g_get_monotonic_time() < end)
+                g_usleep(1000); /* polling a condition */
+        ck_assert_uint_eq(pstats(p).in_flight, want);
+}
+
+static void ring_send(ring_t *r, size_t i, int32_t part) {
+        char id[32], v[64], errstr[512];
+        snprintf(id, sizeof(id), "ring-%zu", i);
+        snprintf(v, sizeof(v), "v%zu", i);
+        rbk_msg_t m = RBK_MSG_INIT;
+        m.topic = r->topic;
+        m.partition = part;
+        m.value = v;
+        m.value_len = strlen(v);
+        m.id = id;
+        m.opaque = (void *)(uintptr_t)(i + 1);
+        r->t.want_part[i] = part;
+        rbk_err_t err = rbk_producer_send(r->p, &m, errstr, sizeof(errstr));
+        ck_assert_msg(err == RBK_OK, "send %zu: %s", i, errstr);
+}
+
+/* Sends n messages: three quarters of the `stuck` ones to partition 0
+ * first (with 700, more than half of 1024 slots from the start), then
+ * the others on partitions 1 and 2 with the rest of the stuck ones spread
+ * among them, in chunks of `chunk`, waiting after each chunk until every
+ * message not on partition 0 is reported (so the ring holds the stuck
+ * records plus at most a chunk, and fills with cleared slots). */
+static void ring_fill(ring_t *r, size_t n, size_t stuck, size_t chunk) {
+        size_t first = stuck * 3 / 4, spread = stuck - first;
+        size_t step = (n - first) / (spread + 1);
+        size_t others = 0, sent_stuck = 0;
+        r->stuck = stuck;
+        for (size_t i = 0; i < n; i++) {
+                int to_zero = i < first || ((i - first) % step == step - 1 &&
+                                            sent_stuck < stuck);
+                if (to_zero) {
+                        ring_send(r, i, 0);
+                        sent_stuck++;
+                        continue;
+                }
+                ring_send(r, i, 1 + (int32_t)(others % 2));
+                if (++others % chunk == 0) {
+                        ck_assert(ps_track_wait(r->t.ps, others, 30000));
+                        ring_stats_t rs = ring_stats(r);
+                        if (rs.growths && !r->grown) {
+                                r->grown = 1;
+                                r->comp_at_growth = rs.compactions;
+                        }
+                }
+        }
+        ck_assert_uint_eq(sent_stuck, stuck);
+        ck_assert(ps_track_wait(r->t.ps, others, 30000));
+        await_in_flight(r->p, stuck);
+        r->comp_at_end = ring_stats(r).compactions;
+}
+
+static void ring_open(ring_t *r, const char *name, size_t n) {
+        memset(r, 0, sizeof(*r));
+        r->topic = topic_name(name);
+        r->tc = ps_cluster(r->topic, R_PARTS);
+        for (int p = 0; p < R_PARTS; p++)
+                ck_assert_int_eq(
+                    rbk_testcluster_set_leader(r->tc, r->topic, p, p + 1),
+                    RBK_OK);
+        r->t.ps = ps_track_new(n);
+        g_mutex_init(&r->t.lock);
+        r->t.want_part = g_new0(int32_t, n);
+        for (int p = 0; p < R_PARTS; p++)
+                r->t.order[p] = g_array_new(FALSE, FALSE, sizeof(size_t));
+        g_mutex_init(&r->h.lock);
+        r->conf = ps_conf(r->tc, NULL);
+        rbk_conf_set_delivery_cb(r->conf, ring_dr_cb, &r->t);
+        rbk_conf_set_hook(r->conf, ps_hook_cb, &r->h);
+        ps_set(r->conf, "rbk.metadata.warm.topics", r->topic);
+        /* Broker 1 comes back within the test's time. */
+        ps_set(r->conf, "reconnect.backoff.ms", "50");
+        ps_set(r->conf, "reconnect.backoff.max.ms", "500");
+        ps_set(r->conf, "rbk.producer.fatal.drain.ms", "200");
+        char errstr[512];
+        r->p = rbk_producer_new(r->conf, errstr, sizeof(errstr));
+        ck_assert_msg(r->p, "%s", errstr);
+        ck_assert_int_eq(rbk_testcluster_broker_down(r->tc, 1), RBK_OK);
+}
+
+static void ring_check_filled(ring_t *r, size_t n, uint64_t slots,
+                              uint64_t growths);
+
+/* ring_open(), ring_fill() in chunks of 128, ring_check_filled(). */
+static void ring_start(ring_t *r, const char *name, size_t n, size_t stuck,
+                       uint64_t slots, uint64_t growths) {
+        ring_open(r, name, n);
+        ring_fill(r, n, stuck, 128);
+        ring_check_filled(r, n, slots, growths);
+}
+
+static void ring_close(ring_t *r) {
+        rbk_producer_destroy(r->p);
+        rbk_conf_destroy(r->conf);
+        rbk_testcluster_destroy(r->tc);
+        for (int p = 0; p < R_PARTS; p++)
+                g_array_free(r->t.order[p], TRUE);
+        g_free(r->t.want_part);
+        g_mutex_clear(&r->t.lock);
+        ps_track_free(r->t.ps);
+        g_mutex_clear(&r->h.lock);
+        g_free(r->topic);
+}
+
+/* After ring_fill(): the stuck records alone are outstanding, and the
+ * statistics say so; the ring was compacted (and enlarged `growths` times
+ * to `slots`). */
+static void ring_check_filled(ring_t *r, size_t n, uint64_t slots,
+                              uint64_t growths) {
+        rbk_producer_stats_t st = pstats(r->p);
+        ck_assert_uint_eq(st.accepted, n);
+        ck_assert_uint_eq(st.delivered, n - r->stuck);
+        ck_assert_uint_eq(st.failed, 0);
+        ck_assert_uint_eq(st.in_flight, r->stuck);
+        ring_stats_t rs = ring_stats(r);
+        ck_assert_str_eq(rs.state, "running");
+        ck_assert_uint_eq(rs.part_entries, 1);
+        ck_assert_uint_eq(rs.part_in_flight[0], r->stuck);
+        ck_assert_uint_eq(rs.slots, slots);
+        ck_assert_uint_eq(rs.growths, growths);
+        ck_assert_uint_ge(rs.compactions, 1);
+        /* Enlarged, then compacted at its new size. */
+        if (growths)
+                ck_assert_msg(r->grown && r->comp_at_end > r->comp_at_growth,
+                              "compactions: %" G_GUINT64_FORMAT
+                              " when enlarged, %" G_GUINT64_FORMAT " at the end",
+                              r->comp_at_growth, r->comp_at_end);
+        g_mutex_lock(&r->t.ps->lock);
+        for (size_t i = 0; i < n; i++)
+                ck_assert_int_eq(r->t.ps->reports[i], r->t.want_part[i] != 0);
+        g_mutex_unlock(&r->t.ps->lock);
+        g_mutex_lock(&r->t.lock);
+        ck_assert_uint_eq(r->t.order[0]->len, 0);
+        g_mutex_unlock(&r->t.lock);
+        fprintf(stderr, "%s: %zu sent, %zu stuck: %" G_GUINT64_FORMAT
+                        " slots, %" G_GUINT64_FORMAT " compactions (%"
+                        G_GUINT64_FORMAT " before enlarging), %"
+                        G_GUINT64_FORMAT " growths\n",
+                r->topic, n, r->stuck, rs.slots, rs.compactions,
+                r->grown ? r->comp_at_growth : rs.compactions, rs.growths);
+}
+
+/* Every message reported exactly once, with its id and partition; per
+ * partition, reports and offsets come in acceptance order. `err` is the
+ * stuck records' result (RBK_OK when delivered). */
+static void ring_check_final(ring_t *r, size_t n, rbk_err_t stuck_err) {
+        ring_track_t *rt = &r->t;
+        ps_track_t *t = rt->ps;
+        g_mutex_lock(&rt->lock);
+        g_mutex_lock(&t->lock);
+        ck_assert_uint_eq(t->done, n);
+        ck_assert_uint_eq(rt->bad_id, 0);
+        ck_assert_uint_eq(t->bad_opaque, 0);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_msg(t->reports[i] == 1, "message %zu: %d reports", i,
+                              t->reports[i]);
+                ck_assert_int_eq(t->partition[i], rt->want_part[i]);
+                ck_assert_int_eq(t->err[i],
+                                 rt->want_part[i] == 0 ? stuck_err : RBK_OK);
+        }
+        for (int p = 0; p < R_PARTS; p++) {
+                GArray *o = rt->order[p];
+                size_t want = 0;
+                for (size_t i = 0; i < n; i++)
+                        want += rt->want_part[i] == p;
+                ck_assert_uint_eq(o->len, want);
+                for (guint j = 1; j < o->len; j++) {
+                        size_t a = g_array_index(o, size_t, j - 1),
+                               b = g_array_index(o, size_t, j);
+                        ck_assert_msg(a < b,
+                                      "partition %d: report of %zu after %zu",
+                                      p, b, a);
+                        if (t->err[b] == RBK_OK)
+                                ck_assert_int_lt(t->offset[a], t->offset[b]);
+                }
+        }
+        g_mutex_unlock(&t->lock);
+        g_mutex_unlock(&rt->lock);
+}
+
+/* The records of partition 0 in the log: exactly the stuck ones, once
+ * each, in acceptance order. */
+static void ring_check_log(ring_t *r, size_t n) {
+        GPtrArray *log = ps_read_topic(rbk_testcluster_bootstrap(r->tc),
+                                       r->topic, R_PARTS);
+        ck_assert_uint_eq(log->len, n);
+        long prev = -1;
+        size_t zero = 0;
+        for (guint j = 0; j < log->len; j++) {
+                ps_rec_t *rec = g_ptr_array_index(log, j);
+                ck_assert(rec->id && g_str_has_prefix(rec->id, "ring-"));
+                long i = strtol(rec->id + 5, NULL, 10);
+                ck_assert_int_eq(r->t.want_part[i], rec->partition);
+                if (rec->partition != 0)
+                        continue;
+                zero++;
+                ck_assert_msg(i > prev, "partition 0: %ld after %ld", i, prev);
+                prev = i;
+        }
+        ck_assert_uint_eq(zero, r->stuck);
+        g_ptr_array_free(log, TRUE);
+}
+
+/* The stuck partition recovers: everything is delivered once, in order. */
+static void ring_recover(const char *name, size_t n, size_t stuck,
+                         uint64_t slots, uint64_t growths) {
+        ring_t r;
+        ring_start(&r, name, n, stuck, slots, growths);
+        ck_assert_int_eq(rbk_testcluster_broker_up(r.tc, 1), RBK_OK);
+        ck_assert(ps_track_wait(r.t.ps, n, 30000));
+        ck_assert_int_eq(rbk_producer_flush(r.p, 30000), RBK_OK);
+        ring_check_final(&r, n, RBK_OK);
+        rbk_producer_stats_t st = pstats(r.p);
+        ck_assert_uint_eq(st.delivered, n);
+        ck_assert_uint_eq(st.in_flight, 0);
+        ck_assert_uint_eq(st.resent, 0);
+        ck_assert_int_eq(st.generation, 1);
+        ring_stats_t rs = ring_stats(&r);
+        ck_assert_uint_eq(rs.part_entries, 0);
+        ck_assert_uint_eq(rs.slots, slots);
+        ring_check_log(&r, n);
+        ck_assert_int_eq(rbk_producer_close(r.p, 5000), RBK_OK);
+        ring_close(&r);
+}
+
+/* 100 stuck records: at most about 100 + a chunk live, so the 1024 slots
+ * are compacted, never enlarged. */
+START_TEST(ring_compacts_while_partition_stuck) {
+        size_t n = (size_t)rbk_test_scale(6000, 3000);
+        ring_recover("ringcompact", n, 100, 1024, 0);
+}
+END_TEST
+
+/* 700 stuck records: 525 of them first, so more than half of 1024 are live
+ * when the ring is first full: it is enlarged to 2048, then compacted (at
+ * most about 700 + a chunk + a merge batch live, under half of 2048). */
+START_TEST(ring_grows_then_compacts_while_partition_stuck) {
+        size_t n = (size_t)rbk_test_scale(7000, 4000);
+        ring_recover("ringgrow", n, 700, 2048, 1);
+}
+END_TEST
+
+/* A fatal error with a compacted, enlarged ring: recovery re-sends exactly
+ * the stuck records, in acceptance order, each once. */
+START_TEST(ring_fatal_recovery_after_compaction) {
+        size_t n = (size_t)rbk_test_scale(7000, 4000);
+        ring_t r;
+        ring_start(&r, "ringfatal", n, 700, 2048, 1);
+        ck_assert_int_eq(
+            rbk_testing_fatal_error(r.p, RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
+                                    "injected by the test"),
+            RBK_OK);
+        /* The re-sent records wait for broker 1 again. */
+        gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+        while (ps_hook_count(&r.h, RBK_EV_FATAL_RECOVERED) < 1 &&
+               g_get_monotonic_time() < end)
+                g_usleep(10000); /* polling a condition */
+        ck_assert_int_eq(ps_hook_count(&r.h, RBK_EV_FATAL_RECOVERED), 1);
+        rbk_producer_stats_t st = pstats(r.p);
+        ck_assert_int_eq(st.generation, 2);
+        ck_assert_uint_eq(st.resent, r.stuck);
+        ck_assert_uint_eq(st.in_flight, r.stuck);
+        ck_assert_uint_eq(st.delivered, n - r.stuck);
+        ring_stats_t rs = ring_stats(&r);
+        ck_assert_uint_eq(rs.part_entries, 1);
+        ck_assert_uint_eq(rs.part_in_flight[0], r.stuck);
+        g_mutex_lock(&r.t.ps->lock);
+        ck_assert_uint_eq(r.t.ps->done, n - r.stuck);
+        g_mutex_unlock(&r.t.ps->lock);
+        ck_assert_int_eq(rbk_testcluster_broker_up(r.tc, 1), RBK_OK);
+        ck_assert(ps_track_wait(r.t.ps, n, 30000));
+        ck_assert_int_eq(rbk_producer_flush(r.p, 30000), RBK_OK);
+        ring_check_final(&r, n, RBK_OK);
+        g_mutex_lock(&r.t.ps->lock);
+        for (size_t i = 0; i < n; i++) {
+                ck_assert_int_eq(r.t.ps->resent[i], r.t.want_part[i] == 0);
+                ck_assert_int_eq(r.t.ps->pp[i], 0);
+        }
+        g_mutex_unlock(&r.t.ps->lock);
+        st = pstats(r.p);
+        ck_assert_uint_eq(st.delivered, n);
+        ck_assert_uint_eq(st.in_flight, 0);
+        ck_assert_uint_eq(st.resent, r.stuck);
+        ck_assert_uint_eq(st.fatal_errors, 1);
+        ck_assert_int_eq(ps_hook_count(&r.h, RBK_EV_DELIVERY_FAILED), 0);
+        ring_check_log(&r, n);
+        ck_assert_int_eq(rbk_producer_close(r.p, 5000), RBK_OK);
+        ring_close(&r);
+}
+END_TEST
+
+/* Close with a compacted ring: every stuck record is reported once, with
+ * RBK_ERR_SHUTDOWN; the others were delivered. */
+START_TEST(ring_close_after_compaction) {
+        size_t n = (size_t)rbk_test_scale(6000, 3000);
+        ring_t r;
+        ring_start(&r, "ringclose", n, 100, 1024, 0);
+        ck_assert_int_eq(rbk_producer_close(r.p, 500), RBK_ERR_TIMED_OUT);
+        ck_assert(ps_track_wait(r.t.ps, n, 1));
+        ring_check_final(&r, n, RBK_ERR_SHUTDOWN);
+        rbk_producer_stats_t st = pstats(r.p);
+        ck_assert_uint_eq(st.delivered, n - r.stuck);
+        ck_assert_uint_eq(st.failed, r.stuck);
+        ck_assert_uint_eq(st.in_flight, 0);
+        ring_stats_t rs = ring_stats(&r);
+        ck_assert_str_eq(rs.state, "closed");
+        ck_assert_uint_eq(rs.part_entries, 0);
+        ck_assert_int_eq(ps_hook_count(&r.h, RBK_EV_SHUTDOWN_UNDELIVERED), 1);
+        ring_close(&r);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("producer_faults");
         RBK_TCASE(s, leader_moves_mid_stream, 90);
@@ -532,6 +954,10 @@ static Suite *suite(void) {
         RBK_TCASE(s, fatal_test_fatal_error, 90);
         RBK_TCASE(s, fatal_gives_up, 60);
         RBK_TCASE(s, all_brokers_down_past_delivery_timeout, 60);
+        RBK_TCASE(s, ring_compacts_while_partition_stuck, 60);
+        RBK_TCASE(s, ring_grows_then_compacts_while_partition_stuck, 60);
+        RBK_TCASE(s, ring_fatal_recovery_after_compaction, 60);
+        RBK_TCASE(s, ring_close_after_compaction, 60);
         return s;
 }
 

@@ -29,29 +29,11 @@ void rbk__consumer_emit(rbk_consumer_t *c, rbk_event_t *ev) {
         rbk__hooks_emit(c->hooks, ev);
 }
 
-void rbk__consumer_emit_part(rbk_consumer_t *c, rbk_event_t *ev,
-                             rbk__part_t *p, int kind, int64_t offset,
-                             const char *id, char *msg) {
-        char *key = rbk__incident_key((rbk__incident_kind_t)kind, c->ugroup,
-                                      p->utopic, p->partition, offset);
-        ev->topic = p->topic;
-        ev->partition = p->partition;
-        ev->offset = offset;
-        ev->id = id;
-        ev->incident_key = key;
-        ev->message = msg;
-        rbk__consumer_emit(c, ev);
-        g_free(msg);
-        g_free(key);
-}
-
-/* Fires @ev about the dedup window of topic/partition (incident key
- * "group/topic/partition/@what") with @msg (freed). No lock held. */
-static void rbk__emit_dedup(rbk_consumer_t *c, rbk_event_t *ev,
-                            const char *topic, int32_t partition,
-                            const char *what, char *msg) {
-        char *key = g_strdup_printf("%s/%s/%" PRId32 "/%s", c->ugroup, topic,
-                                    partition, what);
+/* Fires @ev about topic/partition with incident key @key and @msg (both
+ * freed). No lock held. */
+static void rbk__emit_keyed(rbk_consumer_t *c, rbk_event_t *ev,
+                            const char *topic, int32_t partition, char *key,
+                            char *msg) {
         ev->topic = topic;
         ev->partition = partition;
         ev->incident_key = key;
@@ -59,6 +41,29 @@ static void rbk__emit_dedup(rbk_consumer_t *c, rbk_event_t *ev,
         rbk__consumer_emit(c, ev);
         g_free(msg);
         g_free(key);
+}
+
+void rbk__consumer_emit_part(rbk_consumer_t *c, rbk_event_t *ev,
+                             rbk__part_t *p, int kind, int64_t offset,
+                             const char *id, char *msg) {
+        ev->offset = offset;
+        ev->id = id;
+        rbk__emit_keyed(c, ev, p->topic, p->partition,
+                        rbk__incident_key((rbk__incident_kind_t)kind,
+                                          c->ugroup, p->utopic, p->partition,
+                                          offset),
+                        msg);
+}
+
+/* Fires @ev about the dedup window of topic/partition (incident key
+ * "group/topic/partition/@what") with @msg (freed). No lock held. */
+static void rbk__emit_dedup(rbk_consumer_t *c, rbk_event_t *ev,
+                            const char *topic, int32_t partition,
+                            const char *what, char *msg) {
+        rbk__emit_keyed(c, ev, topic, partition,
+                        g_strdup_printf("%s/%s/%" PRId32 "/%s", c->ugroup,
+                                        topic, partition, what),
+                        msg);
 }
 
 void rbk__consumer_dedup_error(rbk_consumer_t *c, const char *topic,

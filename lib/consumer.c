@@ -761,6 +761,15 @@ rbk_consumer_t *rbk_consumer_new(const rbk_conf_t *conf, char *errstr,
         rd_kafka_conf_set_stats_cb(rc, rbk__stats_cb);
         c->stats_cb = conf->stats_cb;
         c->stats_opaque = conf->stats_opaque;
+        char gv[256];
+        size_t gvsz = sizeof(gv);
+        c->static_member = rd_kafka_conf_get(rc, "group.instance.id", gv,
+                                             &gvsz) == RD_KAFKA_CONF_OK &&
+                           gv[0] != '\0';
+        gvsz = sizeof(gv);
+        c->classic_group = rd_kafka_conf_get(rc, "group.protocol", gv,
+                                             &gvsz) != RD_KAFKA_CONF_OK ||
+                           !g_ascii_strcasecmp(gv, "classic");
         char sto[32];
         size_t stosz = sizeof(sto);
         c->session_timeout_ms =
@@ -1525,9 +1534,27 @@ rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
  * then finds nothing assigned and no commit of ours outstanding, so no
  * commit or unassign of ours runs while the group terminates (librdkafka
  * 2.0's rd_kafka_cgrp_terminated() aborts the process when one is
- * outstanding at that moment). Bounded by half the time left before
- * @deadline: whatever is left, the close below finishes as before. Poll
- * thread (poll_mu held). */
+ * outstanding at that moment). The group is left once librdkafka has sent
+ * its LeaveGroup, which clears the member id (classic protocol): under
+ * the incremental protocol that happens only after the revoke's own commit
+ * is answered, and a close begun before it terminates the group without
+ * leaving it, so the others wait a session timeout for the partitions.
+ * A static member (group.instance.id) does not leave: unsubscribing would
+ * send the LeaveGroup its static id exists to avoid; its commits are
+ * still answered here. Bounded by half the time left before @deadline:
+ * whatever is left, the close below finishes as before. Poll thread
+ * (poll_mu held). */
+/* The member id is cleared when librdkafka sends the LeaveGroup (or
+ * finds no coordinator to send it to), and is empty for a member that
+ * never joined. */
+static int rbk__group_left(rbk_consumer_t *c) {
+        char *id = rd_kafka_memberid(c->rk);
+        int left = !id || !*id;
+        if (id)
+                rd_kafka_mem_free(c->rk, id);
+        return left;
+}
+
 static void rbk__close_leave(rbk_consumer_t *c, int64_t deadline) {
         /* Half the time left at most: the close below needs the rest. */
         int64_t now = rbk__now_ms();
@@ -1536,7 +1563,8 @@ static void rbk__close_leave(rbk_consumer_t *c, int64_t deadline) {
         g_mutex_lock(&c->lock);
         int subscribed = c->subscribed;
         g_mutex_unlock(&c->lock);
-        if (subscribed) {
+        int leaving = subscribed && !c->static_member;
+        if (leaving) {
                 rd_kafka_resp_err_t err = rd_kafka_unsubscribe(c->rk);
                 if (err)
                         rbk__log(c->hooks, 4, "consumer",
@@ -1556,7 +1584,8 @@ static void rbk__close_leave(rbk_consumer_t *c, int64_t deadline) {
                 if (a)
                         rd_kafka_topic_partition_list_destroy(a);
                 if (!assigned && !inflight &&
-                    rd_kafka_queue_length(c->cq) == 0)
+                    rd_kafka_queue_length(c->cq) == 0 &&
+                    (!leaving || !c->classic_group || rbk__group_left(c)))
                         break;
                 /* Serves the rebalance and offset commit callbacks; the
                  * messages wait in their partitions' own queues. */

@@ -241,6 +241,10 @@ struct rbk_consumer_s {
         int64_t dlq_limit;           /* dead letters per window, 0: none */
         int64_t dlq_limit_window_ms;
         int cooperative; /* the group's rebalance protocol is COOPERATIVE */
+        int static_member; /* group.instance.id is set: close keeps the
+                            * membership (KIP-345) */
+        int classic_group; /* group.protocol is classic (librdkafka < 2.4
+                            * knows no other): leaving clears the member id */
         /* consumer_assign.c: the library's own periodic commit, in place of
          * librdkafka's enable.auto.commit when a persistent dedup store is
          * configured (auto.commit.interval.ms; 0: off). */

@@ -856,6 +856,78 @@ START_TEST(close_refuses_commits_of_other_threads) {
 }
 END_TEST
 
+/* Counts librdkafka's "leave" lines (a LeaveGroup sent, or found needless
+ * for want of a coordinator) once close has begun. */
+typedef struct {
+        GMutex lock;
+        int closing;
+        int leaves;
+} leave_count_t;
+
+static void leave_count_log(int level, const char *fac, const char *line,
+                            void *opaque) {
+        leave_count_t *lc = opaque;
+        cs_log_cb(level, fac, line, NULL);
+        if (!fac || strcmp(fac, "LEAVE") || !strstr(line, "leave (in state"))
+                return;
+        g_mutex_lock(&lc->lock);
+        if (lc->closing)
+                lc->leaves++;
+        g_mutex_unlock(&lc->lock);
+}
+
+/* Returns the leave lines seen while closing a consumer of @group that
+ * handled the 10 messages of t-lv; @instance: group.instance.id or NULL. */
+static int close_and_count_leaves(cs_cluster_t *cl, const char *group,
+                                  const char *instance) {
+        char e[512];
+        leave_count_t lc;
+        memset(&lc, 0, sizeof(lc));
+        g_mutex_init(&lc.lock);
+        rbk_conf_t *conf = cs_conf(cl, group);
+        cs_set(conf, "debug", "cgrp");
+        if (instance)
+                cs_set(conf, "group.instance.id", instance);
+        rbk_conf_set_log_cb(conf, leave_count_log, &lc);
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {"t-lv"};
+        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
+                         RBK_OK);
+        cs_rec_t *rec = cs_rec_new();
+        ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
+        ck_assert(CS_WAIT(cs_rec_total(rec) == 10, 60000));
+        rbk_consumer_stop(c);
+        g_mutex_lock(&lc.lock);
+        lc.closing = 1;
+        g_mutex_unlock(&lc.lock);
+        ck_assert_int_eq(rbk_consumer_close(c, 20000), RBK_OK);
+        ck_assert_int_eq(cs_committed(cl, group, "t-lv", 0, NULL, 0), 10);
+        rbk_consumer_destroy(c);
+        g_mutex_lock(&lc.lock);
+        int leaves = lc.leaves;
+        g_mutex_unlock(&lc.lock);
+        cs_rec_free(rec);
+        rbk_conf_destroy(conf);
+        g_mutex_clear(&lc.lock);
+        return leaves;
+}
+
+/* Close leaves the group before librdkafka terminates it, so the others
+ * get the partitions at once, under either rebalance protocol (under the
+ * incremental one librdkafka sends its LeaveGroup only once the revoke's
+ * commit is answered, and a group terminated before that is not left); a
+ * static member's close keeps its membership (docs/consumer.md). */
+START_TEST(close_leaves_the_group_unless_static) {
+        cs_cluster_t *cl = cs_cluster_new();
+        cs_topic(cl, "t-lv", 1);
+        cs_produce(cl, "t-lv", 0, 0, 10, "lv");
+        ck_assert_int_eq(close_and_count_leaves(cl, "g-lv", NULL), 1);
+        ck_assert_int_eq(close_and_count_leaves(cl, "g-lv-static", "lv-1"), 0);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
 /* ------------------------------------------------------------ poll API */
 
 START_TEST(poll_api) {
@@ -1314,6 +1386,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, gave_up_partition_is_held_until_resolved, 120);
         RBK_TCASE(s, shutdown_commits_in_flight_and_nothing_after, 120);
         RBK_TCASE(s, close_refuses_commits_of_other_threads, 120);
+        RBK_TCASE(s, close_leaves_the_group_unless_static, 120);
         RBK_TCASE(s, poll_api, 120);
         RBK_TCASE(s, headers_are_iterated_in_order, 60);
         RBK_TCASE(s, stall_watchdog_and_stats, 120);

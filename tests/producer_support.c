@@ -347,6 +347,8 @@ ps_check_t ps_check_log(ps_track_t *t, GPtrArray *log) {
                 if (!t->reports[i] || t->state[i] != PS_DELIVERED ||
                     (t->id[i] && g_hash_table_contains(seen, t->id[i])))
                         continue;
+                if (t->offset[i] == RD_KAFKA_OFFSET_INVALID)
+                        c.missing_implicit++;
                 if (c.missing++ >= 4)
                         continue;
                 const char *there = "nothing";

@@ -112,6 +112,9 @@ typedef struct {
         size_t dup_ids;       /* records whose id appeared before */
         size_t dup_unflagged; /* of those, without rbk-resent or same-id */
         size_t missing;       /* delivered ids not found */
+        size_t missing_implicit; /* of those, reported at offset -1001:
+                                  * acknowledged implicitly by a later
+                                  * request's success */
         size_t unknown;       /* ids in the log no report named */
         size_t order_errors;  /* per-key first occurrences out of order */
         size_t no_id;         /* records without an id header */

@@ -25,6 +25,10 @@ typedef struct {
         fault_fn *fault;
         int allow_dups; /* the fault makes real duplicates (same id) */
         const char *conf[8][2];
+        /* The mock may acknowledge messages it never wrote (see
+         * leader_moves_mid_stream): a delivered id may be missing from the
+         * log only if it was reported at offset -1001. */
+        int mock_implicit_acks;
 } scenario_t;
 
 static void pin_leaders(rbk_testcluster_t *tc, const char *topic) {
@@ -74,7 +78,9 @@ static void run_scenario(const scenario_t *sc) {
         GPtrArray *log = ps_read_topic(rbk_testcluster_bootstrap(tc), topic,
                                        T_PARTS);
         ps_check_t k = ps_check_log(t, log);
-        ck_assert_msg(k.missing == 0, "%zu delivered ids missing from the log: %s",
+        size_t lost = k.missing - (sc->mock_implicit_acks ? k.missing_implicit
+                                                          : 0);
+        ck_assert_msg(lost == 0, "%zu delivered ids missing from the log: %s",
                       k.missing, k.missing_eg);
         ck_assert_uint_eq(k.unknown, 0);
         ck_assert_uint_eq(k.no_id, 0);
@@ -82,17 +88,17 @@ static void run_scenario(const scenario_t *sc) {
         if (!sc->allow_dups) {
                 ck_assert_msg(k.dup_ids == 0, "%s: %zu duplicate ids",
                               sc->name, k.dup_ids);
-                ck_assert_uint_eq(k.records, sc->n);
+                ck_assert_uint_eq(k.records, sc->n - k.missing);
         } else {
-                ck_assert_uint_eq(k.records, sc->n + k.dup_ids);
+                ck_assert_uint_eq(k.records, sc->n + k.dup_ids - k.missing);
         }
         rbk_producer_stats_t st = RBK_PRODUCER_STATS_INIT;
         rbk_producer_stats(p, &st);
         ck_assert_int_eq(st.generation, 1);
         ck_assert_uint_eq(st.delivered, sc->n);
         fprintf(stderr, "%s: %zu sent, %zu records in the log, %zu duplicate "
-                        "ids\n",
-                sc->name, sc->n, k.records, k.dup_ids);
+                        "ids, %zu acknowledged implicitly and not written\n",
+                sc->name, sc->n, k.records, k.dup_ids, k.missing);
         g_ptr_array_free(log, TRUE);
         rbk_producer_destroy(p);
         rbk_conf_destroy(conf);
@@ -110,21 +116,28 @@ static void fault_leader_move(rbk_testcluster_t *tc, const char *topic,
                                  RBK_OK);
 }
 
-/* One request in flight (see PUSHED_CONF below): a request that reaches
- * the old leader after the move is refused while a later one may already
- * be accepted by the new leader; the mock, which checks no sequences for
- * idempotent producers, appends the later one, and librdkafka then
+/* One request in flight (see PUSHED_CONF below). Even so, a request that
+ * reaches the old leader after the move is refused while a later one, on
+ * the connection to the new leader, may already be accepted; the mock,
+ * which checks no sequences for idempotent producers, appends the later
+ * one (a real broker refuses it as out of order), and librdkafka then
  * acknowledges the refused messages implicitly (offset -1001) although the
- * mock never wrote them. Seen on a loaded machine under valgrind. Several
- * requests in flight through leader changes are covered against real
- * brokers by the chaos suite, which reads the log back. */
+ * mock never wrote them. Seen on a loaded machine under valgrind (about
+ * 2,000 of 20,000 in one run of three). So here, and only for ids reported
+ * at offset -1001, a delivered id may be missing from the mock's log;
+ * everything else (one report each, none failed, per-key order, the
+ * generation, every id reported at an offset found there) is asserted.
+ * Several requests in flight through leader changes are covered against
+ * real brokers by the chaos suite, which reads the log back and allows no
+ * loss. */
 START_TEST(leader_moves_mid_stream) {
         scenario_t sc = {"leadermove",
                          20000,
                          fault_leader_move,
                          0,
                          {{"max.in.flight.requests.per.connection", "1"},
-                          {NULL, NULL}}};
+                          {NULL, NULL}},
+                         1};
         run_scenario(&sc);
 }
 END_TEST
@@ -147,7 +160,7 @@ static void fault_leader_down_up(rbk_testcluster_t *tc, const char *topic,
  * order must hold. The real-Kafka chaos suite asserts that the log holds
  * no duplicate when brokers are killed. */
 START_TEST(leader_down_then_up) {
-        scenario_t sc = {"downup", 20000, fault_leader_down_up, 1, {{NULL}}};
+        scenario_t sc = {"downup", 20000, fault_leader_down_up, 1, {{NULL}}, 0};
         run_scenario(&sc);
 }
 END_TEST
@@ -172,21 +185,21 @@ static void fault_push(rbk_testcluster_t *tc, const char *topic, int phase) {
 
 START_TEST(pushed_not_leader_for_partition) {
         pushed_err = RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION;
-        scenario_t sc = {"notleader", 6000, fault_push, 0, PUSHED_CONF};
+        scenario_t sc = {"notleader", 6000, fault_push, 0, PUSHED_CONF, 0};
         run_scenario(&sc);
 }
 END_TEST
 
 START_TEST(pushed_request_timed_out) {
         pushed_err = RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT;
-        scenario_t sc = {"reqtimeout", 6000, fault_push, 0, PUSHED_CONF};
+        scenario_t sc = {"reqtimeout", 6000, fault_push, 0, PUSHED_CONF, 0};
         run_scenario(&sc);
 }
 END_TEST
 
 START_TEST(pushed_leader_not_available) {
         pushed_err = RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE;
-        scenario_t sc = {"leadernotavail", 6000, fault_push, 0, PUSHED_CONF};
+        scenario_t sc = {"leadernotavail", 6000, fault_push, 0, PUSHED_CONF, 0};
         run_scenario(&sc);
 }
 END_TEST
@@ -206,7 +219,8 @@ START_TEST(delayed_produce_response) {
                          6000,
                          fault_delay,
                          1,
-                         {{"socket.timeout.ms", "1000"}, {NULL, NULL}}};
+                         {{"socket.timeout.ms", "1000"}, {NULL, NULL}},
+                         0};
         run_scenario(&sc);
 }
 END_TEST

@@ -119,6 +119,17 @@ void cs_set(rbk_conf_t *conf, const char *k, const char *v) {
                       "%s: %s", k, e);
 }
 
+rbk_consumer_t *cs_consumer_subscribed(rbk_conf_t *conf, const char *topic) {
+        char e[512];
+        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
+        ck_assert_msg(c != NULL, "%s", e);
+        const char *topics[] = {topic};
+        ck_assert_msg(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)) ==
+                          RBK_OK,
+                      "subscribe %s: %s", topic, e);
+        return c;
+}
+
 /* The committed offset of a group for one partition, read with a plain
  * librdkafka consumer of the same group (-1001 when none). */
 int64_t cs_committed(cs_cluster_t *cl, const char *group, const char *topic,

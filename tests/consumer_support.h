@@ -47,6 +47,8 @@ void cs_produce(cs_cluster_t *cl, const char *topic, int32_t partition,
 rbk_conf_t *cs_conf(cs_cluster_t *cl, const char *group);
 /* Sets one configuration property; fails the test if refused. */
 void cs_set(rbk_conf_t *conf, const char *k, const char *v);
+/* A consumer made from @conf and subscribed to @topic (asserted). */
+rbk_consumer_t *cs_consumer_subscribed(rbk_conf_t *conf, const char *topic);
 /* The group's committed offset of a partition (-1001 when none), and its
  * metadata into @meta when given. */
 int64_t cs_committed(cs_cluster_t *cl, const char *group, const char *topic,

@@ -154,7 +154,6 @@ typedef struct {
 } run_arg_t;
 
 START_TEST(run_handles_everything_in_order) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-basic", 4);
         for (int p = 0; p < 4; p++)
@@ -162,11 +161,7 @@ START_TEST(run_handles_everything_in_order) {
         rbk_conf_t *conf = cs_conf(cl, "g-basic");
         cs_set(conf, "rbk.consumer.workers", "3");
         cs_set(conf, "rbk.consumer.queue.max", "20"); /* exercise pausing */
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-basic"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-basic");
         cs_rec_t *rec = cs_rec_new();
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_ERR_STATE);
@@ -210,15 +205,10 @@ static int committed_reaches(void *arg) {
 }
 
 START_TEST(offsets_are_committed_while_running) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-ac", 2);
         rbk_conf_t *conf = cs_conf(cl, "g-ac"); /* auto commit every 500 ms */
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-ac"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-ac");
         cs_rec_t *rec = cs_rec_new();
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
         commit_wait_t w = {cl, 0};
@@ -335,13 +325,8 @@ START_TEST(at_least_once_across_a_crash) {
         ck_assert_int_ge(before, 250); /* workers in parallel may add a few */
 
         /* A new consumer of the same group finishes the job. */
-        char e[512];
         rbk_conf_t *conf = cs_conf(cl, "g-alo");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-alo"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-alo");
         cs_rec_t *rec2 = cs_rec_new();
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec2), RBK_OK);
         ck_assert(CS_WAIT(({
@@ -414,18 +399,13 @@ static int count_partition(cs_rec_t *r, const char *topic, int p) {
 }
 
 START_TEST(blocked_partition_does_not_block_others) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-iso", 4);
         cs_produce(cl, "t-iso", 0, 0, 100, "i");
         rbk_conf_t *conf = cs_conf(cl, "g-iso");
         cs_set(conf, "rbk.consumer.workers", "2"); /* fewer than partitions */
         cs_set(conf, "rbk.consumer.queue.max", "10");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-iso"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-iso");
         block_t b = {.rec = cs_rec_new()};
         g_mutex_init(&b.lock);
         g_cond_init(&b.cond);
@@ -525,18 +505,13 @@ static rbk_verdict_t h_retry(const rbk_message_t *m, void *opaque) {
 }
 
 START_TEST(retry_hands_the_same_message_again) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-retry", 3);
         for (int p = 0; p < 3; p++)
                 cs_produce(cl, "t-retry", p, 0, 10, "r");
         rbk_conf_t *conf = cs_conf(cl, "g-retry");
         cs_set(conf, "rbk.consumer.retry.backoff.ms", "300");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-retry"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-retry");
         retry_t r = {.rec = cs_rec_new()};
         g_mutex_init(&r.lock);
         /* Other partitions get more messages while partition 1 backs off. */
@@ -600,11 +575,7 @@ START_TEST(gave_up_partition_is_held_until_resolved) {
         cs_set(conf, "rbk.consumer.retry.max.attempts", "3");
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-gu"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-gu");
         giveup_t g = {.rec = cs_rec_new(), .fail = 1};
         ck_assert_int_eq(rbk_consumer_start(c, h_giveup, &g), RBK_OK);
         ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_HANDLER_GAVE_UP) == 1,
@@ -694,18 +665,13 @@ static gpointer release_when_closing(gpointer arg) {
 }
 
 START_TEST(shutdown_commits_in_flight_and_nothing_after) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-sd", 3);
         for (int p = 0; p < 3; p++)
                 cs_produce(cl, "t-sd", p, 0, 20, "s");
         rbk_conf_t *conf = cs_conf(cl, "g-sd");
         cs_set(conf, "auto.commit.interval.ms", "60000");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-sd"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-sd");
         inflight_t f = {.rec = cs_rec_new(), .c = c};
         g_mutex_init(&f.lock);
         g_cond_init(&f.cond);
@@ -880,7 +846,6 @@ static void leave_count_log(int level, const char *fac, const char *line,
  * handled the 10 messages of t-lv; @instance: group.instance.id or NULL. */
 static int close_and_count_leaves(cs_cluster_t *cl, const char *group,
                                   const char *instance) {
-        char e[512];
         leave_count_t lc;
         memset(&lc, 0, sizeof(lc));
         g_mutex_init(&lc.lock);
@@ -889,11 +854,7 @@ static int close_and_count_leaves(cs_cluster_t *cl, const char *group,
         if (instance)
                 cs_set(conf, "group.instance.id", instance);
         rbk_conf_set_log_cb(conf, leave_count_log, &lc);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-lv"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-lv");
         cs_rec_t *rec = cs_rec_new();
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
         ck_assert(CS_WAIT(cs_rec_total(rec) == 10, 60000));
@@ -1004,7 +965,6 @@ END_TEST
 /* Every header of a message, in produced order, duplicate names and the
  * library's id included. */
 START_TEST(headers_are_iterated_in_order) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-hdr", 1);
         rd_kafka_resp_err_t err = rd_kafka_producev(
@@ -1018,11 +978,7 @@ START_TEST(headers_are_iterated_in_order) {
         ck_assert_int_eq(rd_kafka_flush(cl->prk, 20000), 0);
         rbk_conf_t *conf = cs_conf(cl, "g-hdr");
         cs_set(conf, "rbk.consumer.initial.offset", "earliest");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-hdr"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-hdr");
         rbk_message_t *m = NULL;
         gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
         while (!m && g_get_monotonic_time() < deadline)
@@ -1110,7 +1066,6 @@ static int stalls_of(cs_events_t *h, int32_t partition) {
 }
 
 START_TEST(stall_watchdog_and_stats) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-stall", 2);
         for (int p = 0; p < 2; p++)
@@ -1119,11 +1074,7 @@ START_TEST(stall_watchdog_and_stats) {
         cs_set(conf, "rbk.consumer.stall.timeout.ms", "800");
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-stall"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-stall");
         stall_t s = {0};
         g_mutex_init(&s.lock);
         g_cond_init(&s.cond);
@@ -1185,16 +1136,11 @@ static gpointer raise_when_done(gpointer a) {
 }
 
 START_TEST(run_returns_after_sigterm) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-sig", 1);
         cs_produce(cl, "t-sig", 0, 0, 10, "sig");
         rbk_conf_t *conf = cs_conf(cl, "g-sig");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-sig"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-sig");
         sig_consumer = c;
         struct sigaction sa = {0};
         sa.sa_handler = on_term;
@@ -1216,7 +1162,6 @@ END_TEST
 /* ------------------------------------------------------------ dedup */
 
 START_TEST(duplicates_are_dropped_but_committed) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-dup", 2);
         for (int p = 0; p < 2; p++) {
@@ -1225,11 +1170,7 @@ START_TEST(duplicates_are_dropped_but_committed) {
                 cs_produce(cl, "t-dup", p, 10, 3, "u");
         }
         rbk_conf_t *conf = cs_conf(cl, "g-dup");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-dup"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-dup");
         cs_rec_t *rec = cs_rec_new();
         rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
@@ -1315,7 +1256,6 @@ static int lost_get(lost_t *l, int *field) {
  * last commit (nothing was committed). The message that handler finished
  * is dropped by the dedup window, not handed to the handler again. */
 START_TEST(handled_after_loss_is_not_handed_again) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-lost", 1);
         cs_produce(cl, "t-lost", 0, 0, 5, "l");
@@ -1326,11 +1266,7 @@ START_TEST(handled_after_loss_is_not_handed_again) {
         g_cond_init(&l.cond);
         l.rec = cs_rec_new();
         rbk_conf_set_rebalance_cb(conf, lost_rebalance, &l);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-lost"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-lost");
         ck_assert_int_eq(rbk_consumer_start(c, h_lost, &l), RBK_OK);
         ck_assert_msg(CS_WAIT(lost_get(&l, &l.holding), 60000),
                       "offset 0 never reached the handler");

@@ -71,12 +71,7 @@ static guint bt_max(bt_t *b) {
 }
 
 static rbk_consumer_t *bt_start(cs_cluster_t *cl, rbk_conf_t *conf, bt_t *b) {
-        char e[512];
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-b"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-b");
         ck_assert_int_eq(rbk_consumer_start_batch(c, h_batch, b), RBK_OK);
         return c;
 }
@@ -192,18 +187,13 @@ END_TEST
 /* The poll API's batches: handed out together, a partial verdict retried
  * from the first unhandled message, a stale batch refused. */
 START_TEST(poll_batches) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-b", 1);
         cs_produce(cl, "t-b", 0, 0, 40, "q");
         cs_produce(cl, "t-b", 0, 0, 3, "q"); /* copies: dropped */
         rbk_conf_t *conf = cs_conf(cl, "g-pb");
         cs_set(conf, "rbk.consumer.retry.backoff.ms", "10");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-b"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-b");
         rbk_message_t *m[16];
         size_t n = 0;
         ck_assert_int_eq(rbk_consumer_poll_batch(c, 100, m, 0, &n),

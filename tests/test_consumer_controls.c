@@ -45,12 +45,7 @@ static int stats_has(rbk_consumer_t *c, const char *needle) {
 }
 
 static rbk_consumer_t *start(cs_cluster_t *cl, rbk_conf_t *conf, ctl_t *x) {
-        char e[512];
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-c"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-c");
         ck_assert_int_eq(rbk_consumer_start(c, h_ctl, x), RBK_OK);
         return c;
 }

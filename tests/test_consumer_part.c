@@ -10,16 +10,11 @@
 /* ------------------------------------------------------------ stale done */
 
 START_TEST(stale_done_is_refused) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-sd", 1);
         cs_produce(cl, "t-sd", 0, 0, 5, "sd");
         rbk_conf_t *conf = cs_conf(cl, "g-sd");
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-sd"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-sd");
         rbk_message_t *a = NULL, *b = NULL, *x = NULL;
         for (int i = 0; i < 600 && !a; i++)
                 ck_assert_int_eq(rbk_consumer_poll(c, 100, &a), RBK_OK);
@@ -150,11 +145,7 @@ START_TEST(lagging_consumer_handles_what_it_fetched) {
         cs_set(conf, "queued.min.messages", "15");
         cs_set(conf, "rbk.consumer.initial.offset", "earliest");
         rbk_conf_set_hook(conf, cs_hook, l.evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-lag"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-lag");
         ck_assert_int_eq(rbk_consumer_start(c, h_lag, &l), RBK_OK);
         /* The handler is behind: it waits at 15 with 15..39 fetched. */
         ck_assert(CS_WAIT(({
@@ -232,7 +223,6 @@ static rbk_verdict_t h_dq(const rbk_message_t *m, void *opaque) {
 }
 
 START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-dr", 2);
         cs_topic(cl, "t-dr-dlq", 1);
@@ -253,11 +243,7 @@ START_TEST(revoke_never_frees_a_dead_letter_in_flight) {
         cs_set(conf, "rbk.consumer.revoke.timeout.ms", "50");
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-dr"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-dr");
         dq_t d = {.rec = cs_rec_new(), .fail = 10};
         ck_assert_int_eq(rbk_consumer_start(c, h_dq, &d), RBK_OK);
         ck_assert(CS_WAIT(cs_rec_has(d.rec, "dr-0-0"), 60000));
@@ -307,7 +293,6 @@ static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
  * position" -1001, an offset already received) change nothing: no
  * quarantine, no re-assign, no message handed twice. */
 START_TEST(stale_reports_change_nothing) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-st", 1);
         cs_produce(cl, "t-st", 0, 0, 10, "st");
@@ -316,11 +301,7 @@ START_TEST(stale_reports_change_nothing) {
         cs_set(conf, "rbk.dedup.enable", "false"); /* a replay would show */
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-st"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-st");
         cs_rec_t *rec = cs_rec_new();
         ck_assert_int_eq(rbk_consumer_start(c, h_rec, rec), RBK_OK);
         ck_assert(CS_WAIT(cs_rec_total(rec) == 10, 60000));

@@ -325,7 +325,7 @@ static int count_p(cs_rec_t *r, const char *topic, int p) {
 }
 
 START_TEST(dead_letter_after_delivery) {
-        char e[512], b[256];
+        char b[256];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-src", 2);
         cs_topic(cl, "t-dlq", 1);
@@ -346,11 +346,7 @@ START_TEST(dead_letter_after_delivery) {
         cs_set(conf, "rbk.consumer.retry.backoff.ms", "10");
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-src"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-src");
         dl_t d = {.rec = cs_rec_new(), .fail = 1};
         /* Delay the dead letter's Produce (after the producer warmed up:
          * the first request to broker 2 may be its ApiVersion). */
@@ -441,11 +437,7 @@ START_TEST(dead_letter_topic_unavailable_holds_partition) {
         cs_set(conf, "message.timeout.ms", "3000");
         cs_events_t *evs = cs_events_new();
         rbk_conf_set_hook(conf, cs_hook, evs);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *topics[] = {"t-src2"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-src2");
         dl_t d = {.rec = cs_rec_new(), .fail = 1};
         ck_assert_int_eq(rbk_consumer_start(c, h_poison, &d), RBK_OK);
         ck_assert(CS_WAIT(cs_events_count(evs, RBK_EV_DEADLETTER_FAILED) == 1,

@@ -1527,6 +1527,17 @@ rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
         return RBK_OK;
 }
 
+/* The member id is cleared when librdkafka sends the LeaveGroup (or
+ * finds no coordinator to send it to), and is empty for a member that
+ * never joined. */
+static int rbk__group_left(rbk_consumer_t *c) {
+        char *id = rd_kafka_memberid(c->rk);
+        int left = !id || !*id;
+        if (id)
+                rd_kafka_mem_free(c->rk, id);
+        return left;
+}
+
 /* Leaves the group before librdkafka terminates it. Unsubscribing starts
  * the revoke while the group still runs: it is served here (the
  * rebalance callback commits what is stored and unassigns), and so are the
@@ -1544,17 +1555,6 @@ rbk_err_t rbk_message_header_at(const rbk_message_t *msg, size_t idx,
  * still answered here. Bounded by half the time left before @deadline:
  * whatever is left, the close below finishes as before. Poll thread
  * (poll_mu held). */
-/* The member id is cleared when librdkafka sends the LeaveGroup (or
- * finds no coordinator to send it to), and is empty for a member that
- * never joined. */
-static int rbk__group_left(rbk_consumer_t *c) {
-        char *id = rd_kafka_memberid(c->rk);
-        int left = !id || !*id;
-        if (id)
-                rd_kafka_mem_free(c->rk, id);
-        return left;
-}
-
 static void rbk__close_leave(rbk_consumer_t *c, int64_t deadline) {
         /* Half the time left at most: the close below needs the rest. */
         int64_t now = rbk__now_ms();

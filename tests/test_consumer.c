@@ -774,7 +774,6 @@ static gpointer commit_while_leaving(gpointer arg) {
  * closing thread commits: the other is refused, and close commits what was
  * handled. */
 START_TEST(close_refuses_commits_of_other_threads) {
-        char e[512];
         cs_cluster_t *cl = cs_cluster_new();
         cs_topic(cl, "t-cr", 1);
         cs_produce(cl, "t-cr", 0, 0, 10, "cr");
@@ -786,12 +785,8 @@ START_TEST(close_refuses_commits_of_other_threads) {
         cs_set(conf, "auto.commit.interval.ms", "60000");
         cs_set(conf, "debug", "cgrp");
         rbk_conf_set_log_cb(conf, leave_stall_log, &s);
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-cr");
         s.c = c;
-        const char *topics[] = {"t-cr"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
         cs_rec_t *rec = cs_rec_new();
         ck_assert_int_eq(rbk_consumer_start(c, h_ok, rec), RBK_OK);
         ck_assert(CS_WAIT(cs_rec_total(rec) == 10, 60000));

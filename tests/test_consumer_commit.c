@@ -207,11 +207,7 @@ START_TEST(commit_inside_handler) {
         cs_set(conf, "enable.auto.commit", "false");
         inh_t s = {0};
         s.at = 12;
-        s.c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(s.c != NULL, "%s", e);
-        const char *t[] = {"cm-h"};
-        ck_assert_int_eq(rbk_consumer_subscribe(s.c, t, 1, e, sizeof(e)),
-                         RBK_OK);
+        s.c = cs_consumer_subscribed(conf, "cm-h");
         ck_assert_int_eq(rbk_consumer_start(s.c, h_commit_inside, &s), RBK_OK);
         ck_assert(CS_WAIT(inh_n(&s) >= 30, 30000));
         ck_assert_msg(s.bad == 0, "commit in handler: %s: %s",
@@ -310,11 +306,7 @@ START_TEST(manual_commit_exact_redelivery) {
 
         rbk_conf_t *conf = proc_conf(cp.bootstraps, "cm-m-g");
         cs_set(conf, "enable.auto.commit", "false");
-        char e[512];
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
-        const char *t[] = {"cm-m"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, t, 1, e, sizeof(e)), RBK_OK);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "cm-m");
         int64_t expect = MC_K;
         int64_t until = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
         while (expect < MC_N && g_get_monotonic_time() < until) {

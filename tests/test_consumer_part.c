@@ -387,7 +387,6 @@ static rbk_verdict_t h_rs(const rbk_message_t *msg, void *opaque) {
 }
 
 static void rs_join(rs_member_t *m, rs_t *rs, int idx, cs_cluster_t *cl) {
-        char e[512];
         m->rs = rs;
         m->idx = idx;
         m->conf = cs_conf(cl, "g-rs");
@@ -398,11 +397,7 @@ static void rs_join(rs_member_t *m, rs_t *rs, int idx, cs_cluster_t *cl) {
         cs_set(m->conf, "rbk.consumer.workers", "2");
         rbk_conf_set_hook(m->conf, cs_hook, rs->evs);
         rbk_conf_set_rebalance_cb(m->conf, rs_rebalance, m);
-        m->c = rbk_consumer_new(m->conf, e, sizeof(e));
-        ck_assert_msg(m->c != NULL, "%s", e);
-        const char *topics[] = {"t-rs"};
-        ck_assert_int_eq(rbk_consumer_subscribe(m->c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        m->c = cs_consumer_subscribed(m->conf, "t-rs");
         ck_assert_int_eq(rbk_consumer_start(m->c, h_rs, m), RBK_OK);
 }
 

@@ -96,7 +96,6 @@ static void member_rebalance(rbk_rebalance_t what, const char *topic,
 
 static rbk_consumer_t *member_new(member_t *mb, cs_cluster_t *cl,
                                   const char *name) {
-        char e[512];
         memset(mb, 0, sizeof(*mb));
         mb->name = name;
         mb->cl = cl;
@@ -110,12 +109,8 @@ static rbk_consumer_t *member_new(member_t *mb, cs_cluster_t *cl,
         rbk_conf_set_rebalance_cb(conf, member_rebalance, mb);
         rbk_conf_set_log_cb(conf, cs_log_cb, NULL);
         if (getenv("CS_DEBUG")) cs_set(conf, "debug", getenv("CS_DEBUG"));
-        rbk_consumer_t *c = rbk_consumer_new(conf, e, sizeof(e));
-        ck_assert_msg(c != NULL, "%s", e);
+        rbk_consumer_t *c = cs_consumer_subscribed(conf, "t-two");
         rbk_conf_destroy(conf);
-        const char *topics[] = {"t-two"};
-        ck_assert_int_eq(rbk_consumer_subscribe(c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
         ck_assert_int_eq(rbk_consumer_start(c, h_slow, mb), RBK_OK);
         return c;
 }

@@ -97,18 +97,13 @@ static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
 
 static void qc_start(qc_t *q, cs_cluster_t *cl, const char *group,
                      const char *topic, const char *initial) {
-        char e[512];
         q->conf = cs_conf(cl, group);
         if (initial)
                 cs_set(q->conf, "rbk.consumer.initial.offset", initial);
         q->evs = cs_events_new();
         q->rec = cs_rec_new();
         rbk_conf_set_hook(q->conf, cs_hook, q->evs);
-        q->c = rbk_consumer_new(q->conf, e, sizeof(e));
-        ck_assert_msg(q->c != NULL, "%s", e);
-        const char *topics[] = {topic};
-        ck_assert_int_eq(rbk_consumer_subscribe(q->c, topics, 1, e, sizeof(e)),
-                         RBK_OK);
+        q->c = cs_consumer_subscribed(q->conf, topic);
         ck_assert_int_eq(rbk_consumer_start(q->c, h_rec, q->rec), RBK_OK);
 }
 

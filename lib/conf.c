@@ -36,6 +36,7 @@ static const rbk__prop_t rbk__props[] = {
     {"rbk.producer.fatal.max.recoveries", P_INT, "5", 0, 1000, NULL},
     {"rbk.producer.fatal.window.ms", P_INT, "60000", 1, 86400000, NULL},
     {"rbk.producer.fatal.drain.ms", P_INT, "2000", 0, 600000, NULL},
+    {"rbk.producer.sender.frees", P_BOOL, "true", 0, 0, NULL},
     {"rbk.consumer.workers", P_INT, "4", 1, 256, NULL},
     {"rbk.consumer.queue.max", P_INT, "1000", 1, 10000000, NULL},
     {"rbk.consumer.retry.max.attempts", P_INT, "5", 1, 1000000, NULL},

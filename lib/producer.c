@@ -68,6 +68,11 @@ static __thread int rbk__tls_no_block;
 #define RBK__POOL_MAX_BYTES (32u << 20)
 /* Records a sender adds to p->incoming before it merges them itself. */
 #define RBK__MERGE_BATCH 64
+/* Delivery-report events the poll thread keeps (handled) for a sender to
+ * destroy, and how long (ms) it lets them wait for one when nothing else
+ * arrives before destroying them itself. */
+#define RBK__PARK_MAX 32
+#define RBK__PARK_MS 10
 
 typedef struct rbk__sync_s rbk__sync_t;
 typedef struct rbk__rec_s rbk__rec_t;
@@ -226,9 +231,22 @@ struct rbk_producer_s {
         rd_kafka_queue_t *mainq;
         uint64_t room_gen; /* delivery-report batches released (atomic) */
         int merge_waiters; /* poll thread waits for a merge (atomic) */
+
+        /* Delivery-report events handled by the poll thread and kept for a
+         * sender to destroy (rbk__park(), rbk__unpark()): librdkafka's
+         * messages are then freed by the thread that allocated them, which
+         * is what allocators are fast at. park_lock is held while
+         * destroying; parked_n is read atomically without it. */
+        GMutex park_lock __attribute__((aligned(64)));
+        int park;     /* rbk.producer.sender.frees (set at creation) */
+        int parked_n; /* events in parked[] */
+        rd_kafka_event_t *parked[RBK__PARK_MAX];
+        uint64_t freed_by_senders; /* events destroyed by senders (atomic) */
 };
 
 /* ------------------------------------------------------------ helpers */
+
+static int rbk__unpark(rbk_producer_t *p, int wait);
 
 /* Room for n more records at the tail of out: compacts or grows it. */
 static void rbk__out_reserve(rbk__out_t *out, uint64_t n) {
@@ -988,6 +1006,9 @@ static rbk_err_t rbk__send(rbk_producer_t *p, const rbk_msg_t *msg,
                 const char *why = NULL;
                 rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
                 uint64_t room_gen = 0;
+                /* Frees librdkafka's reported messages here, where they were
+                 * (mostly) allocated. */
+                rbk__unpark(p, 0);
                 g_mutex_lock(&p->send_lock);
                 if (!rec) {
                         rec = rbk__rec_new(p, msg, topic_len, id_len);
@@ -1381,9 +1402,64 @@ static void rbk__client_error(rbk_producer_t *p, rd_kafka_resp_err_t err,
         rbk__hooks_emit(p->hooks, &ev);
 }
 
-/* Handles (and destroys) one event of instance rk. Poll thread only. */
+/* Queue room appeared (librdkafka's messages freed) or may appear soon (a
+ * report parked): wakes senders that wait for it. */
+static void rbk__room_released(rbk_producer_t *p) {
+        g_mutex_lock(&p->lock);
+        __atomic_store_n(&p->room_gen, p->room_gen + 1, __ATOMIC_RELEASE);
+        if (p->waiters)
+                g_cond_broadcast(&p->cond);
+        g_mutex_unlock(&p->lock);
+}
+
+/* Keeps the handled delivery-report event ev for a sender to destroy.
+ * Returns 0 (ev not taken) when parking is off, the parking slots are full
+ * or a sender is destroying parked events right now. Poll thread only. */
+static int rbk__park(rbk_producer_t *p, rd_kafka_event_t *ev) {
+        if (!p->park || !g_mutex_trylock(&p->park_lock))
+                return 0;
+        int n = p->parked_n, taken = n < RBK__PARK_MAX;
+        if (taken) {
+                p->parked[n] = ev;
+                __atomic_store_n(&p->parked_n, n + 1, __ATOMIC_RELEASE);
+        }
+        g_mutex_unlock(&p->park_lock);
+        return taken;
+}
+
+/* Destroys the parked delivery-report events, which frees librdkafka's
+ * messages and so makes queue room. A sender calls it with wait 0 (it skips
+ * when another thread is at it); the poll thread with wait 1 before it
+ * destroys an instance and when reports stop arriving. Returns the number
+ * destroyed. Any thread. */
+static int rbk__unpark(rbk_producer_t *p, int wait) {
+        if (!__atomic_load_n(&p->parked_n, __ATOMIC_ACQUIRE))
+                return 0;
+        if (wait)
+                g_mutex_lock(&p->park_lock);
+        else if (!g_mutex_trylock(&p->park_lock))
+                return 0;
+        int n = p->parked_n;
+        for (int i = 0; i < n; i++) {
+                rd_kafka_event_destroy(p->parked[i]);
+                p->parked[i] = NULL;
+        }
+        __atomic_store_n(&p->parked_n, 0, __ATOMIC_RELEASE);
+        if (!rbk__tls_no_block)
+                __atomic_add_fetch(&p->freed_by_senders, (uint64_t)n,
+                                   __ATOMIC_RELAXED);
+        g_mutex_unlock(&p->park_lock);
+        if (n)
+                rbk__room_released(p);
+        return n;
+}
+
+/* Handles one event of instance rk and destroys it, or, if park is set
+ * and it is a delivery report, parks it for a sender to destroy. Poll
+ * thread only. */
 static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
-                              rd_kafka_event_t *ev, rbk__done_t *done) {
+                              rd_kafka_event_t *ev, int park,
+                              rbk__done_t *done) {
         switch (rd_kafka_event_type(ev)) {
         case RD_KAFKA_EVENT_DR: {
                 /* Every record reported was linked to p->incoming before
@@ -1407,14 +1483,12 @@ static void rbk__handle_event(rbk_producer_t *p, rd_kafka_t *rk,
                         g_mutex_unlock(&p->lock);
                 } while (n == RBK__DR_CHUNK);
                 /* Destroying the event frees librdkafka's messages: that is
-                 * when queue room appears. */
-                rd_kafka_event_destroy(ev);
-                g_mutex_lock(&p->lock);
-                __atomic_store_n(&p->room_gen, p->room_gen + 1,
-                                 __ATOMIC_RELEASE);
-                if (p->waiters)
-                        g_cond_broadcast(&p->cond);
-                g_mutex_unlock(&p->lock);
+                 * when queue room appears. Parked, it is destroyed by the
+                 * next send (which room_gen's change wakes), or by this
+                 * thread when reports stop coming. */
+                if (!park || !rbk__park(p, ev))
+                        rd_kafka_event_destroy(ev);
+                rbk__room_released(p);
                 rbk__report(p, done);
                 return;
         }
@@ -1472,7 +1546,7 @@ static int rbk__drain(rbk_producer_t *p, rd_kafka_t *rk, rd_kafka_queue_t *q,
                 rd_kafka_event_t *ev =
                     rd_kafka_queue_poll(q, (int)MIN(left, RBK__POLL_MS));
                 if (ev)
-                        rbk__handle_event(p, rk, ev, done);
+                        rbk__handle_event(p, rk, ev, 0, done);
         }
 }
 
@@ -1501,7 +1575,10 @@ static void rbk__retire(rbk_producer_t *p, rbk__done_t *done) {
         /* Reports still queued (other than ours) are dropped by destroy. */
         rd_kafka_event_t *ev;
         while ((ev = rd_kafka_queue_poll(q, 0)))
-                rbk__handle_event(p, rk, ev, done);
+                rbk__handle_event(p, rk, ev, 0, done);
+        /* Parked events hold the instance's messages: destroyed before it
+         * (waiting for a sender that is destroying some). */
+        rbk__unpark(p, 1);
         rd_kafka_queue_destroy(q);
         rbk__oauth_stop(rk);
         rd_kafka_destroy(rk);
@@ -1711,7 +1788,8 @@ static void rbk__recover(rbk_producer_t *p, rbk__done_t *done) {
                                 rd_kafka_event_t *ev =
                                     rd_kafka_queue_poll(q, RBK__POLL_MS);
                                 if (ev)
-                                        rbk__handle_event(p, rk, ev, done);
+                                        rbk__handle_event(p, rk, ev, 0,
+                                                          done);
                                 if (kerr == RD_KAFKA_RESP_ERR__FATAL) {
                                         g_mutex_lock(&p->lock);
                                         g_atomic_int_set(&p->fatal_pending, 1);
@@ -1825,10 +1903,15 @@ static gpointer rbk__poll_main(gpointer arg) {
                         rbk__recover(p, done);
                         continue;
                 }
-                rd_kafka_event_t *ev = rd_kafka_queue_poll(q, RBK__POLL_MS);
+                /* Parked reports wait RBK__PARK_MS for a sender at most. */
+                int parked = __atomic_load_n(&p->parked_n, __ATOMIC_ACQUIRE);
+                rd_kafka_event_t *ev =
+                    rd_kafka_queue_poll(q, parked ? RBK__PARK_MS : RBK__POLL_MS);
                 if (ev) {
-                        rbk__handle_event(p, rk, ev, done);
+                        rbk__handle_event(p, rk, ev, 1, done);
                         idle = 0;
+                } else if (parked) {
+                        rbk__unpark(p, 1);
                 } else if (!idle) {
                         /* A poll interval without events: give the
                          * pooled records' memory back. */
@@ -1859,6 +1942,7 @@ static void rbk__producer_free(rbk_producer_t *p) {
         g_mutex_clear(&p->lock);
         g_mutex_clear(&p->send_lock);
         g_mutex_clear(&p->close_lock);
+        g_mutex_clear(&p->park_lock);
         g_cond_clear(&p->cond);
         g_aligned_free(p);
 }
@@ -1874,6 +1958,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         g_mutex_init(&p->lock);
         g_mutex_init(&p->send_lock);
         g_mutex_init(&p->close_lock);
+        g_mutex_init(&p->park_lock);
         g_cond_init(&p->cond);
         p->recoveries = g_array_new(FALSE, FALSE, sizeof(int64_t));
         rbk__rdstats_init(&p->rdstats);
@@ -1896,6 +1981,7 @@ rbk_producer_t *rbk_producer_new(const rbk_conf_t *conf, char *errstr,
         p->fatal_window_ms =
             rbk__conf_int(p->conf, "rbk.producer.fatal.window.ms");
         p->drain_ms = rbk__conf_int(p->conf, "rbk.producer.fatal.drain.ms");
+        p->park = rbk__conf_bool(p->conf, "rbk.producer.sender.frees");
         p->shutdown_timeout_ms =
             rbk__conf_int(p->conf, "rbk.shutdown.timeout.ms");
         p->dr_cb = p->conf->dr_cb;
@@ -2111,14 +2197,19 @@ char *rbk_producer_stats_json(rbk_producer_t *p) {
             ",\"fatal_errors\":%" G_GUINT64_FORMAT
             ",\"outstanding_slots\":%" G_GUINT64_FORMAT
             ",\"outstanding_compactions\":%" G_GUINT64_FORMAT
-            ",\"outstanding_growths\":%" G_GUINT64_FORMAT ",\"partitions\":[",
+            ",\"outstanding_growths\":%" G_GUINT64_FORMAT
+            ",\"reports_parked\":%d"
+            ",\"reports_freed_by_senders\":%" G_GUINT64_FORMAT
+            ",\"partitions\":[",
             closing ? "closed"
                     : gave_up ? "gave_up"
                               : recovering ? "recovering" : "running",
             st.generation, st.accepted, st.delivered, st.failed, st.in_flight,
             st.queue_full_waits, st.resent, st.possibly_persisted,
             st.fatal_errors, p->outstanding.cap, p->outstanding.compactions,
-            p->outstanding.growths);
+            p->outstanding.growths,
+            __atomic_load_n(&p->parked_n, __ATOMIC_ACQUIRE),
+            (guint64)__atomic_load_n(&p->freed_by_senders, __ATOMIC_RELAXED));
         for (guint i = 0; i < counts->len; i++) {
                 rbk__pcount_t *c = &g_array_index(counts, rbk__pcount_t, i);
                 g_string_append(s, i ? ",{\"topic\":" : "{\"topic\":");

@@ -714,6 +714,107 @@ START_TEST(queue_full_unblocks_on_room) {
 }
 END_TEST
 
+static uint64_t stats_json_u64(rbk_producer_t *p, const char *name) {
+        char *json = rbk_producer_stats_json(p);
+        ck_assert(json);
+        char pat[64];
+        g_snprintf(pat, sizeof(pat), "\"%s\":", name);
+        const char *v = strstr(json, pat);
+        ck_assert_msg(v, "%s missing from %s", name, json);
+        uint64_t n = g_ascii_strtoull(v + strlen(pat), NULL, 10);
+        free(json);
+        return n;
+}
+
+typedef struct {
+        rbk_producer_t *p;
+        const char *topic;
+        size_t first, n;
+        int failed;
+} stream_t;
+
+static gpointer stream_send(gpointer arg) {
+        stream_t *s = arg;
+        char errstr[256];
+        for (size_t i = s->first; i < s->first + s->n; i++)
+                if (ps_send(s->p, s->topic, i, (int)(i % 16), (int)i, errstr,
+                            sizeof(errstr)) != RBK_OK)
+                        s->failed++;
+        return NULL;
+}
+
+/* Delivery reports are destroyed (librdkafka's messages freed) by the
+ * sending threads when rbk.producer.sender.frees is on, by the poll thread
+ * when it is off or when no send comes; nothing is lost either way, also
+ * when the queue is so small that senders wait for room all the time. */
+START_TEST(senders_free_delivery_reports) {
+        char *topic = topic_name("frees");
+        rbk_testcluster_t *tc = ps_cluster(topic, T_PARTS);
+        const size_t per = 3000, pingpong = 100;
+        for (int mode = 0; mode < 3; mode++) {
+                /* 0: default; 1: sender.frees off; 2: a tiny queue */
+                ps_track_t *t = ps_track_new(2 * per + pingpong);
+                rbk_conf_t *conf = ps_conf(tc, t);
+                if (mode == 1)
+                        ps_set(conf, "rbk.producer.sender.frees", "false");
+                if (mode == 2)
+                        ps_set(conf, "queue.buffering.max.messages", "10");
+                ps_set(conf, "rbk.producer.send.timeout.ms", "60000");
+                char errstr[512];
+                rbk_producer_t *p =
+                    rbk_producer_new(conf, errstr, sizeof(errstr));
+                ck_assert_msg(p, "%s", errstr);
+                stream_t a = {p, topic, 0, per, 0}, b = {p, topic, per, per, 0};
+                GThread *th = g_thread_new("stream", stream_send, &b);
+                stream_send(&a);
+                g_thread_join(th);
+                ck_assert_int_eq(a.failed + b.failed, 0);
+                ck_assert_int_eq(rbk_producer_flush(p, 60000), RBK_OK);
+                int *acc = g_new0(int, 2 * per + pingpong);
+                for (size_t i = 0; i < 2 * per; i++)
+                        acc[i] = 1;
+                ps_counts_t c = ps_track_counts(t, acc);
+                g_free(acc);
+                ck_assert_uint_eq(c.delivered, 2 * per);
+                ck_assert_uint_eq(c.double_reported, 0);
+                /* One at a time: each send follows the report of the one
+                 * before, which the poll thread parked before calling back
+                 * (the stream above may have been sent before any report
+                 * came). */
+                uint64_t by_senders = 0;
+                for (size_t i = 2 * per; i < 2 * per + pingpong; i++) {
+                        by_senders =
+                            stats_json_u64(p, "reports_freed_by_senders");
+                        if (by_senders && mode != 1)
+                                break;
+                        ck_assert_int_eq(ps_send(p, topic, i, 0, (int)i,
+                                                 errstr, sizeof(errstr)),
+                                         RBK_OK);
+                        ck_assert(ps_track_wait(t, i + 1, 30000));
+                }
+                if (mode == 1)
+                        ck_assert_uint_eq(by_senders, 0);
+                else
+                        ck_assert_msg(by_senders > 0,
+                                      "mode %d: no report freed by a sender",
+                                      mode);
+                /* No send follows: the poll thread frees what is left. */
+                gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+                uint64_t parked;
+                while ((parked = stats_json_u64(p, "reports_parked")) &&
+                       g_get_monotonic_time() < end)
+                        g_usleep(1000);
+                ck_assert_uint_eq(parked, 0);
+                ck_assert_int_eq(rbk_producer_close(p, 10000), RBK_OK);
+                rbk_producer_destroy(p);
+                rbk_conf_destroy(conf);
+                ps_track_free(t);
+        }
+        rbk_testcluster_destroy(tc);
+        g_free(topic);
+}
+END_TEST
+
 /* send_sync() timing out leaves the message accepted: it is still reported
  * to the delivery callback, once, when it is delivered. */
 START_TEST(send_sync_timeout_keeps_message) {
@@ -982,6 +1083,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, send_from_delivery_callback_never_blocks, 30);
         RBK_TCASE(s, queue_full_blocks_then_errors, 60);
         RBK_TCASE(s, queue_full_unblocks_on_room, 60);
+        RBK_TCASE(s, senders_free_delivery_reports, 120);
         RBK_TCASE(s, send_sync_timeout_keeps_message, 60);
         RBK_TCASE(s, close_reports_undelivered, 30);
         RBK_TCASE(s, forked_child_gets_forked, 30);

@@ -43,6 +43,16 @@ static inline long rbk_test_scale(long n, long min) {
         return n < min ? min : n;
 }
 
+/* Whether the test runs under valgrind. */
+static inline int rbk_test_under_valgrind(void) {
+#ifdef RBK_TEST_HAVE_VALGRIND_H
+        if (RUNNING_ON_VALGRIND)
+                return 1;
+#endif
+        const char *slow = getenv("RBK_TEST_SLOW");
+        return slow && *slow == '1';
+}
+
 /* Ends a forked child of a test with @code. Under valgrind (check-valgrind)
  * the child's leak check is turned off first: what the parent allocated is
  * the child's too, and a leak report would replace @code with valgrind's

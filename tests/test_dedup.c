@@ -17,12 +17,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Valgrind makes the randomized runs 50x slower: scale them down there. */
-static int under_valgrind(void) {
-        const char *p = getenv("LD_PRELOAD");
-        return p && strstr(p, "vgpreload") != NULL;
-}
-
 /* A configuration built directly (the dedup layer reads only props and
  * dedup_store), freed with tconf_free(). */
 static rbk_conf_t *tconf_new(void) {
@@ -663,8 +657,9 @@ static void randomized_run(uint32_t seed, unsigned nprod, unsigned maxprod,
         ck_assert_uint_le(f.mem, (size_t)maxprod * (window / 8 + 64) + 4096);
 }
 
+/* Valgrind makes the randomized runs 50x slower: scale them down there. */
 static long scale(long n) {
-        return under_valgrind() ? n / 40 : n;
+        return rbk_test_under_valgrind() ? n / 40 : n;
 }
 
 START_TEST(randomized_exact_within_window) {
@@ -1454,7 +1449,7 @@ START_TEST(fleet_of_1000_producers_at_the_defaults) {
          * round all of them 1.5 times: every duplicate within the window
          * is dropped, nothing else, nothing forgotten. */
         fleet_t f = {.seed = 11, .nprod = 1000, .group = 100,
-                     .rotate = under_valgrind() ? 100 : 2000,
+                     .rotate = rbk_test_under_valgrind() ? 100 : 2000,
                      .steps = scale(300000), .exact = 1};
         fleet_run(&f);
         ck_assert_int_eq(f.caps.n, 0);

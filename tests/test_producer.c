@@ -1022,7 +1022,13 @@ START_TEST(forked_child_never_waits_for_a_lock) {
         busy_sender_t b = {.p = p, .topic = topic};
         GThread *th = g_thread_new("busy-sender", busy_sender_main, &b);
         g_usleep(50 * 1000);
-        for (int i = 0; i < 40; i++) {
+        /* Not under valgrind: a child forked there while other threads are
+         * busy can hang inside valgrind itself (its code on the stack,
+         * every signal blocked, the child's alarm never delivered; seen
+         * with either scheduler lock, more on a busy machine). The plain,
+         * ASan/UBSan and TSan runs fork 40 times. */
+        const int forks = rbk_test_under_valgrind() ? 0 : 40;
+        for (int i = 0; i < forks; i++) {
                 pid_t pid = fork();
                 ck_assert_int_ge(pid, 0);
                 if (pid == 0)

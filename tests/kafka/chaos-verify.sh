@@ -3,7 +3,8 @@
 # synthetic delivery reports and consumer logs, clean and with one fault
 # each (a lost id, an id handed twice to one process, a redelivery to another
 # process, a reordered key, a skipped offset range, a quarantine resolved
-# past a deleted range and the same without the resolve, a failed delivery,
+# past a deleted range and the same without the resolve, a page from a
+# broker behind the log and one past every acked record, a failed delivery,
 # a store that does not match, too few kills, a cross-member redelivery,
 # delivery latencies above a bound). Each fault must show in its own count and
 # decide the exit code; a checker that always passes fails this test.
@@ -142,6 +143,16 @@ check quarantine "$d" 0 "lost=0 auto_resets=0 quarantines=1"
 d2=$WORK/quarantine-nox; cp -r "$d" "$d2"
 grep -v '^X ' "$d/c1a.hlog" >"$d2/c1a.hlog"
 check quarantine-unresolved "$d2" 1 "lost=0 auto_resets=1 quarantines=1"
+# a page from a broker behind the log: offset 500 of partition 2 "out of
+# range" of that broker's 0..400, but acked records of partition 2 go past
+# 500 and the test deleted nothing there: transient, the run passes; the
+# same page for offset 5000 (past every acked record) is a real one
+d3=$WORK/quarantine-stale; cp -r "$d" "$d3"
+echo "E 1 100 c1a offset_out_of_range 2 500 500 0 400 g/t/2/500" >>"$d3/c1a.hlog"
+check quarantine-stale-broker "$d3" 0 "lost=0 quarantines=1 transient_quarantines=1"
+d4=$WORK/quarantine-beyond; cp -r "$d" "$d4"
+echo "E 1 100 c1a offset_out_of_range 2 5000 5000 0 400 g/t/2/5000" >>"$d4/c1a.hlog"
+check quarantine-beyond-acked "$d4" 1 "lost=0 quarantines=2 transient_quarantines=0"
 
 # failed: one failed delivery report
 d=$WORK/failed; base "$d"; store "$d"

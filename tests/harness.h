@@ -34,16 +34,8 @@
                 suite_add_tcase((s), tc_);                                   \
         } while (0)
 
-/* Scales a message count down under valgrind (RBK_TEST_SLOW=1, set by
- * scripts/run-tests for check-valgrind), never below `min`. */
-static inline long rbk_test_scale(long n, long min) {
-        const char *slow = getenv("RBK_TEST_SLOW");
-        if (slow && *slow == '1')
-                n /= 10;
-        return n < min ? min : n;
-}
-
-/* Whether the test runs under valgrind. */
+/* Whether the test runs under valgrind (RBK_TEST_SLOW=1, set by
+ * scripts/run-tests for check-valgrind, or valgrind seen directly). */
 static inline int rbk_test_under_valgrind(void) {
 #ifdef RBK_TEST_HAVE_VALGRIND_H
         if (RUNNING_ON_VALGRIND)
@@ -51,6 +43,13 @@ static inline int rbk_test_under_valgrind(void) {
 #endif
         const char *slow = getenv("RBK_TEST_SLOW");
         return slow && *slow == '1';
+}
+
+/* Scales a message count down under valgrind, never below `min`. */
+static inline long rbk_test_scale(long n, long min) {
+        if (rbk_test_under_valgrind())
+                n /= 10;
+        return n < min ? min : n;
 }
 
 /* Ends a forked child of a test with @code. Under valgrind (check-valgrind)

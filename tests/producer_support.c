@@ -145,6 +145,14 @@ rbk_testcluster_t *ps_cluster(const char *topic, int partitions) {
         return tc;
 }
 
+uint64_t ps_json_u64(const char *json, const char *name) {
+        char pat[64];
+        snprintf(pat, sizeof(pat), "\"%s\":", name);
+        const char *s = strstr(json, pat);
+        ck_assert_msg(s, "%s missing from %s", name, json);
+        return g_ascii_strtoull(s + strlen(pat), NULL, 10);
+}
+
 void ps_set(rbk_conf_t *conf, const char *name, const char *value) {
         char errstr[512];
         rbk_err_t err = rbk_conf_set(conf, name, value, errstr, sizeof(errstr));

@@ -78,6 +78,9 @@ int ps_hook_count(ps_hooks_t *h, rbk_event_class_t cls);
 
 /* A three-broker cluster with @topic created; fails the test if it cannot. */
 rbk_testcluster_t *ps_cluster(const char *topic, int partitions);
+/* The unsigned number after "@name": in @json (the first occurrence);
+ * fails the test if it is missing. */
+uint64_t ps_json_u64(const char *json, const char *name);
 /* Sets one configuration property; fails the test if refused. */
 void ps_set(rbk_conf_t *conf, const char *name, const char *value);
 /* Log callback: critical and worse, everything with RBK_TEST_VERBOSE. */

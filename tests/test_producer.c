@@ -717,11 +717,7 @@ END_TEST
 static uint64_t stats_json_u64(rbk_producer_t *p, const char *name) {
         char *json = rbk_producer_stats_json(p);
         ck_assert(json);
-        char pat[64];
-        g_snprintf(pat, sizeof(pat), "\"%s\":", name);
-        const char *v = strstr(json, pat);
-        ck_assert_msg(v, "%s missing from %s", name, json);
-        uint64_t n = g_ascii_strtoull(v + strlen(pat), NULL, 10);
+        uint64_t n = ps_json_u64(json, name);
         free(json);
         return n;
 }
@@ -770,7 +766,7 @@ START_TEST(senders_free_delivery_reports) {
                 g_thread_join(th);
                 ck_assert_int_eq(a.failed + b.failed, 0);
                 ck_assert_int_eq(rbk_producer_flush(p, 60000), RBK_OK);
-                int *acc = g_new0(int, 2 * per + pingpong);
+                int *acc = accepted_new(2 * per + pingpong);
                 for (size_t i = 0; i < 2 * per; i++)
                         acc[i] = 1;
                 ps_counts_t c = ps_track_counts(t, acc);

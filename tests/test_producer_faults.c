@@ -595,22 +595,14 @@ typedef struct {
         char state[32];
 } ring_stats_t;
 
-static uint64_t json_u64(const char *json, const char *name) {
-        char pat[64];
-        snprintf(pat, sizeof(pat), "\"%s\":", name);
-        const char *s = strstr(json, pat);
-        ck_assert_msg(s, "%s missing from %s", name, json);
-        return g_ascii_strtoull(s + strlen(pat), NULL, 10);
-}
-
 static ring_stats_t ring_stats(ring_t *r) {
         ring_stats_t rs;
         memset(&rs, 0, sizeof(rs));
         char *json = rbk_producer_stats_json(r->p);
         ck_assert(json);
-        rs.slots = json_u64(json, "outstanding_slots");
-        rs.compactions = json_u64(json, "outstanding_compactions");
-        rs.growths = json_u64(json, "outstanding_growths");
+        rs.slots = ps_json_u64(json, "outstanding_slots");
+        rs.compactions = ps_json_u64(json, "outstanding_compactions");
+        rs.growths = ps_json_u64(json, "outstanding_growths");
         const char *st = strstr(json, "\"state\":\"");
         ck_assert(st);
         sscanf(st + 9, "%31[a-z_]", rs.state);
@@ -622,7 +614,7 @@ static ring_stats_t ring_stats(ring_t *r) {
                 ck_assert(q);
                 long part = strtol(q + 12, NULL, 10);
                 ck_assert_msg(part >= 0 && part < R_PARTS, "%s", json);
-                rs.part_in_flight[part] = json_u64(q, "in_flight");
+                rs.part_in_flight[part] = ps_json_u64(q, "in_flight");
                 rs.part_entries++;
         }
         rbk_free(json);

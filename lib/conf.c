@@ -50,6 +50,7 @@ static const rbk__prop_t rbk__props[] = {
     {"rbk.consumer.deadletter.limit.window.ms", P_INT, "60000", 1, 86400000,
      NULL},
     {"rbk.consumer.stall.timeout.ms", P_INT, "60000", 0, 86400000, NULL},
+    {"rbk.consumer.out.of.range.recheck.ms", P_INT, "2000", 0, 600000, NULL},
     {"rbk.consumer.revoke.timeout.ms", P_INT, "10000", 0, 3600000, NULL},
     {"rbk.consumer.initial.offset", P_ENUM, "earliest", 0, 0,
      "earliest,latest,error"},

@@ -579,6 +579,8 @@ static void rbk__conf_settings(rbk_consumer_t *c) {
             g_strdup(rbk__conf_str(cf, "rbk.consumer.deadletter.topic"));
         c->stall_timeout_ms =
             rbk__conf_int(cf, "rbk.consumer.stall.timeout.ms");
+        c->oor_recheck_ms =
+            rbk__conf_int(cf, "rbk.consumer.out.of.range.recheck.ms");
         c->revoke_timeout_ms =
             rbk__conf_int(cf, "rbk.consumer.revoke.timeout.ms");
         c->shutdown_timeout_ms = rbk__conf_int(cf, "rbk.shutdown.timeout.ms");
@@ -1752,6 +1754,7 @@ static void rbk__consumer_stats_fill(rbk_consumer_t *c,
         out->resolutions = c->resolutions;
         out->initial_positions = c->initial_positions;
         out->stalls = c->stalls;
+        out->out_of_range_disproved = c->oor_disproved;
         out->handler_ms_avg =
             c->handler_cnt ? c->handler_ms_sum / (double)c->handler_cnt : 0.0;
         int64_t lag = 0;
@@ -1779,10 +1782,11 @@ static void rbk__consumer_stats_fill(rbk_consumer_t *c,
  * compiled against an older header is never written past its struct. */
 static const size_t rbk__cstats_sizes[] = {
     RBK__END_OF(rbk_consumer_stats_t, handler_ms_avg), /* 1 */
+    RBK__END_OF(rbk_consumer_stats_t, out_of_range_disproved), /* 2 */
 };
 G_STATIC_ASSERT(G_N_ELEMENTS(rbk__cstats_sizes) == RBK_CONSUMER_STATS_VERSION);
 /* The last layout is the whole struct: no field appended without a version. */
-G_STATIC_ASSERT(RBK__END_OF(rbk_consumer_stats_t, handler_ms_avg) ==
+G_STATIC_ASSERT(RBK__END_OF(rbk_consumer_stats_t, out_of_range_disproved) ==
                 sizeof(rbk_consumer_stats_t));
 
 rbk_err_t rbk_consumer_stats(rbk_consumer_t *c, rbk_consumer_stats_t *out) {
@@ -1854,6 +1858,7 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
             ",\"resolutions\":%" G_GUINT64_FORMAT
             ",\"initial_positions\":%" G_GUINT64_FORMAT
             ",\"stalls\":%" G_GUINT64_FORMAT
+            ",\"out_of_range_disproved\":%" G_GUINT64_FORMAT
             ",\"assigned_partitions\":%" G_GUINT64_FORMAT
             ",\"quarantined_partitions\":%" G_GUINT64_FORMAT
             ",\"dedup_memory_bytes\":%" G_GUINT64_FORMAT ",\"lag\":%" PRId64
@@ -1861,6 +1866,7 @@ char *rbk_consumer_stats_json(rbk_consumer_t *c) {
             st.consumed, st.handled, st.retried, st.dead_lettered,
             st.duplicates_dropped, st.unprovable, st.no_id, st.commits,
             st.quarantines, st.resolutions, st.initial_positions, st.stalls,
+            st.out_of_range_disproved,
             st.assigned_partitions, st.quarantined_partitions,
             st.dedup_memory_bytes, st.lag, st.handler_ms_avg);
         g_mutex_lock(&c->lock);

@@ -175,6 +175,11 @@ typedef struct rbk__part_s {
         int64_t last_progress_ms;
         int stall_reported;
 
+        /* Out-of-range reports the log disproved (rbk__part_oor_disproved()):
+         * how many since oor_window_ms. */
+        int oor_disproved_n;
+        int64_t oor_window_ms;
+
         uint64_t handled;
         uint64_t retried;
         uint64_t duplicates;
@@ -196,6 +201,8 @@ typedef struct rbk__reset_s {
         char *reason;
         int tries;
         int64_t next_try_ms;
+        int rechecked; /* the log is read again before paging: due once
+                        * rbk.consumer.out.of.range.recheck.ms passed */
 } rbk__reset_t;
 
 /* A request handed to the poll thread: a resolution or a seek. */
@@ -235,6 +242,7 @@ struct rbk_consumer_s {
         int giveup_deadletter;
         char *dlq_topic; /* unprefixed, as configured */
         int64_t stall_timeout_ms;
+        int64_t oor_recheck_ms; /* rbk.consumer.out.of.range.recheck.ms */
         int64_t revoke_timeout_ms;
         int64_t shutdown_timeout_ms;
         char *initial_offset; /* "earliest" | "latest" | "error" */
@@ -322,7 +330,8 @@ struct rbk_consumer_s {
         /* Counters (the message counters written by consumer_part.c). */
         uint64_t consumed, handled, retried, dead_lettered, duplicates,
             unprovable, no_id, commits, quarantines, resolutions,
-            initial_positions, stalls;
+            initial_positions, stalls,
+            oor_disproved; /* out-of-range reports the log disproved */
         double handler_ms_sum;
         uint64_t handler_cnt;
 };
@@ -468,6 +477,11 @@ int rbk__part_out_of_range(rbk_consumer_t *c, rbk__part_t *p, int64_t failed);
 /* 1 when p has nothing below its failed position left to hand out (or is
  * held or paused, so nothing more will be for now). */
 int rbk__part_drained(const rbk__part_t *p);
+/* A report of p's position as out of range was disproved: the log, read
+ * again, holds the position. Counts it and returns how many there were in
+ * the current window of RBK__OOR_WINDOW_MS, this one included. */
+int rbk__part_oor_disproved(rbk__part_t *p, int64_t now_ms);
+#define RBK__OOR_WINDOW_MS (10 * 60 * 1000)
 /* Quarantines p (paged by the caller): records @q; queued messages stay. */
 void rbk__part_quarantine(rbk_consumer_t *c, rbk__part_t *p,
                           const rbk_quarantine_t *q, int64_t first_unhandled);

@@ -159,6 +159,10 @@ char *rbk_consumer_metrics(rbk_consumer_t *c) {
              "Quarantines and held partitions resolved", st.resolutions},
             {"rbk_consumer_stalls_total", "counter",
              "Partition stall events fired", st.stalls},
+            {"rbk_consumer_out_of_range_disproved_total", "counter",
+             "Out-of-range reports the log disproved (resumed in place, not "
+             "paged)",
+             st.out_of_range_disproved},
             {"rbk_consumer_assigned_partitions", "gauge",
              "Partitions currently assigned to this consumer",
              st.assigned_partitions},

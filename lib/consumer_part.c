@@ -960,6 +960,14 @@ int rbk__part_drained(const rbk__part_t *p) {
         return p->msgs.len == 0 || p->hold != RBK__HOLD_NONE || p->paused;
 }
 
+int rbk__part_oor_disproved(rbk__part_t *p, int64_t now_ms) {
+        if (!p->oor_window_ms || now_ms - p->oor_window_ms >= RBK__OOR_WINDOW_MS) {
+                p->oor_window_ms = now_ms;
+                p->oor_disproved_n = 0;
+        }
+        return ++p->oor_disproved_n;
+}
+
 void rbk__part_quarantine(rbk_consumer_t *c, rbk__part_t *p,
                           const rbk_quarantine_t *q, int64_t first_unhandled) {
         p->quarantined = 1;

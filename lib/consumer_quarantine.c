@@ -13,6 +13,16 @@
  * none is left (rbk__part_drained()), so the page's numbers count from the
  * first offset not handled.
  *
+ * A report is checked before it pages (rbk.consumer.out.of.range.recheck.ms
+ * later): the partition's watermarks are queried again, and when the log
+ * holds the failed position after all (lo <= failed <= hi) the report was
+ * a broker's that is behind the log (a leader that lost its leadership and
+ * still answers, a broker back from a network cut). The partition is then
+ * re-assigned at that same position: nothing is rewound or skipped, so
+ * this is no offset reset. Only when every message below the position was
+ * handled and nothing holds the partition; at most RBK__OOR_DISPROVED_MAX
+ * times per partition in RBK__OOR_WINDOW_MS, then it pages.
+ *
  * Repeats across processes: when quarantining, the committed offset is
  * committed again with the metadata "rbk-quarantine:<incident key>"; the
  * next owner of the partition reads it back with rd_kafka_committed() and
@@ -27,6 +37,9 @@
 #define RBK__QUERY_TIMEOUT_MS 5000
 #define RBK__RESOLVE_WAIT_MS 30000
 #define RBK__COMMIT_TIMEOUT_MS 10000
+/* Disproved reports of one partition resumed in place per
+ * RBK__OOR_WINDOW_MS; the next one pages. */
+#define RBK__OOR_DISPROVED_MAX 3
 
 static void rbk__reset_free(rbk__reset_t *r) {
         rbk__part_unref(r->part);
@@ -208,6 +221,58 @@ static void rbk__emit_initial(rbk_consumer_t *c, rbk__part_t *p,
         g_free(msg);
 }
 
+/* 1 when the report of p's position @failed as out of range is disproved
+ * and p may resume there: the log, read again, holds it (lo <= failed <=
+ * hi), every message below it was handled, nothing holds p, and p has not
+ * had RBK__OOR_DISPROVED_MAX such reports in RBK__OOR_WINDOW_MS (then it
+ * pages, with the watermarks it reads itself). Counts and logs it. */
+static int rbk__q_disproved(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
+                            int64_t now) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            c->rk, p->topic, p->partition, &lo, &hi, RBK__QUERY_TIMEOUT_MS);
+        if (err) {
+                rbk__log(c->hooks, 4, "quarantine",
+                         "%s [%" PRId32 "]: offset %" PRId64 " was reported "
+                         "out of range and the log could not be read again "
+                         "(%s): paging",
+                         p->utopic, p->partition, failed, rd_kafka_err2str(err));
+                return 0;
+        }
+        if (failed < lo || failed > hi)
+                return 0; /* a real one: the page reads the log itself */
+        g_mutex_lock(&c->lock);
+        int n = 0;
+        int ok = p->assigned && !p->revoking && !p->quarantined &&
+                 p->hold == RBK__HOLD_NONE &&
+                 rbk__part_first_unhandled(p) == failed;
+        if (ok) {
+                n = rbk__part_oor_disproved(p, now);
+                ok = n <= RBK__OOR_DISPROVED_MAX;
+        }
+        if (ok)
+                c->oor_disproved++;
+        g_mutex_unlock(&c->lock);
+        if (ok)
+                rbk__log(c->hooks, 4, "quarantine",
+                         "%s [%" PRId32 "]: offset %" PRId64 " was reported "
+                         "out of range, but the log holds it (%" PRId64
+                         "..%" PRId64 "): the answer came from a broker "
+                         "behind the log; resuming at %" PRId64
+                         " (nothing skipped or read again; %d such report%s "
+                         "in %d minutes)",
+                         p->utopic, p->partition, failed, lo, hi, failed, n,
+                         n == 1 ? "" : "s", RBK__OOR_WINDOW_MS / 60000);
+        else if (n > RBK__OOR_DISPROVED_MAX)
+                rbk__log(c->hooks, 3, "quarantine",
+                         "%s [%" PRId32 "]: offset %" PRId64 " reported out "
+                         "of range again, %d times in %d minutes though the "
+                         "log holds it: paging",
+                         p->utopic, p->partition, failed, n,
+                         RBK__OOR_WINDOW_MS / 60000);
+        return ok;
+}
+
 void rbk__q_process_resets(rbk_consumer_t *c) {
         int64_t now = rbk__now_ms();
         GPtrArray *due = g_ptr_array_new();
@@ -220,6 +285,14 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                          * it changes nothing. */
                         g_ptr_array_remove_index(c->resets, i);
                         rbk__reset_free(r);
+                } else if (r->next_try_ms <= now &&
+                           rbk__part_drained(r->part) &&
+                           r->failed_offset >= 0 && c->oor_recheck_ms > 0 &&
+                           !r->rechecked) {
+                        /* Read the log again before paging anyone. */
+                        r->rechecked = 1;
+                        r->next_try_ms = now + c->oor_recheck_ms;
+                        i++;
                 } else if (r->next_try_ms <= now &&
                            rbk__part_drained(r->part)) {
                         /* Every message fetched below the failed position
@@ -306,6 +379,11 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                          * there (nothing was skipped). */
                         g_ptr_array_add(resume, p);
                         g_array_append_val(resume_off, committed);
+                } else if (r->rechecked &&
+                           rbk__q_disproved(c, p, r->failed_offset, now)) {
+                        /* The log holds the position: resume there. */
+                        g_ptr_array_add(resume, p);
+                        g_array_append_val(resume_off, r->failed_offset);
                 } else {
                         rbk__quarantine(c, p, r->failed_offset, committed,
                                         metabuf, r->reason);

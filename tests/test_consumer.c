@@ -115,7 +115,7 @@ START_TEST(stats_write_only_the_callers_layout) {
         ck_assert_msg(c != NULL, "%s", e);
         /* 0: a zeroed struct; 1: RBK_CONSUMER_STATS_INIT of version 1;
          * others: uninitialised or unknown, filled as version 1. */
-        const int versions[] = {0, 1, -7, 2, 999};
+        const int versions[] = {0, 1, -7, 3, 999};
         for (size_t i = 0; i < G_N_ELEMENTS(versions); i++) {
                 old_cstats_t old;
                 memset(&old, 0xA5, sizeof(old));
@@ -137,6 +137,20 @@ START_TEST(stats_write_only_the_callers_layout) {
                                       "version-1 layout written",
                                       versions[i], k);
         }
+        /* Version 2 (the current layout): every byte of it, none after. */
+        struct {
+                rbk_consumer_stats_t st;
+                unsigned char canary[64];
+        } v2;
+        memset(&v2, 0xA5, sizeof(v2));
+        v2.st.version = 2;
+        ck_assert_int_eq(rbk_consumer_stats(c, &v2.st), RBK_OK);
+        ck_assert_int_eq(v2.st.version, 2);
+        ck_assert_uint_eq(v2.st.consumed, 0);
+        ck_assert_uint_eq(v2.st.out_of_range_disproved, 0);
+        for (size_t k = 0; k < sizeof(v2.canary); k++)
+                ck_assert_msg(v2.canary[k] == 0xA5,
+                              "byte %zu past the version-2 layout written", k);
         rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
         ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
         ck_assert_int_eq(st.version, RBK_CONSUMER_STATS_VERSION);

@@ -95,16 +95,31 @@ static rbk_verdict_t h_rec(const rbk_message_t *m, void *opaque) {
         return RBK_HANDLED;
 }
 
-static void qc_start(qc_t *q, cs_cluster_t *cl, const char *group,
-                     const char *topic, const char *initial) {
+static void qc_start_with(qc_t *q, cs_cluster_t *cl, const char *group,
+                          const char *topic, const char *initial,
+                          const char *recheck_ms) {
         q->conf = cs_conf(cl, group);
         if (initial)
                 cs_set(q->conf, "rbk.consumer.initial.offset", initial);
+        if (recheck_ms)
+                cs_set(q->conf, "rbk.consumer.out.of.range.recheck.ms",
+                       recheck_ms);
         q->evs = cs_events_new();
         q->rec = cs_rec_new();
         rbk_conf_set_hook(q->conf, cs_hook, q->evs);
         q->c = cs_consumer_subscribed(q->conf, topic);
         ck_assert_int_eq(rbk_consumer_start(q->c, h_rec, q->rec), RBK_OK);
+}
+
+static void qc_start(qc_t *q, cs_cluster_t *cl, const char *group,
+                     const char *topic, const char *initial) {
+        qc_start_with(q, cl, group, topic, initial, NULL);
+}
+
+static uint64_t disproved(rbk_consumer_t *c) {
+        rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;
+        ck_assert_int_eq(rbk_consumer_stats(c, &st), RBK_OK);
+        return st.out_of_range_disproved;
 }
 
 static void qc_stop(qc_t *q) {
@@ -333,38 +348,56 @@ END_TEST
 
 /* ------------------------------------------------------------ fetch error */
 
-START_TEST(fetch_out_of_range_then_retry_committed) {
-        char e[512], key[512];
-        cs_cluster_t *cl = cs_cluster_new();
-        cs_topic(cl, "t-fe", 3);
+/* Topic @topic of three partitions, partition p led by broker p + 1 alone;
+ * 10, 10 and 5 messages, group @group committed at 5 on each. A consumer
+ * of it (recheck_ms as qc_start_with()) is returned once partitions 0 and
+ * 1 flow: the assignment is in place, and partition 2 waits at its end
+ * (offset 5). Only then may broker 3, which leads only partition 2, fail
+ * its next Fetch: an error pushed earlier could be spent on a Fetch of an
+ * assignment that a slow group join replaces, and librdkafka drops such
+ * outdated replies. */
+static void fe_start(qc_t *q, cs_cluster_t *cl, const char *topic,
+                     const char *group, const char *recheck_ms) {
+        cs_topic(cl, topic, 3);
         for (int p = 0; p < 3; p++) {
                 ck_assert_int_eq(rd_kafka_mock_partition_set_leader(
-                                     cl->mc, "t-fe", p, p + 1),
+                                     cl->mc, topic, p, p + 1),
                                  0);
-                cs_produce(cl, "t-fe", p, 0, p == 2 ? 5 : 10, "fe");
-                cs_commit(cl, "g-fe", "t-fe", p, 5);
+                cs_produce(cl, topic, p, 0, p == 2 ? 5 : 10, "fe");
+                cs_commit(cl, group, topic, p, 5);
         }
-        qc_t q;
-        qc_start(&q, cl, "g-fe", "t-fe", NULL);
-        /* The assignment is in place once partitions 0 and 1 flow;
-         * partition 2 waits at its end (offset 5). Only then does broker 3,
-         * which leads only partition 2, fail its next Fetch: an error
-         * pushed earlier could be spent on a Fetch of an assignment that a
-         * slow group join replaces, and librdkafka drops such outdated
-         * replies. */
-        ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 0) == 5 &&
-                              part_count(q.rec, "t-fe", 1) == 5,
+        qc_start_with(q, cl, group, topic, NULL, recheck_ms);
+        ck_assert(CS_WAIT(part_count(q->rec, topic, 0) == 5 &&
+                              part_count(q->rec, topic, 1) == 5,
                           60000));
+}
+
+/* Broker 3 answers its next Fetch with OFFSET_OUT_OF_RANGE. */
+static void fe_fail_next_fetch(cs_cluster_t *cl) {
         ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
                              cl->mc, 3, 1 /* Fetch */, 1,
                              RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE, 0),
                          0);
-        ck_assert(CS_WAIT(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
+}
+
+/* Waits for the one page and reads it. */
+static void fe_wait_page(qc_t *q, rbk_event_t *ev, char *key, size_t key_size) {
+        ck_assert(CS_WAIT(cs_events_count(q->evs, RBK_EV_OFFSET_OUT_OF_RANGE) ==
                               1,
                           60000));
+        ck_assert(cs_events_get(q->evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, ev, key,
+                                key_size));
+}
+
+START_TEST(fetch_out_of_range_then_retry_committed) {
+        char e[512], key[512];
+        cs_cluster_t *cl = cs_cluster_new();
+        qc_t q;
+        /* Without the second look: the operator decides. */
+        fe_start(&q, cl, "t-fe", "g-fe", "0");
+        fe_fail_next_fetch(cl);
         rbk_event_t ev;
-        ck_assert(cs_events_get(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE, 0, &ev, key,
-                                sizeof(key)));
+        fe_wait_page(&q, &ev, key, sizeof(key));
         ck_assert_int_eq(ev.partition, 2);
         ck_assert_int_eq(ev.offset, 5);
         ck_assert_int_eq(ev.committed_offset, 5);
@@ -385,10 +418,57 @@ START_TEST(fetch_out_of_range_then_retry_committed) {
         ck_assert(CS_WAIT(part_count(q.rec, "t-fe", 2) == 5, 10000));
         ck_assert_int_eq(cs_rec_first(q.rec, "t-fe", 2), 5);
         ck_assert_int_eq(cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 1);
+        ck_assert_uint_eq(disproved(q.c), 0);
         qc_stop(&q);
         for (int p = 0; p < 3; p++)
                 ck_assert_int_eq(cs_committed(cl, "g-fe", "t-fe", p, NULL, 0),
                                  10);
+        cs_cluster_destroy(cl);
+}
+END_TEST
+
+/* The same fetch error with the library's defaults: the log is read again
+ * before anyone is paged, holds the position, and the partition resumes
+ * there: nothing skipped, nothing read twice, no page. A partition that
+ * keeps being reported out of range pages at the fourth report in ten
+ * minutes. */
+START_TEST(disproved_out_of_range_resumes_in_place) {
+        cs_cluster_t *cl = cs_cluster_new();
+        qc_t q;
+        fe_start(&q, cl, "t-dp", "g-dp", NULL);
+        int64_t next = 5; /* partition 2's position */
+        for (int round = 1; round <= 3; round++) {
+                fe_fail_next_fetch(cl);
+                ck_assert_msg(CS_WAIT(disproved(q.c) == (uint64_t)round, 60000),
+                              "round %d: the report was not disproved", round);
+                ck_assert_int_eq(
+                    cs_events_count(q.evs, RBK_EV_OFFSET_OUT_OF_RANGE), 0);
+                /* Fetching again from the same position: what arrives is
+                 * handled, from exactly there. */
+                cs_produce(cl, "t-dp", 2, (int)next, 2, "fe");
+                next += 2;
+                ck_assert_msg(CS_WAIT(part_count(q.rec, "t-dp", 2) ==
+                                          (int)(next - 5),
+                                      30000),
+                              "round %d: %d of partition 2 handled", round,
+                              part_count(q.rec, "t-dp", 2));
+        }
+        ck_assert_int_eq(cs_rec_first(q.rec, "t-dp", 2), 5);
+        ck_assert_uint_eq(cs_rec_total(q.rec), cs_rec_distinct(q.rec));
+        /* The fourth report in the window pages. */
+        fe_fail_next_fetch(cl);
+        rbk_event_t ev;
+        char key[512];
+        fe_wait_page(&q, &ev, key, sizeof(key));
+        ck_assert_int_eq(ev.partition, 2);
+        ck_assert_int_eq(ev.offset, next);
+        ck_assert_int_eq(ev.high_watermark, next);
+        ck_assert_uint_eq(disproved(q.c), 3);
+        rbk_quarantine_t qs[4];
+        ck_assert_uint_eq(rbk_consumer_quarantined(q.c, qs, 4), 1);
+        ck_assert_int_eq(qs[0].partition, 2);
+        qc_stop(&q);
+        ck_assert_int_eq(cs_committed(cl, "g-dp", "t-dp", 2, NULL, 0), next);
         cs_cluster_destroy(cl);
 }
 END_TEST
@@ -495,6 +575,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, beyond_log_end_quarantines_only_that_partition, 180);
         RBK_TCASE(s, resolve_earliest_and_latest, 180);
         RBK_TCASE(s, fetch_out_of_range_then_retry_committed, 180);
+        RBK_TCASE(s, disproved_out_of_range_resumes_in_place, 180);
         RBK_TCASE(s, new_group_starts_at_initial_position, 180);
         RBK_TCASE(s, next_owner_reports_the_same_incident_as_repeat, 180);
         return s;

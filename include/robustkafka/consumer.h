@@ -485,13 +485,18 @@ typedef struct rbk_consumer_stats_s {
         uint64_t dedup_memory_bytes; /**< Memory held by dedup windows. */
         int64_t lag;                 /**< Sum of per-partition lag, or -1 if unknown. */
         double handler_ms_avg;       /**< Mean handler latency. */
+        /* Layout version 2. */
+        uint64_t out_of_range_disproved; /**< Out-of-range reports the log
+                                          * disproved when read again
+                                          * (rbk.consumer.out.of.range.recheck.ms):
+                                          * resumed in place, not paged. */
 } rbk_consumer_stats_t;
 
 /** The current rbk_consumer_stats_t layout version. */
-#define RBK_CONSUMER_STATS_VERSION 1
+#define RBK_CONSUMER_STATS_VERSION 2
 /** Initialiser: `rbk_consumer_stats_t st = RBK_CONSUMER_STATS_INIT;` */
 #define RBK_CONSUMER_STATS_INIT                                                \
-        {RBK_CONSUMER_STATS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0}
+        {RBK_CONSUMER_STATS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0}
 
 /**
  * @brief Reads the consumer's counters.

@@ -619,10 +619,12 @@ static void print_consumer_stats(rbk_consumer_t *c) {
                 say("consumer %s stats: consumed=%" PRIu64 " handled=%" PRIu64
                     " duplicates_dropped=%" PRIu64 " unprovable=%" PRIu64
                     " no_id=%" PRIu64 " commits=%" PRIu64 " quarantines=%" PRIu64
-                    " resolutions=%" PRIu64 " initial_positions=%" PRIu64,
+                    " resolutions=%" PRIu64 " initial_positions=%" PRIu64
+                    " out_of_range_disproved=%" PRIu64,
                     g_inst, st.consumed, st.handled, st.duplicates_dropped,
                     st.unprovable, st.no_id, st.commits, st.quarantines,
-                    st.resolutions, st.initial_positions);
+                    st.resolutions, st.initial_positions,
+                    st.out_of_range_disproved);
 }
 
 static void consumer_common_init(const struct opts *o) {

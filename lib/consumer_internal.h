@@ -175,11 +175,6 @@ typedef struct rbk__part_s {
         int64_t last_progress_ms;
         int stall_reported;
 
-        /* Out-of-range reports the log disproved (rbk__part_oor_disproved()):
-         * how many since oor_window_ms. */
-        int oor_disproved_n;
-        int64_t oor_window_ms;
-
         uint64_t handled;
         uint64_t retried;
         uint64_t duplicates;
@@ -190,6 +185,12 @@ typedef struct rbk__part_s {
          * beyond every bound; cumulated when exposed. */
         uint64_t handler_buckets[RBK__LATENCY_BUCKETS + 1];
         uint64_t dead_lettered;
+
+        /* Out-of-range reports the log disproved (rbk__part_oor_disproved()):
+         * how many since oor_window_ms. Rarely written: kept apart from
+         * the fields every message touches. */
+        int oor_disproved_n;
+        int64_t oor_window_ms;
 } rbk__part_t;
 
 

@@ -204,6 +204,8 @@ typedef struct rbk__reset_s {
         int64_t next_try_ms;
         int rechecked; /* the log is read again before paging: due once
                         * rbk.consumer.out.of.range.recheck.ms passed */
+        int disproved; /* the log held the position: resume there (kept
+                        * while a failed resume is tried again) */
 } rbk__reset_t;
 
 /* A request handed to the poll thread: a resolution or a seek. */

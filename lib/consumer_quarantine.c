@@ -331,7 +331,10 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
         GPtrArray *again = g_ptr_array_new(); /* rbk__reset_t* to retry */
         GPtrArray *keep = g_ptr_array_new_with_free_func(
             (GDestroyNotify)rbk__reset_free);
-        GPtrArray *resume = g_ptr_array_new(); /* commit appeared */
+        /* Resumed where they are: a commit appeared, or the log holds the
+         * reported position. */
+        GPtrArray *resume = g_ptr_array_new();
+        GPtrArray *resume_r = g_ptr_array_new(); /* their reports */
         GArray *resume_off = g_array_new(FALSE, FALSE, sizeof(int64_t));
 
         for (guint i = 0; i < due->len; i++) {
@@ -378,11 +381,17 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                         /* A commit appeared since librdkafka looked: resume
                          * there (nothing was skipped). */
                         g_ptr_array_add(resume, p);
+                        g_ptr_array_add(resume_r, r);
                         g_array_append_val(resume_off, committed);
                 } else if (r->rechecked &&
-                           rbk__q_disproved(c, p, r->failed_offset, now)) {
-                        /* The log holds the position: resume there. */
+                           (r->disproved ||
+                            rbk__q_disproved(c, p, r->failed_offset, now))) {
+                        /* The log holds the position: resume there (a
+                         * failed resume is tried again, not counted
+                         * again). */
+                        r->disproved = 1;
                         g_ptr_array_add(resume, p);
+                        g_ptr_array_add(resume_r, r);
                         g_array_append_val(resume_off, r->failed_offset);
                 } else {
                         rbk__quarantine(c, p, r->failed_offset, committed,
@@ -433,10 +442,36 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                                           g_array_index(init_hi, int64_t, i));
                 }
         }
-        if (resume->len)
-                rbk__assign_move(c, (rbk__part_t **)resume->pdata,
-                                 (int64_t *)(void *)resume_off->data, NULL,
-                                 resume->len);
+        rd_kafka_resp_err_t rerr =
+            resume->len ? rbk__assign_move(c, (rbk__part_t **)resume->pdata,
+                                           (int64_t *)(void *)resume_off->data,
+                                           NULL, resume->len)
+                        : RD_KAFKA_RESP_ERR_NO_ERROR;
+        /* Closing (_DESTROY): the assignment is not changed any more. */
+        if (rerr == RD_KAFKA_RESP_ERR__DESTROY)
+                rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        for (guint i = 0; rerr && i < resume->len; i++) {
+                /* The re-assign failed and the partition is not fetched:
+                 * try again shortly; after five failures page someone
+                 * rather than leave it stopped. */
+                rbk__part_t *p = g_ptr_array_index(resume, i);
+                rbk__reset_t *r = g_ptr_array_index(resume_r, i);
+                rbk__log(c->hooks, 3, "quarantine",
+                         "%s [%" PRId32 "]: resuming at offset %" PRId64
+                         " failed: %s",
+                         p->utopic, p->partition,
+                         g_array_index(resume_off, int64_t, i),
+                         rd_kafka_err2str(rerr));
+                if (++r->tries < 5) {
+                        r->next_try_ms = now + 1000;
+                        g_ptr_array_add(again, r);
+                } else {
+                        rbk__quarantine(c, p, r->failed_offset, RBK_NO_VALUE,
+                                        NULL,
+                                        "resuming at the position failed "
+                                        "five times");
+                }
+        }
 
         /* Retries go back on the queue (keep must not free them). */
         g_mutex_lock(&c->lock);
@@ -454,6 +489,7 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
         g_array_free(init_lo, TRUE);
         g_array_free(init_hi, TRUE);
         g_ptr_array_free(resume, TRUE);
+        g_ptr_array_free(resume_r, TRUE);
         g_array_free(resume_off, TRUE);
         g_ptr_array_free(due, TRUE);
 }

@@ -117,11 +117,13 @@ static void rbk__q_estimates(int64_t u, int64_t lo, int64_t hi,
         }
 }
 
+/* Pages p's incident. @lo and @hi: the partition's watermarks if the
+ * caller has just read them, else RBK_NO_VALUE (they are read here). */
 static void rbk__quarantine(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
                             int64_t committed, const char *metadata,
-                            const char *reason) {
-        int64_t lo = RBK_NO_VALUE, hi = RBK_NO_VALUE;
-        if (rd_kafka_query_watermark_offsets(c->rk, p->topic, p->partition, &lo,
+                            const char *reason, int64_t lo, int64_t hi) {
+        if ((lo == RBK_NO_VALUE || hi == RBK_NO_VALUE) &&
+            rd_kafka_query_watermark_offsets(c->rk, p->topic, p->partition, &lo,
                                              &hi, RBK__QUERY_TIMEOUT_MS)) {
                 lo = RBK_NO_VALUE;
                 hi = RBK_NO_VALUE;
@@ -224,11 +226,13 @@ static void rbk__emit_initial(rbk_consumer_t *c, rbk__part_t *p,
 /* 1 when the report of p's position @failed as out of range is disproved
  * and p may resume there: the log, read again, holds it (lo <= failed <=
  * hi), every message below it was handled, nothing holds p, and p has not
- * had RBK__OOR_DISPROVED_MAX such reports in RBK__OOR_WINDOW_MS (then it
- * pages, with the watermarks it reads itself). Counts and logs it. */
+ * had RBK__OOR_DISPROVED_MAX such reports in RBK__OOR_WINDOW_MS. Counts
+ * and logs it. *lop and *hip: the watermarks read (for the page when it is
+ * not disproved), RBK_NO_VALUE when they could not be read. */
 static int rbk__q_disproved(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
-                            int64_t now) {
+                            int64_t now, int64_t *lop, int64_t *hip) {
         int64_t lo = -1, hi = -1;
+        *lop = *hip = RBK_NO_VALUE;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
             c->rk, p->topic, p->partition, &lo, &hi, RBK__QUERY_TIMEOUT_MS);
         if (err) {
@@ -239,8 +243,10 @@ static int rbk__q_disproved(rbk_consumer_t *c, rbk__part_t *p, int64_t failed,
                          p->utopic, p->partition, failed, rd_kafka_err2str(err));
                 return 0;
         }
+        *lop = lo;
+        *hip = hi;
         if (failed < lo || failed > hi)
-                return 0; /* a real one: the page reads the log itself */
+                return 0; /* a real one */
         g_mutex_lock(&c->lock);
         int n = 0;
         int ok = p->assigned && !p->revoking && !p->quarantined &&
@@ -286,17 +292,17 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                         g_ptr_array_remove_index(c->resets, i);
                         rbk__reset_free(r);
                 } else if (r->next_try_ms <= now &&
-                           rbk__part_drained(r->part) &&
-                           r->failed_offset >= 0 && c->oor_recheck_ms > 0 &&
-                           !r->rechecked) {
-                        /* Read the log again before paging anyone. */
-                        r->rechecked = 1;
-                        r->next_try_ms = now + c->oor_recheck_ms;
-                        i++;
-                } else if (r->next_try_ms <= now &&
                            rbk__part_drained(r->part)) {
                         /* Every message fetched below the failed position
                          * was handled (or the partition is held). */
+                        if (r->failed_offset >= 0 && c->oor_recheck_ms > 0 &&
+                            !r->rechecked) {
+                                /* Read the log again before paging. */
+                                r->rechecked = 1;
+                                r->next_try_ms = now + c->oor_recheck_ms;
+                                i++;
+                                continue;
+                        }
                         g_ptr_array_remove_index(c->resets, i);
                         g_ptr_array_add(due, r);
                 } else {
@@ -383,19 +389,26 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                         g_ptr_array_add(resume, p);
                         g_ptr_array_add(resume_r, r);
                         g_array_append_val(resume_off, committed);
-                } else if (r->rechecked &&
-                           (r->disproved ||
-                            rbk__q_disproved(c, p, r->failed_offset, now))) {
-                        /* The log holds the position: resume there (a
-                         * failed resume is tried again, not counted
-                         * again). */
-                        r->disproved = 1;
-                        g_ptr_array_add(resume, p);
-                        g_ptr_array_add(resume_r, r);
-                        g_array_append_val(resume_off, r->failed_offset);
                 } else {
-                        rbk__quarantine(c, p, r->failed_offset, committed,
-                                        metabuf, r->reason);
+                        /* Read again (the second look) or not yet read. */
+                        int64_t lo = RBK_NO_VALUE, hi = RBK_NO_VALUE;
+                        if (r->rechecked &&
+                            (r->disproved ||
+                             rbk__q_disproved(c, p, r->failed_offset, now, &lo,
+                                              &hi))) {
+                                /* The log holds the position: resume
+                                 * there (a failed resume is tried again,
+                                 * not counted again). */
+                                r->disproved = 1;
+                                g_ptr_array_add(resume, p);
+                                g_ptr_array_add(resume_r, r);
+                                g_array_append_val(resume_off,
+                                                   r->failed_offset);
+                        } else {
+                                rbk__quarantine(c, p, r->failed_offset,
+                                                committed, metabuf, r->reason,
+                                                lo, hi);
+                        }
                 }
                 g_free(metabuf);
         }
@@ -429,7 +442,8 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                                             c, p, r->failed_offset,
                                             RBK_NO_VALUE, NULL,
                                             "the initial position could not "
-                                            "be committed");
+                                            "be committed",
+                                            RBK_NO_VALUE, RBK_NO_VALUE);
                                 }
                                 continue;
                         }
@@ -469,7 +483,8 @@ void rbk__q_process_resets(rbk_consumer_t *c) {
                         rbk__quarantine(c, p, r->failed_offset, RBK_NO_VALUE,
                                         NULL,
                                         "resuming at the position failed "
-                                        "five times");
+                                        "five times",
+                                        RBK_NO_VALUE, RBK_NO_VALUE);
                 }
         }
 

@@ -758,7 +758,8 @@ static void rbk__pool_trim(rbk_producer_t *p) {
  * list still lent to librdkafka is not touched (a prefetch never faults,
  * but it is not ours to read). Always inlined: GCC takes a function whose
  * only effect is prefetches for one without effects and drops its call. */
-static inline __attribute__((always_inline)) void rbk__stash_prefetch(const rbk__rec_t *next, int c, size_t total) {
+static inline __attribute__((always_inline)) void
+rbk__stash_prefetch(const rbk__rec_t *next, int c, size_t total) {
         if (next->rkh && !next->rkh_lent) {
                 __builtin_prefetch(next->rkh, 0, 3);
                 if (next->rkh_val)

@@ -387,9 +387,10 @@ static void rbk__after(rbk_consumer_t *c, rbk__part_t *p, rbk__act_t act,
 }
 
 /* Checks the id of a message about to be handed out (m filled by
- * rbk__msg_fill()). Returns 1 if it is a duplicate and was completed (the
- * offset stored, nothing handed out). Otherwise notes in m the verdict that
- * completion counts, and takes no lock. */
+ * rbk__msg_fill() and rbk__msg_read_headers()). Returns 1 if it is a
+ * duplicate and was completed (the offset stored, nothing handed out).
+ * Otherwise notes in m the verdict that completion counts, and takes no
+ * lock. */
 static int rbk__dedup_drop(rbk_consumer_t *c, rbk__part_t *p, rbk__msg_t *m) {
         const void *id = m->id_raw;
         size_t idlen = m->id_len;
@@ -421,6 +422,7 @@ static void rbk__handle_one(rbk_consumer_t *c, rbk__part_t *p,
         m.pool_next = NULL;
         m.reason = NULL;
         rbk__msg_fill(c, &m, p, rkm, ticket);
+        rbk__msg_read_headers(&m);
         if (rbk__dedup_drop(c, p, &m))
                 return;
         rbk__msg_ready(&m);
@@ -458,6 +460,7 @@ static void rbk__handle_batch(rbk_consumer_t *c, rbk__part_t *p,
                 ms[i].pool_next = NULL;
                 ms[i].reason = NULL;
                 rbk__msg_fill(c, &ms[i], p, rkms[i], ticket);
+                rbk__msg_read_headers(&ms[i]);
                 if (i > 0)
                         ms[i].pub.attempt = 1;
         }
@@ -1042,15 +1045,15 @@ void rbk_consumer_stop(rbk_consumer_t *c) {
 }
 
 /* Hands out hand-out @ticket (the head @rkm of @p, a reference which
- * passes to the message) through a message slot: 1 with *msgp set, or 0
+ * passes to the message) through slot @m (taken with the hand-out, under
+ * the same lock round): 1 with *msgp set, or 0
  * when dedup dropped it (completed, the reference dropped). */
-static int rbk__hand_out(rbk_consumer_t *c, rbk__part_t *p,
+static int rbk__hand_out(rbk_consumer_t *c, rbk__part_t *p, rbk__msg_t *m,
                          rd_kafka_message_t *rkm, uint64_t ticket,
                          rbk_message_t **msgp) {
-        g_mutex_lock(&c->lock);
-        rbk__msg_t *m = rbk__part_slot_get(c);
-        rbk__msg_fill(c, m, p, rkm, ticket);
-        g_mutex_unlock(&c->lock);
+        /* The slot is this caller's: its headers are read with no lock
+         * held. */
+        rbk__msg_read_headers(m);
         if (rbk__dedup_drop(c, p, m)) {
                 g_mutex_lock(&c->lock);
                 rbk__part_slot_put(c, m);
@@ -1081,10 +1084,13 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
                                          : RBK_OK;
         c->stopping = 0;
         rbk__part_t *p = err ? NULL : rbk__part_take(c, &rkm, &ticket);
+        rbk__msg_t *m = p ? rbk__part_slot_get(c) : NULL;
+        if (m)
+                rbk__msg_fill(c, m, p, rkm, ticket);
         g_mutex_unlock(&c->lock);
         if (err)
                 return err;
-        if (p && rbk__hand_out(c, p, rkm, ticket, msgp))
+        if (p && rbk__hand_out(c, p, m, rkm, ticket, msgp))
                 return RBK_OK;
         int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
         g_mutex_lock(&c->poll_mu);
@@ -1093,9 +1099,12 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
                 rkm = NULL;
                 g_mutex_lock(&c->lock);
                 p = c->running ? NULL : rbk__part_take(c, &rkm, &ticket);
+                m = p ? rbk__part_slot_get(c) : NULL;
+                if (m)
+                        rbk__msg_fill(c, m, p, rkm, ticket);
                 g_mutex_unlock(&c->lock);
                 if (p) {
-                        if (!rbk__hand_out(c, p, rkm, ticket, msgp))
+                        if (!rbk__hand_out(c, p, m, rkm, ticket, msgp))
                                 continue;
                         break;
                 }
@@ -1126,6 +1135,8 @@ static size_t rbk__hand_out_batch(rbk_consumer_t *c, rbk__part_t *p,
                         ms[i]->pub.attempt = 1;
         }
         g_mutex_unlock(&c->lock);
+        for (size_t i = 0; i < n; i++)
+                rbk__msg_read_headers(ms[i]);
         size_t dups = 0, k = n;
         for (size_t i = 0; i < k; i++) {
                 rbk__dedup_verdict_t v = RBK__DEDUP_NO_ID;

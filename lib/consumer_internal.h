@@ -458,6 +458,9 @@ void rbk__part_slots_free(rbk_consumer_t *c);
 /* Message views. */
 void rbk__msg_fill(rbk_consumer_t *c, rbk__msg_t *m, rbk__part_t *p,
                    rd_kafka_message_t *rkm, uint64_t ticket);
+/* The id and resent headers of m->rkm into m (librdkafka parses every
+ * header then: the costly part of a fill, done with no lock held). */
+void rbk__msg_read_headers(rbk__msg_t *m);
 void rbk__msg_ready(rbk__msg_t *m);
 void rbk__msg_clear(rbk__msg_t *m);
 

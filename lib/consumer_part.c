@@ -474,6 +474,10 @@ void rbk__msg_fill(rbk_consumer_t *c, rbk__msg_t *m, rbk__part_t *p,
         m->pub.value_len = rkm->len;
         m->pub.attempt = p->attempts;
         m->pub.internal_ = m;
+}
+
+void rbk__msg_read_headers(rbk__msg_t *m) {
+        rd_kafka_message_t *rkm = m->rkm;
         rd_kafka_headers_t *hdrs;
         if (!rd_kafka_message_headers(rkm, &hdrs)) {
                 const void *val;

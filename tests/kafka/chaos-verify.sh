@@ -2,7 +2,8 @@
 # Self-test of the chaos suite's checker (`chaos verify`), no cluster needed:
 # synthetic delivery reports and consumer logs, clean and with one fault
 # each (a lost id, an id handed twice to one process, a redelivery to another
-# process, a reordered key, a skipped offset range, a quarantine resolved
+# process, a reordered key, a skipped offset range (and one that only skips a
+# re-sent copy dropped as a duplicate), a quarantine resolved
 # past a deleted range and the same without the resolve, a page from a
 # broker behind the log and one past every acked record, a failed delivery,
 # a store that does not match, too few kills, a cross-member redelivery,
@@ -125,6 +126,22 @@ awk '$5 == 1 && $6 >= 100 && $6 < 200 {sub(/^H [0-9]+ 100 c1a/, sprintf("H %d 20
   "$d/c1a.hlog" >"$d/x" && mv "$d/x" "$d/c1a.hlog"
 store "$d"
 check auto-reset "$d" 1 "auto_resets=1 lost=0"
+
+# resent copy: a producer's fatal-error recovery re-sent the message at
+# offset 100 of partition 1 (it carries rbk-resent) and the copy landed at
+# 101; the consumer dropped it as a duplicate, so c1a's offsets go 100, 102:
+# explained by the log read back (log.txt). Without the rbk-resent mark the
+# same skip is an offset reset.
+d=$WORK/resent; base "$d"
+awk '$2 == 1 && $3 > 100 {$3++} {print}' "$d/acked-main.log" >"$d/x" && mv "$d/x" "$d/acked-main.log"
+awk '$5 == 1 && $6 > 100 {$6++} {print}' "$d/c1a.hlog" >"$d/x" && mv "$d/x" "$d/c1a.hlog"
+id=$(awk '$2 == 1 && $3 == 100 {print $1}' "$d/acked-main.log")
+printf '%s\n' "1 100 rbk-id=$id" "1 101 rbk-id=$id,rbk-resent=1" >"$d/log.txt"
+store "$d"
+check resent-copy "$d" 0 "auto_resets=0 lost=0 duplicates_to_handler=0"
+d2=$WORK/resent-unmarked; cp -r "$d" "$d2"
+printf '%s\n' "1 100 rbk-id=$id" "1 101 rbk-id=$id" >"$d2/log.txt"
+check resent-copy-unmarked "$d2" 1 "auto_resets=1 lost=0"
 
 # quarantine: offsets 100..199 of partition 1 deleted by the test, the
 # partition quarantined and resolved to 200: the jump is explained, the

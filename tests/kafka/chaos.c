@@ -1336,6 +1336,61 @@ static GArray *read_gray(const char *dir) {
         return g;
 }
 
+/* The positions ("partition/offset") of the records re-sent after a producer's
+ * fatal-error recovery (they carry rbk-resent) whose id an earlier record of
+ * the log already holds, from the topic read back by the driver (log.txt, one
+ * "partition offset headers" line per record, headers "name=value,..."). A
+ * consumer with dedup drops such a copy, so its offset is never handled: a
+ * skip over it is not an offset reset. Empty when there is no log.txt. */
+static GHashTable *read_resent_copies(const char *dir) {
+        GHashTable *copies = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        char *path = g_build_filename(dir, "log.txt", NULL);
+        FILE *f = fopen(path, "r");
+        g_free(path);
+        if (!f)
+                return copies;
+        GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        char line[2048], hdrs[1800];
+        while (fgets(line, sizeof(line), f)) {
+                int part;
+                long long off;
+                if (sscanf(line, "%d %lld %1799s", &part, &off, hdrs) != 3)
+                        continue;
+                char *id = NULL;
+                int resent = 0;
+                char **h = g_strsplit(hdrs, ",", -1);
+                for (char **p = h; *p; p++) {
+                        if (g_str_has_prefix(*p, "rbk-id="))
+                                id = *p + strlen("rbk-id=");
+                        else if (g_str_has_prefix(*p, "rbk-resent="))
+                                resent = 1;
+                }
+                if (id && g_hash_table_contains(seen, id)) {
+                        if (resent)
+                                g_hash_table_add(copies, g_strdup_printf("%d/%lld", part, off));
+                } else if (id) {
+                        g_hash_table_add(seen, g_strdup(id));
+                }
+                g_strfreev(h);
+        }
+        fclose(f);
+        g_hash_table_destroy(seen);
+        return copies;
+}
+
+/* Whether every offset in [from, to) of @part is a dropped re-sent copy. */
+static int only_resent_copies(GHashTable *copies, int part, int64_t from, int64_t to) {
+        if (from >= to)
+                return 0;
+        for (int64_t o = from; o < to; o++) {
+                char k[48];
+                g_snprintf(k, sizeof(k), "%d/%" PRId64, part, o);
+                if (!g_hash_table_contains(copies, k))
+                        return 0;
+        }
+        return 1;
+}
+
 static gint cmp_double(gconstpointer a, gconstpointer b) {
         double x = *(const double *)a, y = *(const double *)b;
         return x < y ? -1 : x > y;
@@ -1585,7 +1640,8 @@ static int mode_verify(const struct opts *o) {
         /* Auto resets: per partition, in handling order across all consumer
          * processes, an offset above the highest handled so far + 1 is a
          * skip, unless a resolve (X) moved the position there. */
-        long auto_resets = 0, explained_jumps = 0;
+        long auto_resets = 0, explained_jumps = 0, resent_skips = 0;
+        GHashTable *copies = read_resent_copies(o->dir);
         GHashTable *maxoff = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         GHashTable *allowed = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
         for (guint i = 0; i < vs.recs->len; i++) {
@@ -1610,6 +1666,10 @@ static int mode_verify(const struct opts *o) {
                         if (al && *al == r->off) {
                                 explained_jumps++;
                                 g_hash_table_remove(allowed, pk);
+                        } else if (only_resent_copies(copies, r->part, *mx + 1, r->off)) {
+                                /* The skipped records are re-sent copies
+                                 * of ids handled before: dropped by dedup. */
+                                resent_skips++;
                         } else {
                                 if (auto_resets < 10)
                                         say("offset jump on partition %d: %" PRId64 " after %" PRId64
@@ -1690,12 +1750,12 @@ static int mode_verify(const struct opts *o) {
         printf("chaos-detail: acked_ids=%u deleted_by_test=%ld expected=%ld handled_ids=%u"
                " handled_records=%ld store_rows=%ld store_missing=%ld store_extra=%ld"
                " unacked_handled=%ld ack_dups=%ld no_id=%ld deleted_handled=%ld"
-               " log_reorders=%ld explained_jumps=%ld processes=%u rebalance_lost=%ld"
+               " log_reorders=%ld explained_jumps=%ld resent_skips=%ld processes=%u rebalance_lost=%ld"
                " dup_after_lost=%ld dup_after_revoke=%ld"
                " kills_per_node=%d,%d,%d bad_lines=%ld\n",
                g_hash_table_size(A), deleted_by_test, expected, g_hash_table_size(first),
                handled_recs, rows, store_missing, store_extra, unacked_handled,
-               ack_dups, no_id, deleted_handled, log_reorders, explained_jumps,
+               ack_dups, no_id, deleted_handled, log_reorders, explained_jumps, resent_skips,
                vs.insts->len, vs.lost_events, dup_after_lost, dup_after_revoke, nodes_killed[1], nodes_killed[2],
                nodes_killed[3], vs.bad_lines);
         printf("%s\n", *oor_line ? oor_line : "oor: no result (phase did not run)");
@@ -1754,6 +1814,7 @@ static int mode_verify(const struct opts *o) {
         g_hash_table_destroy(last_kseq);
         g_hash_table_destroy(maxoff);
         g_hash_table_destroy(allowed);
+        g_hash_table_destroy(copies);
         g_hash_table_destroy(A);
         g_ptr_array_free(acked, TRUE);
         g_ptr_array_free(failed, TRUE);

@@ -1044,12 +1044,26 @@ void rbk_consumer_stop(rbk_consumer_t *c) {
                 __atomic_store_n(&c->stop_req, 1, __ATOMIC_RELAXED);
 }
 
-/* Hands out hand-out @ticket (the head @rkm of @p, a reference which
- * passes to the message) through slot @m (taken with the hand-out, under
- * the same lock round): 1 with *msgp set, or 0
- * when dedup dropped it (completed, the reference dropped). */
+/* Takes the next queued message for the poll API with its slot, filled
+ * (all but its headers): the partition (a reference) and *mp, or NULL when
+ * nothing is ready. Caller holds c->lock. */
+static rbk__part_t *rbk__take_slot(rbk_consumer_t *c, rbk__msg_t **mp) {
+        rd_kafka_message_t *rkm = NULL;
+        uint64_t ticket = 0;
+        rbk__part_t *p = rbk__part_take(c, &rkm, &ticket);
+        *mp = NULL;
+        if (p) {
+                *mp = rbk__part_slot_get(c);
+                rbk__msg_fill(c, *mp, p, rkm, ticket);
+        }
+        return p;
+}
+
+/* Hands out the hand-out held by slot @m of @p (taken and filled by
+ * rbk__take_slot(); its message reference passes to the caller): 1 with
+ * *msgp set, or 0 when dedup dropped it (completed, the reference
+ * dropped). */
 static int rbk__hand_out(rbk_consumer_t *c, rbk__part_t *p, rbk__msg_t *m,
-                         rd_kafka_message_t *rkm, uint64_t ticket,
                          rbk_message_t **msgp) {
         /* The slot is this caller's: its headers are read with no lock
          * held. */
@@ -1075,36 +1089,28 @@ rbk_err_t rbk_consumer_poll(rbk_consumer_t *c, int timeout_ms,
                 return RBK_ERR_FORKED;
         /* A message already queued is handed out under this one lock round,
          * without becoming the poll thread (as a run API worker takes one). */
-        rd_kafka_message_t *rkm = NULL;
-        uint64_t ticket = 0;
+        rbk__msg_t *m = NULL;
         g_mutex_lock(&c->lock);
         rbk_err_t err = c->closed    ? RBK_ERR_SHUTDOWN
                         : c->running ? RBK_ERR_STATE
                         : !c->subscribed ? RBK_ERR_STATE
                                          : RBK_OK;
         c->stopping = 0;
-        rbk__part_t *p = err ? NULL : rbk__part_take(c, &rkm, &ticket);
-        rbk__msg_t *m = p ? rbk__part_slot_get(c) : NULL;
-        if (m)
-                rbk__msg_fill(c, m, p, rkm, ticket);
+        rbk__part_t *p = err ? NULL : rbk__take_slot(c, &m);
         g_mutex_unlock(&c->lock);
         if (err)
                 return err;
-        if (p && rbk__hand_out(c, p, m, rkm, ticket, msgp))
+        if (p && rbk__hand_out(c, p, m, msgp))
                 return RBK_OK;
         int64_t deadline = rbk__now_ms() + MAX(timeout_ms, 0);
         g_mutex_lock(&c->poll_mu);
         rbk__tl_poller = c;
         for (int polled = 0;; polled = 1) {
-                rkm = NULL;
                 g_mutex_lock(&c->lock);
-                p = c->running ? NULL : rbk__part_take(c, &rkm, &ticket);
-                m = p ? rbk__part_slot_get(c) : NULL;
-                if (m)
-                        rbk__msg_fill(c, m, p, rkm, ticket);
+                p = c->running ? NULL : rbk__take_slot(c, &m);
                 g_mutex_unlock(&c->lock);
                 if (p) {
-                        if (!rbk__hand_out(c, p, m, rkm, ticket, msgp))
+                        if (!rbk__hand_out(c, p, m, msgp))
                                 continue;
                         break;
                 }

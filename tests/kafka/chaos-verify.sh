@@ -3,7 +3,8 @@
 # synthetic delivery reports and consumer logs, clean and with one fault
 # each (a lost id, an id handed twice to one process, a redelivery to another
 # process, a reordered key, a skipped offset range (and one that only skips a
-# re-sent copy dropped as a duplicate), a quarantine resolved
+# re-sent copy dropped as a duplicate, in either order, and one that also
+# skips a second unmarked copy), a quarantine resolved
 # past a deleted range and the same without the resolve, a page from a
 # broker behind the log and one past every acked record, a failed delivery,
 # a store that does not match, too few kills, a cross-member redelivery,
@@ -142,6 +143,41 @@ check resent-copy "$d" 0 "auto_resets=0 lost=0 duplicates_to_handler=0"
 d2=$WORK/resent-unmarked; cp -r "$d" "$d2"
 printf '%s\n' "1 100 rbk-id=$id" "1 101 rbk-id=$id" >"$d2/log.txt"
 check resent-copy-unmarked "$d2" 1 "auto_resets=1 lost=0"
+# The first attempt can land after its re-sent copy (a request of the
+# replaced librdkafka instance reaching a broker late): the marked copy at
+# 100 is handled, the unmarked one at 101 dropped; explained all the same.
+d3=$WORK/resent-reversed; cp -r "$d" "$d3"
+printf '%s\n' "1 100 rbk-id=$id,rbk-resent=1" "1 101 rbk-id=$id" >"$d3/log.txt"
+check resent-copy-reversed "$d3" 0 "auto_resets=0 lost=0 duplicates_to_handler=0"
+# A second unmarked copy is a duplicate the recovery does not explain: c1a
+# handles 100 and skips 101 (re-sent) and 102 (unmarked again).
+d4=$WORK/resent-second-unmarked; base "$d4"
+awk '$2 == 1 && $3 > 100 {$3 += 2} {print}' "$d4/acked-main.log" >"$d4/x" && mv "$d4/x" "$d4/acked-main.log"
+awk '$5 == 1 && $6 > 100 {$6 += 2} {print}' "$d4/c1a.hlog" >"$d4/x" && mv "$d4/x" "$d4/c1a.hlog"
+printf '%s\n' "1 100 rbk-id=$id" "1 101 rbk-id=$id,rbk-resent=1" "1 102 rbk-id=$id" >"$d4/log.txt"
+store "$d4"
+check resent-copy-second-unmarked "$d4" 1 "auto_resets=1 lost=0"
+
+# The log check of the suite (log-check.awk, on the topic read back): a
+# re-sent copy before or after the first attempt is a resent duplicate, an
+# unmarked repeat a duplicate record.
+log_check() {
+  local name=$1 want=$2 line
+  line=$(awk -f "$ROOT/tests/kafka/log-check.awk" "$WORK/$name.log")
+  if [[ " $line " == *" $want "* ]]; then
+    passed=$((passed + 1)); echo "ok   log-$name: $line"
+  else
+    failed=$((failed + 1)); echo "FAIL log-$name: want $want: $line"
+  fi
+}
+printf '%s\n' "0 0 rbk-id=a" "0 1 rbk-id=b" "1 0 rbk-id=c" >"$WORK/clean.log"
+log_check clean "duplicate_records=0 resent_duplicates=0 no_id=0"
+printf '%s\n' "0 0 rbk-id=a" "0 1 rbk-id=a,rbk-resent=1" "0 2 rbk-id=b,rbk-resent=1" "0 3 rbk-id=b" >"$WORK/resent.log"
+log_check resent "duplicate_records=0 resent_duplicates=2 no_id=0"
+printf '%s\n' "0 0 rbk-id=a" "0 1 rbk-id=a" "0 2 rbk-id=b,rbk-resent=1" "0 3 rbk-id=b" "0 4 rbk-id=b" >"$WORK/dup.log"
+log_check dup "duplicate_records=2 resent_duplicates=1 no_id=0"
+printf '%s\n' "0 0 rbk-id=a" "0 1 -" >"$WORK/noid.log"
+log_check noid "duplicate_records=0 resent_duplicates=0 no_id=1"
 
 # quarantine: offsets 100..199 of partition 1 deleted by the test, the
 # partition quarantined and resolved to 200: the jump is explained, the

@@ -1336,12 +1336,39 @@ static GArray *read_gray(const char *dir) {
         return g;
 }
 
-/* The positions ("partition/offset") of the records re-sent after a producer's
- * fatal-error recovery (they carry rbk-resent) whose id an earlier record of
- * the log already holds, from the topic read back by the driver (log.txt, one
- * "partition offset headers" line per record, headers "name=value,..."). A
- * consumer with dedup drops such a copy, so its offset is never handled: a
- * skip over it is not an offset reset. Empty when there is no log.txt. */
+/* One record of log.txt (the topic read back by the driver: one
+ * "partition offset headers" line per record, headers "name=value,...").
+ * Returns 1 with *id (in @hdrs, NULL when the record has none) and *resent
+ * set, 0 for a line that is not a record. */
+#define LOG_HDRS_MAX 1800
+static int log_record(const char *line, char hdrs[LOG_HDRS_MAX], int *part,
+                      long long *off, const char **id, int *resent) {
+        if (sscanf(line, "%d %lld %1799s", part, off, hdrs) != 3)
+                return 0;
+        *id = NULL;
+        *resent = 0;
+        for (char *h = hdrs; h && *h;) {
+                char *comma = strchr(h, ',');
+                if (comma)
+                        *comma = '\0';
+                if (g_str_has_prefix(h, "rbk-id="))
+                        *id = h + strlen("rbk-id=");
+                else if (g_str_has_prefix(h, "rbk-resent="))
+                        *resent = 1;
+                h = comma ? comma + 1 : NULL;
+        }
+        return 1;
+}
+
+/* The positions ("partition/offset") of the records that repeat an id an
+ * earlier record of the log holds, where some copy of that id carries
+ * rbk-resent: the copies a producer's fatal-error recovery left in the log.
+ * The re-sent copy (marked) usually comes second, but the first attempt (not
+ * marked) can land after it: a request of the replaced librdkafka instance
+ * that reaches a broker late is still appended. Either way a consumer with
+ * dedup drops the later copies, so their offsets are never handled: a skip
+ * over them is not an offset reset. A second unmarked copy of an id is a
+ * duplicate and is not among them. Empty when there is no log.txt. */
 static GHashTable *read_resent_copies(const char *dir) {
         GHashTable *copies = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         char *path = g_build_filename(dir, "log.txt", NULL);
@@ -1349,32 +1376,35 @@ static GHashTable *read_resent_copies(const char *dir) {
         g_free(path);
         if (!f)
                 return copies;
+        /* Pass 1: the ids with a marked copy anywhere in the log. */
+        GHashTable *marked = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        char line[2048], hdrs[LOG_HDRS_MAX];
+        int part, resent;
+        long long off;
+        const char *id;
+        while (fgets(line, sizeof(line), f))
+                if (log_record(line, hdrs, &part, &off, &id, &resent) &&
+                    id && resent)
+                        g_hash_table_add(marked, g_strdup(id));
+        /* Pass 2: the later copies of those ids: marked ones, and the one
+         * unmarked copy (the first attempt) when it comes after a marked
+         * one. A second unmarked copy is a duplicate, not explained here. */
+        rewind(f);
         GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        char line[2048], hdrs[1800];
         while (fgets(line, sizeof(line), f)) {
-                int part;
-                long long off;
-                if (sscanf(line, "%d %lld %1799s", &part, &off, hdrs) != 3)
+                if (!log_record(line, hdrs, &part, &off, &id, &resent) ||
+                    !id || !g_hash_table_contains(marked, id))
                         continue;
-                char *id = NULL;
-                int resent = 0;
-                char **h = g_strsplit(hdrs, ",", -1);
-                for (char **p = h; *p; p++) {
-                        if (g_str_has_prefix(*p, "rbk-id="))
-                                id = *p + strlen("rbk-id=");
-                        else if (g_str_has_prefix(*p, "rbk-resent="))
-                                resent = 1;
-                }
-                if (id && g_hash_table_contains(seen, id)) {
-                        if (resent)
-                                g_hash_table_add(copies, g_strdup_printf("%d/%lld", part, off));
-                } else if (id) {
-                        g_hash_table_add(seen, g_strdup(id));
-                }
-                g_strfreev(h);
+                gpointer v = g_hash_table_lookup(seen, id);
+                int had = GPOINTER_TO_INT(v); /* 1: seen, 2: an unmarked copy seen */
+                if (had && (resent || !(had & 2)))
+                        g_hash_table_add(copies, g_strdup_printf("%d/%lld", part, off));
+                g_hash_table_insert(seen, g_strdup(id),
+                                    GINT_TO_POINTER(had | 1 | (resent ? 0 : 2)));
         }
         fclose(f);
         g_hash_table_destroy(seen);
+        g_hash_table_destroy(marked);
         return copies;
 }
 

@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -469,6 +470,25 @@ static void rbk__rd_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                 rbk__hooks_rd_log(p->hooks, level, fac, buf);
 }
 
+/* Closes a broker connection of a producer instance abortively (SO_LINGER
+ * 0: the kernel drops what it has not delivered and resets the connection).
+ *
+ * librdkafka closes a connection when a request on it times out and counts
+ * the request as failed, to be retried (or, for a replaced instance, re-sent
+ * by the library with rbk-resent). After a plain close() the kernel keeps
+ * retransmitting the bytes it still holds; behind a network partition the
+ * broker's side of the connection stays open, and when the partition heals
+ * it receives the old produce request and appends it, after the retry or
+ * the re-send and newer messages. An abortive close drops those bytes. It
+ * cannot recall what the broker's kernel already has (a paused broker still
+ * appends that), and a producer closes its connections only after its
+ * requests are answered or given up, so nothing else is lost. */
+static int rbk__close_socket(int fd, void *opaque) {
+        const struct linger now = {.l_onoff = 1, .l_linger = 0};
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof(now));
+        return close(fd);
+}
+
 /* A fresh librdkafka producer with the library's callbacks, and its main
  * queue. NULL with the reason in errstr. */
 static rd_kafka_t *rbk__instance_new(rbk_producer_t *p, rd_kafka_queue_t **qp,
@@ -491,6 +511,7 @@ static rd_kafka_t *rbk__instance_new(rbk_producer_t *p, rd_kafka_queue_t **qp,
         rd_kafka_conf_set_events(c, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR |
                                         RD_KAFKA_EVENT_STATS);
         rbk__install_partitioner(c);
+        rd_kafka_conf_set_closesocket_cb(c, rbk__close_socket);
         char rderr[512];
         rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, rderr, sizeof(rderr));
         if (!rk) {

@@ -2,6 +2,11 @@
  * broker loss, pushed Produce errors, slow responses, fatal idempotence
  * errors while several threads send, delivery timeouts. Every message is
  * counted by its index and id, and the topic is read back and compared. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -948,6 +953,61 @@ START_TEST(ring_close_after_compaction) {
 }
 END_TEST
 
+/* A connection the producer closes is reset, not shut down gracefully: what
+ * the kernel still holds for it is dropped, never delivered late. (librdkafka
+ * closes a connection whose request timed out and retries the request; after
+ * a plain close() the kernel keeps sending the old request, and a broker cut
+ * off by a network partition appends it once the partition heals, after the
+ * retry.) A listener that never answers stands in for the broker: it reads
+ * the producer's first request, the producer is closed, and the listener's
+ * next read must fail with ECONNRESET; a plain close() gives end of file. */
+START_TEST(closed_connections_are_reset) {
+        int lfd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(lfd, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        ck_assert_int_eq(listen(lfd, 4), 0);
+        socklen_t sl = sizeof(sa);
+        ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+        char boot[64];
+        snprintf(boot, sizeof(boot), "127.0.0.1:%d", ntohs(sa.sin_port));
+
+        rbk_conf_t *conf = rbk_conf_new();
+        ps_set(conf, "bootstrap.servers", boot);
+        rbk_conf_set_log_cb(conf, ps_log_cb, NULL);
+        char errstr[512];
+        rbk_producer_t *p = rbk_producer_new(conf, errstr, sizeof(errstr));
+        ck_assert_msg(p, "%s", errstr);
+
+        struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+        ck_assert_msg(poll(&pfd, 1, 20000) == 1,
+                      "the producer did not connect within 20 s");
+        int fd = accept(lfd, NULL, NULL);
+        ck_assert_int_ge(fd, 0);
+        struct timeval tv = {.tv_sec = 20};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        ck_assert_msg(n > 0, "no request from the producer (%zd, %s)", n,
+                      g_strerror(errno));
+
+        ck_assert_int_eq(rbk_producer_close(p, 5000), RBK_OK);
+        /* Whatever else it sent before the close, then the verdict. */
+        do {
+                n = recv(fd, buf, sizeof(buf), 0);
+        } while (n > 0);
+        int e = errno;
+        ck_assert_msg(n < 0 && e == ECONNRESET,
+                      "the closed connection was not reset: recv() gave %zd "
+                      "(%s)", n, n < 0 ? g_strerror(e) : "end of file");
+        close(fd);
+        close(lfd);
+        rbk_producer_destroy(p);
+        rbk_conf_destroy(conf);
+}
+END_TEST
+
 static Suite *suite(void) {
         Suite *s = suite_create("producer_faults");
         RBK_TCASE(s, leader_moves_mid_stream, 90);
@@ -964,6 +1024,7 @@ static Suite *suite(void) {
         RBK_TCASE(s, ring_grows_then_compacts_while_partition_stuck, 60);
         RBK_TCASE(s, ring_fatal_recovery_after_compaction, 60);
         RBK_TCASE(s, ring_close_after_compaction, 60);
+        RBK_TCASE(s, closed_connections_are_reset, 60);
         return s;
 }
 

@@ -473,13 +473,14 @@ static void rbk__rd_log_cb(const rd_kafka_t *rk, int level, const char *fac,
 /* Closes a broker connection of a producer instance abortively (SO_LINGER
  * 0: the kernel drops what it has not delivered and resets the connection).
  *
- * librdkafka closes a connection when a request on it times out and counts
- * the request as failed, to be retried (or, for a replaced instance, re-sent
- * by the library with rbk-resent). After a plain close() the kernel keeps
- * retransmitting the bytes it still holds; behind a network partition the
- * broker's side of the connection stays open, and when the partition heals
- * it receives the old produce request and appends it, after the retry or
- * the re-send and newer messages. An abortive close drops those bytes. It
+ * librdkafka closes a connection when a request on it times out and retries
+ * the request; the library re-sends what a replaced instance held. After a
+ * plain close() the kernel keeps retransmitting the bytes it still holds;
+ * behind a network partition the broker's side of the connection stays
+ * open, and when the partition heals it receives the old produce request.
+ * Within one instance its sequence numbers make that harmless, but a
+ * replaced instance's request is appended after the re-send and newer
+ * messages, a second copy. An abortive close drops those bytes. It
  * cannot recall what the broker's kernel already has (a paused broker still
  * appends that), and a producer closes its connections only after its
  * requests are answered or given up, so nothing else is lost. */

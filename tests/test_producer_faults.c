@@ -954,11 +954,11 @@ START_TEST(ring_close_after_compaction) {
 END_TEST
 
 /* A connection the producer closes is reset, not shut down gracefully: what
- * the kernel still holds for it is dropped, never delivered late. (librdkafka
- * closes a connection whose request timed out and retries the request; after
- * a plain close() the kernel keeps sending the old request, and a broker cut
- * off by a network partition appends it once the partition heals, after the
- * retry.) A listener that never answers stands in for the broker: it reads
+ * the kernel still holds for it is dropped, never delivered late. (After a
+ * plain close() the kernel keeps sending a request librdkafka gave up on; a
+ * broker cut off by a network partition receives it once the partition
+ * heals, and a replaced instance's request is appended after the library's
+ * re-send of the same message.) A listener that never answers stands in for the broker: it reads
  * the producer's first request, the producer is closed, and the listener's
  * next read must fail with ECONNRESET; a plain close() gives end of file. */
 START_TEST(closed_connections_are_reset) {

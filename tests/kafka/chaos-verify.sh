@@ -158,12 +158,12 @@ printf '%s\n' "1 100 rbk-id=$id" "1 101 rbk-id=$id,rbk-resent=1" "1 102 rbk-id=$
 store "$d4"
 check resent-copy-second-unmarked "$d4" 1 "auto_resets=1 lost=0"
 
-# The log check of the suite (log-check.awk, on the topic read back): a
+# The log check of the suite (chaos log-check, on the topic read back): a
 # re-sent copy before or after the first attempt is a resent duplicate, an
 # unmarked repeat a duplicate record.
 log_check() {
   local name=$1 want=$2 line
-  line=$(awk -f "$ROOT/tests/kafka/log-check.awk" "$WORK/$name.log")
+  line=$("$CHAOS" log-check -l "$WORK/$name.log")
   if [[ " $line " == *" $want "* ]]; then
     passed=$((passed + 1)); echo "ok   log-$name: $line"
   else

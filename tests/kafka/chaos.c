@@ -1337,13 +1337,15 @@ static GArray *read_gray(const char *dir) {
 }
 
 /* One record of log.txt (the topic read back by the driver: one
- * "partition offset headers" line per record, headers "name=value,...").
- * Returns 1 with *id (in @hdrs, NULL when the record has none) and *resent
- * set, 0 for a line that is not a record. */
+ * "partition offset headers" line per record, headers "name=value,...",
+ * as `kcat -f '%p %o %h\n'` prints them). Returns 1 with *id (in @hdrs,
+ * NULL when the record has none) and *resent set, 0 for a line that is not
+ * a record. */
 #define LOG_HDRS_MAX 1800
 static int log_record(const char *line, char hdrs[LOG_HDRS_MAX], int *part,
                       long long *off, const char **id, int *resent) {
-        if (sscanf(line, "%d %lld %1799s", part, off, hdrs) != 3)
+        hdrs[0] = '\0';
+        if (sscanf(line, "%d %lld %1799s", part, off, hdrs) < 2)
                 return 0;
         *id = NULL;
         *resent = 0;
@@ -1360,52 +1362,139 @@ static int log_record(const char *line, char hdrs[LOG_HDRS_MAX], int *part,
         return 1;
 }
 
+/* A record of log.txt, and an id's copies in the log. */
+typedef struct {
+        int part;
+        long long off;
+        int resent;
+} log_copy_t;
+typedef struct {
+        log_copy_t first;
+        GArray *later; /* log_copy_t in log order; NULL while the id is once */
+        int marked, unmarked;
+} log_id_t;
+
+static void log_id_free(gpointer p) {
+        log_id_t *li = p;
+        if (li->later)
+                g_array_free(li->later, TRUE);
+        g_free(li);
+}
+
+/* Every id of a log.txt with its copies; *records and *no_id count its
+ * records and those without an rbk-id. NULL when the file cannot be read. */
+static GHashTable *read_log_ids(const char *path, long *records, long *no_id) {
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return NULL;
+        GHashTable *ids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, log_id_free);
+        char line[2048], hdrs[LOG_HDRS_MAX];
+        *records = *no_id = 0;
+        while (fgets(line, sizeof(line), f)) {
+                log_copy_t c;
+                const char *id;
+                if (!log_record(line, hdrs, &c.part, &c.off, &id, &c.resent))
+                        continue;
+                (*records)++;
+                if (!id) {
+                        (*no_id)++;
+                        continue;
+                }
+                log_id_t *li = g_hash_table_lookup(ids, id);
+                if (!li) {
+                        li = g_new0(log_id_t, 1);
+                        li->first = c;
+                        g_hash_table_insert(ids, g_strdup(id), li);
+                } else {
+                        if (!li->later)
+                                li->later = g_array_new(FALSE, FALSE, sizeof(log_copy_t));
+                        g_array_append_val(li->later, c);
+                }
+                if (c.resent)
+                        li->marked++;
+                else
+                        li->unmarked++;
+        }
+        fclose(f);
+        return ids;
+}
+
 /* The positions ("partition/offset") of the records that repeat an id an
  * earlier record of the log holds, where some copy of that id carries
  * rbk-resent: the copies a producer's fatal-error recovery left in the log.
- * The re-sent copy (marked) usually comes second, but the first attempt (not
- * marked) can land after it: a request of the replaced librdkafka instance
- * that reaches a broker late is still appended. Either way a consumer with
- * dedup drops the later copies, so their offsets are never handled: a skip
- * over them is not an offset reset. A second unmarked copy of an id is a
- * duplicate and is not among them. Empty when there is no log.txt. */
+ * Every re-sent copy is marked; the first attempt is not, and it can land
+ * after its re-sent copy (a request of the replaced librdkafka instance that
+ * reaches a broker late is still appended). Either way a consumer with dedup
+ * drops the later copies, so their offsets are never handled: a skip over
+ * them is not an offset reset. An unmarked copy past an id's first unmarked
+ * one is a duplicate and is not among them. Empty when there is no log.txt. */
 static GHashTable *read_resent_copies(const char *dir) {
         GHashTable *copies = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         char *path = g_build_filename(dir, "log.txt", NULL);
-        FILE *f = fopen(path, "r");
+        long records, no_id;
+        GHashTable *ids = read_log_ids(path, &records, &no_id);
         g_free(path);
-        if (!f)
+        if (!ids)
                 return copies;
-        /* Pass 1: the ids with a marked copy anywhere in the log. */
-        GHashTable *marked = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        char line[2048], hdrs[LOG_HDRS_MAX];
-        int part, resent;
-        long long off;
-        const char *id;
-        while (fgets(line, sizeof(line), f))
-                if (log_record(line, hdrs, &part, &off, &id, &resent) &&
-                    id && resent)
-                        g_hash_table_add(marked, g_strdup(id));
-        /* Pass 2: the later copies of those ids: marked ones, and the one
-         * unmarked copy (the first attempt) when it comes after a marked
-         * one. A second unmarked copy is a duplicate, not explained here. */
-        rewind(f);
-        GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-        while (fgets(line, sizeof(line), f)) {
-                if (!log_record(line, hdrs, &part, &off, &id, &resent) ||
-                    !id || !g_hash_table_contains(marked, id))
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, ids);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+                log_id_t *li = v;
+                if (!li->marked || !li->later)
                         continue;
-                gpointer v = g_hash_table_lookup(seen, id);
-                int had = GPOINTER_TO_INT(v); /* 1: seen, 2: an unmarked copy seen */
-                if (had && (resent || !(had & 2)))
-                        g_hash_table_add(copies, g_strdup_printf("%d/%lld", part, off));
-                g_hash_table_insert(seen, g_strdup(id),
-                                    GINT_TO_POINTER(had | 1 | (resent ? 0 : 2)));
+                int unmarked_seen = !li->first.resent;
+                for (guint i = 0; i < li->later->len; i++) {
+                        log_copy_t *c = &g_array_index(li->later, log_copy_t, i);
+                        if (c->resent || !unmarked_seen)
+                                g_hash_table_add(copies, g_strdup_printf("%d/%lld", c->part, c->off));
+                        if (!c->resent)
+                                unmarked_seen = 1;
+                }
         }
-        fclose(f);
-        g_hash_table_destroy(seen);
-        g_hash_table_destroy(marked);
+        g_hash_table_destroy(ids);
         return copies;
+}
+
+/* The chaos suite's check of the topic read back whole: prints
+ *   log: records=N distinct_ids=N duplicate_records=N resent_duplicates=N no_id=N [e.g. ...]
+ * An id's marked copies are re-sends of a fatal-error recovery and its first
+ * unmarked copy the first attempt, in any order (resent_duplicates); an
+ * unmarked copy past the first is a duplicate record. The driver decides on
+ * the counts. */
+static int mode_log_check(const struct opts *o) {
+        if (!o->log)
+                die("log-check needs -l LOG");
+        long records, no_id;
+        GHashTable *ids = read_log_ids(o->log, &records, &no_id);
+        if (!ids)
+                die("cannot read %s: %s", o->log, g_strerror(errno));
+        long dup = 0, rdup = 0, shown = 0;
+        GString *eg = g_string_new(NULL);
+        GHashTableIter it;
+        gpointer k, v;
+        g_hash_table_iter_init(&it, ids);
+        while (g_hash_table_iter_next(&it, &k, &v)) {
+                log_id_t *li = v;
+                if (!li->later)
+                        continue;
+                long d = li->unmarked > 1 ? li->unmarked - 1 : 0;
+                dup += d;
+                rdup += (long)li->later->len - d;
+                if (d && shown++ < 5) {
+                        g_string_append_printf(eg, " %s@", (char *)k);
+                        for (guint i = 0; i < li->later->len; i++) {
+                                log_copy_t *c = &g_array_index(li->later, log_copy_t, i);
+                                g_string_append_printf(eg, "%s%d/%lld", i ? "," : "", c->part, c->off);
+                        }
+                        g_string_append_printf(eg, "(first %d/%lld)", li->first.part, li->first.off);
+                }
+        }
+        printf("log: records=%ld distinct_ids=%u duplicate_records=%ld resent_duplicates=%ld no_id=%ld%s%s\n",
+               records, g_hash_table_size(ids), dup, rdup, no_id, eg->len ? " e.g." : "", eg->str);
+        g_string_free(eg, TRUE);
+        g_hash_table_destroy(ids);
+        return 0;
 }
 
 /* Whether every offset in [from, to) of @part is a dropped re-sent copy. */
@@ -1869,6 +1958,7 @@ static void usage(void) {
                 "       chaos missing  -o DIR -d DB\n"
                 "       chaos merge    -d DB -l LOG\n"
                 "       chaos verify   -o DIR -d DB [-n MIN_ACKED] [-K MIN_KILLS] [-Q] [-M MAX_MS] [-P P99_MS]\n"
+                "       chaos log-check -l LOG.TXT\n"
                 "       chaos now\n");
         exit(2);
 }
@@ -1920,6 +2010,8 @@ int main(int argc, char **argv) {
                 return mode_merge(&o);
         if (!strcmp(argv[1], "verify"))
                 return mode_verify(&o);
+        if (!strcmp(argv[1], "log-check"))
+                return mode_log_check(&o);
         if (!strcmp(argv[1], "now")) {
                 /* For the driver: the wall clock (ms) and CLOCK_MONOTONIC (ns)
                  * of one instant, to place its rounds on both time lines. */

@@ -362,7 +362,7 @@ step log
 # other repeated id is a duplicate.
 kcat -C -b "$BOOTSTRAP" -t "$TOPIC" -o beginning -e -q -f '%p %o %h\n' >"$WORK/log.txt" \
   || fail "reading the topic back failed"
-LOG_LINE=$(awk -f "$ROOT/tests/kafka/log-check.awk" "$WORK/log.txt")
+LOG_LINE=$("$CHAOS" log-check -l "$WORK/log.txt") || fail "checking the log failed"
 say "$LOG_LINE"
 [[ $LOG_LINE == *" duplicate_records=0 "* ]] || fail "the log holds duplicate records: $LOG_LINE"
 [[ $LOG_LINE == *" no_id=0"* ]] || fail "records without an id in the log: $LOG_LINE"
